@@ -1,0 +1,110 @@
+// The op signatures every backend implements, on plain views (pointer, dtype, shape).
+// native/cpu/*.cc implement them in gk::cpu; native/cuda/* in gk::cuda (with a stream).
+#pragma once
+#include "core/common.h"
+#include "core/advantages.h"
+#include "core/loss.h"
+
+namespace gk {
+
+// Spec §1 forward. targets are int32 or int64 (target_dtype). entropy and lse may be null.
+struct LogProbArgs {
+  const void* logits = nullptr;
+  int32_t dtype = kF32;
+  int64_t n = 0, v = 0;
+  const void* targets = nullptr;
+  int32_t target_dtype = kI64;
+  float temperature = 1.0f;
+  int64_t ignore_index = -100;
+  bool check_finite = false;
+  float* logp = nullptr;
+  float* entropy = nullptr;
+  float* lse = nullptr;
+};
+
+// Spec §1 backward. gl/gh may be null (zero). lse/entropy may be null: then they are
+// recomputed from the logits. grad has the logits' dtype and may alias the logits.
+struct LogProbBackwardArgs {
+  const void* logits = nullptr;
+  int32_t dtype = kF32;
+  int64_t n = 0, v = 0;
+  const void* targets = nullptr;
+  int32_t target_dtype = kI64;
+  float temperature = 1.0f;
+  int64_t ignore_index = -100;
+  const float* gl = nullptr;
+  const float* gh = nullptr;
+  const float* lse = nullptr;
+  const float* entropy = nullptr;
+  void* grad = nullptr;
+};
+
+// Spec §2. rewards: k reward functions x n samples, row-major, float64, NaN = not applicable.
+struct AdvantageArgs {
+  const double* rewards = nullptr;
+  int64_t k = 1, n = 0, group = 1;
+  const double* weights = nullptr;  // k, or null for all ones
+  AdvOptions opt{kScaleGroup, kEstGrpo, 1e-4};
+  float* advantages = nullptr;      // n
+  double* combined = nullptr;       // n
+  double* group_mean = nullptr;     // n / group
+  double* group_std = nullptr;      // n / group
+  int64_t zero_variance_groups = 0; // out
+};
+
+struct LossMetrics {
+  double loss = 0, tokens = 0, kl_mean = 0, ratio_mean = 0;
+  double clip_low = 0, clip_high = 0, clip = 0, entropy_mean = 0;
+  double entropy_threshold = 0;
+};
+
+// Spec §3-5 on per-token log-probs. Sequences are rows seq_offsets[s] .. seq_offsets[s+1]-1.
+struct LossStepArgs {
+  const float* logp = nullptr;
+  const float* old_logp = nullptr;   // null: on-policy
+  const float* ref_logp = nullptr;   // null: no KL
+  const float* entropy = nullptr;    // needed for entropyCoef and topEntropyQuantile
+  const float* advantages = nullptr; // one per sequence
+  const int64_t* seq_offsets = nullptr;
+  int64_t s = 0, n = 0;
+  const uint8_t* mask = nullptr;      // per token, null: all ones
+  const uint8_t* truncated = nullptr; // per sequence, null: none
+  LossOptions opt{};
+  float* dlogp = nullptr;             // n
+  float* dentropy = nullptr;          // n, may be null when entropy_coef == 0
+  float* token_loss = nullptr;        // n, optional
+  LossMetrics out;
+};
+
+// Spec §6: the fused loss from logits. Forward stats, the loss step, then the gradient.
+struct FusedLossArgs {
+  LogProbArgs fwd;                    // logp/entropy/lse outputs are required here (O(N))
+  LossStepArgs step;                  // logp/entropy filled from fwd; dlogp/dentropy scratch
+  void* grad = nullptr;               // logits' dtype, may alias the logits
+};
+
+namespace cpu {
+Status token_logprobs(const LogProbArgs& a);
+Status token_logprobs_backward(const LogProbBackwardArgs& a);
+Status group_advantages(AdvantageArgs& a);
+Status grpo_loss_step(LossStepArgs& a);
+Status grpo_loss_fused(FusedLossArgs& a);
+int num_threads();
+const char* simd_level();
+}  // namespace cpu
+
+namespace cuda {
+struct DeviceInfo {
+  int32_t count = 0;
+  int32_t runtime_version = 0;
+  int32_t driver_version = 0;
+  char error[256] = {0};          // why no device is usable, when count == 0
+  char names[8][128] = {{0}};
+  int32_t cc_major[8] = {0}, cc_minor[8] = {0};
+  int64_t memory[8] = {0};
+};
+bool compiled();                   // false when the addon was built without CUDA
+void probe(DeviceInfo* info);
+}  // namespace cuda
+
+}  // namespace gk

@@ -1,0 +1,357 @@
+// N-API glue only: unpack arguments, run the op on a libuv worker thread, map native status
+// codes to JS errors. No math here.
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "../backend.h"
+
+#ifndef GK_VERSION
+#define GK_VERSION "0.0.0"
+#endif
+
+namespace {
+
+using gk::Status;
+
+const char* CodeName(int32_t c) {
+  switch (c) {
+    case gk::kShape: return "GK_SHAPE";
+    case gk::kDtype: return "GK_DTYPE";
+    case gk::kTargetRange: return "GK_TARGET_RANGE";
+    case gk::kNonFinite: return "GK_NONFINITE";
+    case gk::kCuda: return "GK_CUDA";
+    case gk::kOom: return "GK_OOM";
+    case gk::kInvalid: return "GK_INVALID_ARG";
+    default: return "GK_INTERNAL";
+  }
+}
+
+Napi::Error MakeError(Napi::Env env, int32_t code, const std::string& msg, int64_t row = -1) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Value().Set("code", Napi::String::New(env, CodeName(code)));
+  if (row >= 0) e.Value().Set("row", Napi::Number::New(env, (double)row));
+  return e;
+}
+
+// Thrown while unpacking; turned into a JS error with a code by the entry points.
+struct ArgError {
+  int32_t code;
+  std::string msg;
+};
+
+struct Arr {
+  void* data = nullptr;
+  size_t length = 0;
+  napi_typedarray_type type = napi_float32_array;
+};
+
+bool Has(const Napi::Object& o, const char* key) {
+  if (!o.Has(key)) return false;
+  Napi::Value v = o.Get(key);
+  return !v.IsUndefined() && !v.IsNull();
+}
+
+Arr GetArray(const Napi::Object& o, const char* key, std::initializer_list<napi_typedarray_type> types,
+             size_t expect_len) {
+  if (!Has(o, key)) throw ArgError{gk::kInvalid, std::string("missing array argument '") + key + "'"};
+  Napi::Value v = o.Get(key);
+  if (!v.IsTypedArray()) throw ArgError{gk::kDtype, std::string("'") + key + "' must be a typed array"};
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  Arr a;
+  a.type = ta.TypedArrayType();
+  bool ok = false;
+  for (auto t : types) ok = ok || t == a.type;
+  if (!ok) throw ArgError{gk::kDtype, std::string("'") + key + "' has the wrong typed-array type"};
+  a.length = ta.ElementLength();
+  if (a.length != expect_len)
+    throw ArgError{gk::kShape, std::string("'") + key + "' has " + std::to_string(a.length) + " elements, expected " +
+                                   std::to_string(expect_len)};
+  a.data = (char*)ta.ArrayBuffer().Data() + ta.ByteOffset();
+  return a;
+}
+
+template <class T>
+T* Opt(const Napi::Object& o, const char* key, std::initializer_list<napi_typedarray_type> types, size_t len) {
+  return Has(o, key) ? (T*)GetArray(o, key, types, len).data : nullptr;
+}
+
+double Num(const Napi::Object& o, const char* key, double dflt) {
+  if (!Has(o, key)) return dflt;
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw ArgError{gk::kInvalid, std::string("'") + key + "' must be a number"};
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+int64_t Int(const Napi::Object& o, const char* key, int64_t dflt) {
+  const double d = Num(o, key, (double)dflt);
+  if (d != (double)(int64_t)d) throw ArgError{gk::kInvalid, std::string("'") + key + "' must be an integer"};
+  return (int64_t)d;
+}
+
+// Runs `work` off the JS thread; resolves with `done(env)` or rejects with a coded error.
+class Job : public Napi::AsyncWorker {
+ public:
+  Job(Napi::Env env, Napi::Object keep, std::function<Status()> work, std::function<Napi::Value(Napi::Env)> done)
+      : Napi::AsyncWorker(env, "grpo-kernels"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        work_(std::move(work)),
+        done_(std::move(done)) {
+    keep_ = Napi::Persistent(keep);  // keeps every typed array of the call alive
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      status_ = work_();
+    } catch (const std::bad_alloc&) {
+      status_.code = gk::kOom;
+      snprintf(status_.message, sizeof(status_.message), "out of host memory");
+    } catch (const std::exception& e) {
+      status_.code = gk::kInternal;
+      snprintf(status_.message, sizeof(status_.message), "%s", e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::HandleScope scope(Env());
+    if (status_.ok()) deferred_.Resolve(done_(Env()));
+    else deferred_.Reject(MakeError(Env(), status_.code, status_.message, status_.row).Value());
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference keep_;
+  std::function<Status()> work_;
+  std::function<Napi::Value(Napi::Env)> done_;
+  Status status_;
+};
+
+Napi::Value Queue(Napi::Env env, Napi::Object keep, std::function<Status()> work,
+                  std::function<Napi::Value(Napi::Env)> done) {
+  Job* job = new Job(env, keep, std::move(work), std::move(done));
+  Napi::Promise p = job->Promise();
+  job->Queue();
+  return p;
+}
+
+Napi::Value Undefined(Napi::Env env) { return env.Undefined(); }
+
+// Entry-point wrapper: argument errors become synchronous JS errors with a code.
+template <class F>
+Napi::Value Guard(const Napi::CallbackInfo& info, F f) {
+  Napi::Env env = info.Env();
+  try {
+    if (info.Length() < 1 || !info[0].IsObject()) throw ArgError{gk::kInvalid, "expected one options object"};
+    return f(env, info[0].As<Napi::Object>());
+  } catch (const ArgError& e) {
+    MakeError(env, e.code, e.msg).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
+const std::initializer_list<napi_typedarray_type> kF32 = {napi_float32_array};
+const std::initializer_list<napi_typedarray_type> kU8 = {napi_uint8_array};
+
+void ReadLogits(const Napi::Object& o, int32_t* dtype, int64_t* n, int64_t* v, const void** logits) {
+  *dtype = (int32_t)Int(o, "dtype", gk::kF32);
+  *n = Int(o, "n", 0);
+  *v = Int(o, "v", 0);
+  if (*n < 0 || *v < 1) throw ArgError{gk::kShape, "logits must have N >= 0 rows and V >= 1 columns"};
+  if (*dtype != gk::kF32 && *dtype != gk::kF16 && *dtype != gk::kBF16)
+    throw ArgError{gk::kDtype, "logits dtype must be float32, float16 or bfloat16"};
+  const auto types = *dtype == gk::kF32 ? kF32 : std::initializer_list<napi_typedarray_type>{napi_uint16_array};
+  *logits = GetArray(o, "logits", types, (size_t)(*n * *v)).data;
+}
+
+void ReadTargets(const Napi::Object& o, int64_t n, const void** targets, int32_t* tdtype) {
+  Arr t = GetArray(o, "targets", {napi_int32_array, napi_bigint64_array}, (size_t)n);
+  *targets = t.data;
+  *tdtype = t.type == napi_int32_array ? gk::kI32 : gk::kI64;
+}
+
+void ReadForward(const Napi::Object& o, gk::LogProbArgs* a) {
+  ReadLogits(o, &a->dtype, &a->n, &a->v, &a->logits);
+  ReadTargets(o, a->n, &a->targets, &a->target_dtype);
+  a->temperature = (float)Num(o, "temperature", 1.0);
+  if (!(a->temperature > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
+  a->ignore_index = Int(o, "ignoreIndex", -100);
+  a->check_finite = Has(o, "checkFinite") && o.Get("checkFinite").ToBoolean().Value();
+}
+
+Napi::Value TokenLogProbs(const Napi::CallbackInfo& info) {
+  return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto a = std::make_shared<gk::LogProbArgs>();
+    ReadForward(o, a.get());
+    a->logp = (float*)GetArray(o, "logp", kF32, (size_t)a->n).data;
+    a->entropy = Opt<float>(o, "entropy", kF32, (size_t)a->n);
+    a->lse = Opt<float>(o, "lse", kF32, (size_t)a->n);
+    return Queue(env, o, [a] { return gk::cpu::token_logprobs(*a); }, Undefined);
+  });
+}
+
+Napi::Value TokenLogProbsBackward(const Napi::CallbackInfo& info) {
+  return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto a = std::make_shared<gk::LogProbBackwardArgs>();
+    ReadLogits(o, &a->dtype, &a->n, &a->v, &a->logits);
+    ReadTargets(o, a->n, &a->targets, &a->target_dtype);
+    a->temperature = (float)Num(o, "temperature", 1.0);
+    if (!(a->temperature > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
+    a->ignore_index = Int(o, "ignoreIndex", -100);
+    const size_t n = (size_t)a->n;
+    a->gl = Opt<float>(o, "gradLogp", kF32, n);
+    a->gh = Opt<float>(o, "gradEntropy", kF32, n);
+    a->lse = Opt<float>(o, "lse", kF32, n);
+    a->entropy = Opt<float>(o, "entropy", kF32, n);
+    const auto types = a->dtype == gk::kF32 ? kF32 : std::initializer_list<napi_typedarray_type>{napi_uint16_array};
+    a->grad = GetArray(o, "grad", types, n * (size_t)a->v).data;
+    return Queue(env, o, [a] { return gk::cpu::token_logprobs_backward(*a); }, Undefined);
+  });
+}
+
+Napi::Value GroupAdvantages(const Napi::CallbackInfo& info) {
+  return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto a = std::make_shared<gk::AdvantageArgs>();
+    a->k = Int(o, "k", 1);
+    a->n = Int(o, "n", 0);
+    a->group = Int(o, "groupSize", 1);
+    if (a->k < 1 || a->n < 1 || a->group < 1 || a->n % a->group != 0)
+      throw ArgError{gk::kShape, "rewards must be k >= 1 functions of n samples, n divisible by groupSize"};
+    a->rewards = (const double*)GetArray(o, "rewards", {napi_float64_array}, (size_t)(a->k * a->n)).data;
+    a->weights = Opt<double>(o, "weights", {napi_float64_array}, (size_t)a->k);
+    a->opt.scale = (int32_t)Int(o, "scale", gk::kScaleGroup);
+    a->opt.estimator = (int32_t)Int(o, "estimator", gk::kEstGrpo);
+    a->opt.eps = Num(o, "eps", 1e-4);
+    a->advantages = (float*)GetArray(o, "advantages", kF32, (size_t)a->n).data;
+    a->combined = (double*)GetArray(o, "combined", {napi_float64_array}, (size_t)a->n).data;
+    const size_t groups = (size_t)(a->n / a->group);
+    a->group_mean = Opt<double>(o, "groupMean", {napi_float64_array}, groups);
+    a->group_std = Opt<double>(o, "groupStd", {napi_float64_array}, groups);
+    return Queue(env, o, [a] { return gk::cpu::group_advantages(*a); },
+                 [a](Napi::Env env) { return Napi::Number::New(env, (double)a->zero_variance_groups); });
+  });
+}
+
+void ReadLossOptions(const Napi::Object& root, gk::LossOptions* o) {
+  if (!Has(root, "options") || !root.Get("options").IsObject()) throw ArgError{gk::kInvalid, "missing 'options'"};
+  Napi::Object p = root.Get("options").As<Napi::Object>();
+  o->surrogate = (int32_t)Int(p, "surrogate", gk::kClip);
+  o->is_level = (int32_t)Int(p, "importanceSamplingLevel", gk::kIsToken);
+  o->kl = (int32_t)Int(p, "klEstimator", gk::kK3);
+  o->aggregation = (int32_t)Int(p, "aggregation", gk::kSeqMeanTokenMean);
+  o->epsilon_low = Num(p, "epsilonLow", 0.2);
+  o->epsilon_high = Num(p, "epsilonHigh", 0.2);
+  o->delta = Num(p, "delta", 0.0);
+  o->tau_pos = Num(p, "tauPos", 1.0);
+  o->tau_neg = Num(p, "tauNeg", 1.05);
+  o->beta = Num(p, "beta", 0.0);
+  o->entropy_coef = Num(p, "entropyCoef", 0.0);
+  o->normalizer = Num(p, "normalizer", 0.0);
+  o->max_completion_length = Num(p, "maxCompletionLength", 0.0);
+  o->mask_truncated = Has(p, "maskTruncatedCompletions") && p.Get("maskTruncatedCompletions").ToBoolean().Value();
+  o->top_entropy_quantile = Num(p, "topEntropyQuantile", 1.0);
+}
+
+// The sequence layout and per-token inputs shared by the step and the fused op.
+void ReadLossInputs(const Napi::Object& o, int64_t n, gk::LossStepArgs* s) {
+  s->n = n;
+  s->s = Int(o, "s", 0);
+  if (s->s < 1) throw ArgError{gk::kShape, "at least one sequence is required"};
+  s->seq_offsets = (const int64_t*)GetArray(o, "seqOffsets", {napi_bigint64_array}, (size_t)s->s + 1).data;
+  s->advantages = (const float*)GetArray(o, "advantages", kF32, (size_t)s->s).data;
+  s->old_logp = Opt<float>(o, "oldLogp", kF32, (size_t)n);
+  s->ref_logp = Opt<float>(o, "refLogp", kF32, (size_t)n);
+  s->mask = Opt<uint8_t>(o, "mask", kU8, (size_t)n);
+  s->truncated = Opt<uint8_t>(o, "truncated", kU8, (size_t)s->s);
+  s->token_loss = Opt<float>(o, "tokenLoss", kF32, (size_t)n);
+  ReadLossOptions(o, &s->opt);
+}
+
+Napi::Value MetricsObject(Napi::Env env, const gk::LossMetrics& m) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("loss", m.loss);
+  r.Set("tokens", m.tokens);
+  r.Set("klMean", m.kl_mean);
+  r.Set("ratioMean", m.ratio_mean);
+  r.Set("clipFractionLow", m.clip_low);
+  r.Set("clipFractionHigh", m.clip_high);
+  r.Set("clipFraction", m.clip);
+  r.Set("entropyMean", m.entropy_mean);
+  r.Set("entropyThreshold", m.entropy_threshold);
+  return r;
+}
+
+Napi::Value GrpoLossStep(const Napi::CallbackInfo& info) {
+  return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto s = std::make_shared<gk::LossStepArgs>();
+    const int64_t n = Int(o, "n", 0);
+    s->logp = (const float*)GetArray(o, "logp", kF32, (size_t)n).data;
+    s->entropy = Opt<float>(o, "entropy", kF32, (size_t)n);
+    ReadLossInputs(o, n, s.get());
+    s->dlogp = (float*)GetArray(o, "dlogp", kF32, (size_t)n).data;
+    s->dentropy = Opt<float>(o, "dentropy", kF32, (size_t)n);
+    return Queue(env, o, [s] { return gk::cpu::grpo_loss_step(*s); },
+                 [s](Napi::Env env) { return MetricsObject(env, s->out); });
+  });
+}
+
+Napi::Value GrpoLossFused(const Napi::CallbackInfo& info) {
+  return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto a = std::make_shared<gk::FusedLossArgs>();
+    ReadForward(o, &a->fwd);
+    const size_t n = (size_t)a->fwd.n;
+    a->fwd.logp = (float*)GetArray(o, "logp", kF32, n).data;
+    a->fwd.entropy = (float*)GetArray(o, "entropy", kF32, n).data;
+    a->fwd.lse = (float*)GetArray(o, "lse", kF32, n).data;
+    ReadLossInputs(o, a->fwd.n, &a->step);
+    const auto types = a->fwd.dtype == gk::kF32 ? kF32 : std::initializer_list<napi_typedarray_type>{napi_uint16_array};
+    a->grad = GetArray(o, "grad", types, n * (size_t)a->fwd.v).data;
+    return Queue(env, o, [a] { return gk::cpu::grpo_loss_fused(*a); },
+                 [a](Napi::Env env) { return MetricsObject(env, a->step.out); });
+  });
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("version", GK_VERSION);
+  r.Set("napiVersion", (double)NAPI_VERSION);
+  r.Set("threads", (double)gk::cpu::num_threads());
+  r.Set("simd", gk::cpu::simd_level());
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("compiled", gk::cuda::compiled());
+  gk::cuda::DeviceInfo d;
+  gk::cuda::probe(&d);
+  c.Set("deviceCount", (double)d.count);
+  c.Set("runtimeVersion", (double)d.runtime_version);
+  c.Set("driverVersion", (double)d.driver_version);
+  c.Set("error", d.error);
+  Napi::Array devs = Napi::Array::New(env);
+  for (int i = 0; i < d.count && i < 8; ++i) {
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("index", (double)i);
+    x.Set("name", d.names[i]);
+    x.Set("computeCapability", std::to_string(d.cc_major[i]) + "." + std::to_string(d.cc_minor[i]));
+    x.Set("memoryBytes", (double)d.memory[i]);
+    devs.Set((uint32_t)i, x);
+  }
+  c.Set("devices", devs);
+  r.Set("cuda", c);
+  return r;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("tokenLogProbs", Napi::Function::New(env, TokenLogProbs));
+  exports.Set("tokenLogProbsBackward", Napi::Function::New(env, TokenLogProbsBackward));
+  exports.Set("groupAdvantages", Napi::Function::New(env, GroupAdvantages));
+  exports.Set("grpoLossStep", Napi::Function::New(env, GrpoLossStep));
+  exports.Set("grpoLossFused", Napi::Function::New(env, GrpoLossFused));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(grpo_kernels, Init)

@@ -1,0 +1,161 @@
+// Spec §3-5 on the CPU: the GRPO loss from per-token log-probs, its gradient and metrics.
+// Sequences run in parallel; their float64 partial sums are reduced in sequence order, so the
+// result is bit-identical run to run and for any thread count.
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "../backend.h"
+#include "pool.h"
+
+namespace gk {
+namespace cpu {
+
+Status grpo_loss_step(LossStepArgs& a) {
+  Status st;
+  const LossOptions& o = a.opt;
+  const int64_t S = a.s;
+  const int64_t* off = a.seq_offsets;
+  if (S < 1 || off[0] != 0 || off[S] != a.n) {
+    st.code = kShape;
+    snprintf(st.message, sizeof(st.message), "seqOffsets must start at 0 and end at N=%lld", (long long)a.n);
+    return st;
+  }
+  for (int64_t s = 0; s < S; ++s)
+    if (off[s + 1] < off[s]) {
+      st.code = kShape;
+      snprintf(st.message, sizeof(st.message), "seqOffsets must be non-decreasing (at sequence %lld)", (long long)s);
+      return st;
+    }
+  const bool use_q = o.top_entropy_quantile < 1.0;
+  if ((use_q || o.entropy_coef != 0.0) && !a.entropy) {
+    st.code = kInvalid;
+    snprintf(st.message, sizeof(st.message), "entropy is required for entropyCoef != 0 or topEntropyQuantile < 1");
+    return st;
+  }
+  if (o.beta != 0.0 && !a.ref_logp) {
+    st.code = kInvalid;
+    snprintf(st.message, sizeof(st.message), "refLogp is required when beta != 0");
+    return st;
+  }
+  auto seq_dropped = [&](int64_t s) { return o.mask_truncated && a.truncated && a.truncated[s]; };
+  auto tok_valid = [&](int64_t t) { return !a.mask || a.mask[t] != 0; };
+
+  std::vector<double> count((size_t)S, 0.0);
+  double tokens = 0.0, longest = 0.0;
+  for (int64_t s = 0; s < S; ++s) {
+    longest = std::max(longest, (double)(off[s + 1] - off[s]));
+    if (seq_dropped(s)) continue;
+    double c = 0.0;
+    for (int64_t t = off[s]; t < off[s + 1]; ++t) c += tok_valid(t) ? 1.0 : 0.0;
+    count[(size_t)s] = c;
+    tokens += c;
+  }
+
+  // Entropy threshold for topEntropyQuantile: the (1 - q) quantile of H over valid tokens,
+  // linear interpolation between order statistics.
+  double threshold = -INFINITY;
+  if (use_q && tokens > 0) {
+    std::vector<double> h;
+    h.reserve((size_t)tokens);
+    for (int64_t s = 0; s < S; ++s) {
+      if (seq_dropped(s)) continue;
+      for (int64_t t = off[s]; t < off[s + 1]; ++t)
+        if (tok_valid(t)) h.push_back(a.entropy[t]);
+    }
+    const double pos = (1.0 - o.top_entropy_quantile) * (double)(h.size() - 1);
+    const size_t lo = (size_t)pos;
+    std::nth_element(h.begin(), h.begin() + (long)lo, h.end());
+    const double vlo = h[lo];
+    double vhi = vlo;
+    if (lo + 1 < h.size()) vhi = *std::min_element(h.begin() + (long)lo + 1, h.end());
+    threshold = vlo + (pos - (double)lo) * (vhi - vlo);
+  }
+
+  std::vector<LossSums> part((size_t)S);
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, a.n / S));
+  parallel_for(S, grain, [&](int64_t sb, int64_t se, int) {
+    for (int64_t s = sb; s < se; ++s) {
+      LossSums& acc = part[(size_t)s];
+      const bool dropped = seq_dropped(s);
+      const double cnt = count[(size_t)s];
+      const double w = aggregation_weight(o, cnt, (double)S, tokens, longest);
+      const double adv = a.advantages[s];
+      Ratio seq_ratio{1.0, 1.0};
+      if (o.is_level != kIsToken) {
+        double lr = 0.0;
+        for (int64_t t = off[s]; t < off[s + 1]; ++t)
+          if (!dropped && tok_valid(t)) lr += (double)a.logp[t] - (a.old_logp ? (double)a.old_logp[t] : (double)a.logp[t]);
+        seq_ratio = ratio_from_log(lr / (cnt > 1.0 ? cnt : 1.0));
+      }
+      double g_seq = 0.0;  // Σ_t w·(-pm·dJ/dρ) of the sequence, for 'sequence'
+      for (int64_t t = off[s]; t < off[s + 1]; ++t) {
+        if (dropped || !tok_valid(t)) {
+          a.dlogp[t] = 0.0f;
+          if (a.dentropy) a.dentropy[t] = 0.0f;
+          if (a.token_loss) a.token_loss[t] = 0.0f;
+          continue;
+        }
+        const double lp = a.logp[t];
+        const double old = a.old_logp ? (double)a.old_logp[t] : lp;
+        const Ratio r = o.is_level == kIsToken ? ratio_from_log(lp - old) : seq_ratio;
+        const PolicyTerm p = policy_term(o, r.value, adv, lp);
+        const double pm = use_q ? (a.entropy[t] >= threshold ? 1.0 : 0.0) : 1.0;
+        double l = -pm * p.j;
+        double d = -pm * p.dj_dlogp;
+        if (o.is_level == kIsSequence) g_seq += -pm * p.dj_drho;
+        else d += -pm * p.dj_drho * r.dvalue;
+        if (a.ref_logp) {
+          const KlTerm k = kl_term(o.kl, a.ref_logp[t], lp);
+          acc.kl += k.kl;
+          if (o.beta != 0.0) {
+            l += o.beta * k.kl;
+            d += o.beta * k.dkl_dlogp;
+          }
+        }
+        if (a.entropy) acc.entropy += a.entropy[t];
+        if (o.entropy_coef != 0.0) l -= o.entropy_coef * a.entropy[t];
+        if (a.dentropy) a.dentropy[t] = (float)(-w * o.entropy_coef);
+        a.dlogp[t] = (float)(w * d);
+        if (a.token_loss) a.token_loss[t] = (float)l;
+        acc.loss += w * l;
+        acc.tokens += 1.0;
+        acc.ratio += r.value;
+        acc.clip_low += p.clipped_low ? 1.0 : 0.0;
+        acc.clip_high += p.clipped_high ? 1.0 : 0.0;
+        acc.clip_any += (p.clipped_low || p.clipped_high) ? 1.0 : 0.0;
+      }
+      if (o.is_level == kIsSequence && cnt > 0.0) {
+        const double extra = w * g_seq * seq_ratio.dvalue / cnt;
+        for (int64_t t = off[s]; t < off[s + 1]; ++t)
+          if (tok_valid(t)) a.dlogp[t] = (float)((double)a.dlogp[t] + extra);
+      }
+    }
+  });
+
+  LossSums tot;
+  for (const LossSums& p : part) {
+    tot.loss += p.loss;
+    tot.tokens += p.tokens;
+    tot.kl += p.kl;
+    tot.ratio += p.ratio;
+    tot.clip_low += p.clip_low;
+    tot.clip_high += p.clip_high;
+    tot.clip_any += p.clip_any;
+    tot.entropy += p.entropy;
+  }
+  const double denom = tot.tokens > 1.0 ? tot.tokens : 1.0;
+  a.out.loss = tot.loss;
+  a.out.tokens = tot.tokens;
+  a.out.kl_mean = tot.kl / denom;
+  a.out.ratio_mean = tot.ratio / denom;
+  a.out.clip_low = tot.clip_low / denom;
+  a.out.clip_high = tot.clip_high / denom;
+  a.out.clip = tot.clip_any / denom;
+  a.out.entropy_mean = tot.entropy / denom;
+  a.out.entropy_threshold = threshold;
+  return st;
+}
+
+}  // namespace cpu
+}  // namespace gk

@@ -1,0 +1,114 @@
+#include "pool.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace gk {
+namespace cpu {
+namespace {
+
+class Pool {
+ public:
+  explicit Pool(int threads) : threads_(threads) {
+    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { Loop(i); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+  int threads() const { return threads_; }
+
+  void Run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    const int64_t chunks = (n + grain - 1) / grain;
+    if (threads_ == 1 || chunks == 1) {
+      fn(0, n, 0);
+      return;
+    }
+    std::lock_guard<std::mutex> serial(run_mu_);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      fn_ = &fn;
+      n_ = n;
+      grain_ = grain;
+      next_.store(0);
+      active_ = threads_ - 1;
+      ++generation_;
+    }
+    cv_.notify_all();
+    Work(0);
+    std::unique_lock<std::mutex> lk(mu_);
+    done_cv_.wait(lk, [this] { return active_ == 0; });
+    fn_ = nullptr;
+  }
+
+ private:
+  void Work(int slot) {
+    for (;;) {
+      const int64_t b = next_.fetch_add(grain_);
+      if (b >= n_) break;
+      const int64_t e = b + grain_ < n_ ? b + grain_ : n_;
+      (*fn_)(b, e, slot);
+    }
+  }
+  void Loop(int slot) {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+      }
+      Work(slot);
+      std::lock_guard<std::mutex> lk(mu_);
+      if (--active_ == 0) done_cv_.notify_one();
+    }
+  }
+
+  const int threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_, run_mu_;
+  std::condition_variable cv_, done_cv_;
+  bool stop_ = false;
+  uint64_t generation_ = 0;
+  int active_ = 0;
+  const std::function<void(int64_t, int64_t, int)>* fn_ = nullptr;
+  int64_t n_ = 0, grain_ = 1;
+  std::atomic<int64_t> next_{0};
+};
+
+int DetectThreads() {
+  if (const char* env = std::getenv("GK_NUM_THREADS")) {
+    const int v = std::atoi(env);
+    if (v >= 1 && v <= 1024) return v;
+  }
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc == 0 ? 1 : (int)hc;
+}
+
+Pool& GetPool() {
+  // Leaked on purpose: joining threads from a static destructor at process exit can deadlock.
+  static Pool* pool = new Pool(DetectThreads());
+  return *pool;
+}
+
+}  // namespace
+
+int num_threads() { return GetPool().threads(); }
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
+  GetPool().Run(n, grain, fn);
+}
+
+}  // namespace cpu
+}  // namespace gk

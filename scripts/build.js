@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+// Builds the native addon. cmake-js is the canonical build (CUDA when nvcc is found);
+// node-gyp (binding.gyp, CPU only, same source list) is the fallback where cmake is missing.
+//   GK_CUDA=0|OFF        build without CUDA even when nvcc is present
+//   GK_BUILD=node-gyp    force the node-gyp fallback
+'use strict';
+const { spawnSync } = require('node:child_process');
+const path = require('node:path');
+const fs = require('node:fs');
+
+const root = path.resolve(__dirname, '..');
+
+function run(cmd, args, env) {
+  console.log(`[grpo-kernels] ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
+  if (r.error) return { ok: false, why: r.error.message };
+  return { ok: r.status === 0, why: `exit code ${r.status}` };
+}
+
+function have(cmd) {
+  const r = spawnSync(cmd, ['--version'], { stdio: 'ignore' });
+  return !r.error && r.status === 0;
+}
+
+function cudaFlag() {
+  const v = String(process.env.GK_CUDA ?? '').toUpperCase();
+  return v === '0' || v === 'OFF' || v === 'FALSE' || v === 'NO' ? 'OFF' : 'ON';
+}
+
+function cmakeJs() {
+  let cli;
+  try {
+    cli = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
+  } catch {
+    return { ok: false, why: 'cmake-js is not installed' };
+  }
+  if (!have('cmake')) return { ok: false, why: 'cmake is not on PATH' };
+  const env = { CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? String(require('node:os').availableParallelism?.() ?? 2) };
+  // Without an explicit CUDA compiler, CMake looks for nvcc on PATH; also try the usual place.
+  if (!process.env.CUDACXX && !have('nvcc') && fs.existsSync('/usr/local/cuda/bin/nvcc')) env.CUDACXX = '/usr/local/cuda/bin/nvcc';
+  return run(process.execPath, [cli, 'compile', '--out', 'build', `--CDGK_CUDA=${cudaFlag()}`], env);
+}
+
+function nodeGyp() {
+  // npm tells lifecycle scripts where its bundled node-gyp is; otherwise look beside node.
+  const candidates = [process.env.npm_config_node_gyp,
+    path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js')];
+  const gyp = candidates.find((p) => p && fs.existsSync(p));
+  if (gyp) return run(process.execPath, [gyp, 'rebuild']);
+  return run('node-gyp', ['rebuild']);
+}
+
+function main() {
+  const forced = process.env.GK_BUILD;
+  if (forced !== 'node-gyp') {
+    const r = cmakeJs();
+    if (r.ok) return 0;
+    console.warn(`[grpo-kernels] cmake-js build failed (${r.why}); trying node-gyp (CPU backend only)`);
+  }
+  const r = nodeGyp();
+  if (r.ok) return 0;
+  console.error(`[grpo-kernels] could not build the native addon: ${r.why}.\n` +
+    'Install cmake (>= 3.20) and a C++17 compiler, then run `npm rebuild grpo-kernels`.');
+  return 1;
+}
+
+process.exit(main());

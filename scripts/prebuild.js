@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+// Builds the addon and leaves a stripped copy where node-gyp-build looks for prebuilt binaries:
+// prebuilds/<platform>-<arch>/node.napi.node
+'use strict';
+const path = require('node:path');
+const fs = require('node:fs');
+const { spawnSync } = require('node:child_process');
+
+const root = path.resolve(__dirname, '..');
+const b = spawnSync(process.execPath, [path.join(__dirname, 'build.js')], { cwd: root, stdio: 'inherit' });
+if (b.status !== 0) process.exit(b.status ?? 1);
+const src = path.join(root, 'build', 'Release', 'grpo_kernels.node');
+const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+fs.mkdirSync(dir, { recursive: true });
+const dst = path.join(dir, 'node.napi.node');
+fs.copyFileSync(src, dst);
+if (process.platform === 'linux') {
+  const s = spawnSync('strip', ['--strip-unneeded', dst], { stdio: 'inherit' });
+  if (s.status !== 0) console.warn('[grpo-kernels] strip failed; the prebuild is left unstripped');
+}
+console.log(`[grpo-kernels] prebuild: ${path.relative(root, dst)} (${fs.statSync(dst).size} bytes)`);
