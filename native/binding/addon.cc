@@ -55,7 +55,7 @@ bool Has(const Napi::Object& o, const char* key) {
   return !v.IsUndefined() && !v.IsNull();
 }
 
-Arr GetArray(const Napi::Object& o, const char* key, std::initializer_list<napi_typedarray_type> types,
+Arr GetArray(const Napi::Object& o, const char* key, const std::initializer_list<napi_typedarray_type>& types,
              size_t expect_len) {
   if (!Has(o, key)) throw ArgError{gk::kInvalid, std::string("missing array argument '") + key + "'"};
   Napi::Value v = o.Get(key);
@@ -154,6 +154,10 @@ Napi::Value Guard(const Napi::CallbackInfo& info, F f) {
 
 const std::initializer_list<napi_typedarray_type> kF32 = {napi_float32_array};
 const std::initializer_list<napi_typedarray_type> kU8 = {napi_uint8_array};
+const std::initializer_list<napi_typedarray_type> kU16 = {napi_uint16_array};
+
+// float32 logits arrive as Float32Array, 16-bit ones as Uint16Array of raw bits.
+const std::initializer_list<napi_typedarray_type>& LogitsTypes(int32_t dtype) { return dtype == gk::kF32 ? kF32 : kU16; }
 
 void ReadLogits(const Napi::Object& o, int32_t* dtype, int64_t* n, int64_t* v, const void** logits) {
   *dtype = (int32_t)Int(o, "dtype", gk::kF32);
@@ -162,8 +166,7 @@ void ReadLogits(const Napi::Object& o, int32_t* dtype, int64_t* n, int64_t* v, c
   if (*n < 0 || *v < 1) throw ArgError{gk::kShape, "logits must have N >= 0 rows and V >= 1 columns"};
   if (*dtype != gk::kF32 && *dtype != gk::kF16 && *dtype != gk::kBF16)
     throw ArgError{gk::kDtype, "logits dtype must be float32, float16 or bfloat16"};
-  const auto types = *dtype == gk::kF32 ? kF32 : std::initializer_list<napi_typedarray_type>{napi_uint16_array};
-  *logits = GetArray(o, "logits", types, (size_t)(*n * *v)).data;
+  *logits = GetArray(o, "logits", LogitsTypes(*dtype), (size_t)(*n * *v)).data;
 }
 
 void ReadTargets(const Napi::Object& o, int64_t n, const void** targets, int32_t* tdtype) {
@@ -205,8 +208,7 @@ Napi::Value TokenLogProbsBackward(const Napi::CallbackInfo& info) {
     a->gh = Opt<float>(o, "gradEntropy", kF32, n);
     a->lse = Opt<float>(o, "lse", kF32, n);
     a->entropy = Opt<float>(o, "entropy", kF32, n);
-    const auto types = a->dtype == gk::kF32 ? kF32 : std::initializer_list<napi_typedarray_type>{napi_uint16_array};
-    a->grad = GetArray(o, "grad", types, n * (size_t)a->v).data;
+    a->grad = GetArray(o, "grad", LogitsTypes(a->dtype), n * (size_t)a->v).data;
     return Queue(env, o, [a] { return gk::cpu::token_logprobs_backward(*a); }, Undefined);
   });
 }
@@ -306,8 +308,7 @@ Napi::Value GrpoLossFused(const Napi::CallbackInfo& info) {
     a->fwd.entropy = (float*)GetArray(o, "entropy", kF32, n).data;
     a->fwd.lse = (float*)GetArray(o, "lse", kF32, n).data;
     ReadLossInputs(o, a->fwd.n, &a->step);
-    const auto types = a->fwd.dtype == gk::kF32 ? kF32 : std::initializer_list<napi_typedarray_type>{napi_uint16_array};
-    a->grad = GetArray(o, "grad", types, n * (size_t)a->fwd.v).data;
+    a->grad = GetArray(o, "grad", LogitsTypes(a->fwd.dtype), n * (size_t)a->fwd.v).data;
     return Queue(env, o, [a] { return gk::cpu::grpo_loss_fused(*a); },
                  [a](Napi::Env env) { return MetricsObject(env, a->step.out); });
   });

@@ -66,11 +66,9 @@ GK_HD RowResult finalize_row(RowStats st, float u_target) {
   const float log_s = logf(st.s);
   r.lse = st.m + log_s;
   const float lp = u_target - r.lse;
-  r.logp = lp > 0.0f ? 0.0f : lp;                    // a log-prob is never above 0
-  r.entropy = log_s - st.t / st.s;
-  if (r.entropy < 0.0f) r.entropy = 0.0f;            // rounding can give -1e-8
-  if (lp != lp) r.logp = lp;                         // keep NaN visible
-  if (st.t != st.t || st.s != st.s) r.entropy = r.lse;
+  r.logp = lp > 0.0f ? 0.0f : lp;                    // never above 0; NaN stays NaN
+  const float h = log_s - st.t / st.s;
+  r.entropy = h < 0.0f ? 0.0f : h;                   // rounding can give -1e-8; NaN stays NaN
   return r;
 }
 

@@ -1,0 +1,118 @@
+/** Element types. 16-bit floats travel as Uint16Array holding the raw bits. */
+export type DType = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int32' | 'int64' | 'uint8';
+export type FloatDType = 'float32' | 'float16' | 'bfloat16';
+
+export const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64', 'int32', 'int64', 'uint8'];
+
+/** Host storage of each dtype. */
+export type HostArray = Float32Array | Float64Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array;
+
+export function arrayTypeOf(dtype: DType): string {
+  switch (dtype) {
+    case 'float32': return 'Float32Array';
+    case 'float16':
+    case 'bfloat16': return 'Uint16Array';
+    case 'float64': return 'Float64Array';
+    case 'int32': return 'Int32Array';
+    case 'int64': return 'BigInt64Array';
+    case 'uint8': return 'Uint8Array';
+  }
+}
+
+export function allocate(dtype: DType, length: number): HostArray {
+  switch (dtype) {
+    case 'float32': return new Float32Array(length);
+    case 'float16':
+    case 'bfloat16': return new Uint16Array(length);
+    case 'float64': return new Float64Array(length);
+    case 'int32': return new Int32Array(length);
+    case 'int64': return new BigInt64Array(length);
+    case 'uint8': return new Uint8Array(length);
+  }
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** float32 → bfloat16 bits, round to nearest even (NaN stays NaN). */
+export function toBFloat16(src: ArrayLike<number>): Uint16Array {
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) {
+    f32[0] = src[i]!;
+    const u = u32[0]!;
+    if ((u & 0x7fffffff) > 0x7f800000) out[i] = (u >>> 16) | 0x40;
+    else out[i] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+  }
+  return out;
+}
+
+/** bfloat16 bits → float32. */
+export function fromBFloat16(src: Uint16Array): Float32Array {
+  const out = new Float32Array(src.length);
+  const bits = new Uint32Array(out.buffer);
+  for (let i = 0; i < src.length; i++) bits[i] = src[i]! << 16;
+  return out;
+}
+
+/** float32 → IEEE half bits, round to nearest even, overflow to ±inf, NaN kept. */
+export function toFloat16(src: ArrayLike<number>): Uint16Array {
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = halfBits(Math.fround(src[i]!));
+  return out;
+}
+
+function halfBits(x: number): number {
+  if (Number.isNaN(x)) return 0x7e00;
+  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+  const a = Math.abs(x);
+  if (a >= 65520) return sign | 0x7c00; // rounds to inf
+  if (a < 6.103515625e-5) {
+    // subnormal: units of 2^-24, round half to even
+    const q = a / 5.960464477539063e-8;
+    let r = Math.round(q);
+    if (r - q === 0.5 && r % 2 === 1) r -= 1;
+    return sign | r;
+  }
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e -= 1;
+  if (2 ** (e + 1) <= a) e += 1;
+  const m = a / 2 ** e - 1; // [0, 1)
+  const q = m * 1024;
+  let r = Math.round(q);
+  if (r - q === 0.5 && r % 2 === 1) r -= 1;
+  if (r === 1024) {
+    r = 0;
+    e += 1;
+  }
+  if (e + 15 >= 31) return sign | 0x7c00;
+  return sign | ((e + 15) << 10) | r;
+}
+
+/** IEEE half bits → float32. */
+export function fromFloat16(src: Uint16Array): Float32Array {
+  const out = new Float32Array(src.length);
+  for (let i = 0; i < src.length; i++) {
+    const h = src[i]!;
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >> 10) & 0x1f;
+    const m = h & 0x3ff;
+    if (e === 0) out[i] = s * m * 5.960464477539063e-8;
+    else if (e === 31) out[i] = m ? NaN : s * Infinity;
+    else out[i] = s * 2 ** (e - 15) * (1 + m / 1024);
+  }
+  return out;
+}
+
+/** Converts float32 values to the storage of a float dtype. */
+export function encodeFloats(values: ArrayLike<number>, dtype: FloatDType): Float32Array | Uint16Array {
+  if (dtype === 'bfloat16') return toBFloat16(values);
+  if (dtype === 'float16') return toFloat16(values);
+  return Float32Array.from(values);
+}
+
+/** Decodes the storage of a float dtype to float32. */
+export function decodeFloats(data: Float32Array | Uint16Array, dtype: FloatDType): Float32Array {
+  if (dtype === 'bfloat16') return fromBFloat16(data as Uint16Array);
+  if (dtype === 'float16') return fromFloat16(data as Uint16Array);
+  return data as Float32Array;
+}

@@ -1,0 +1,101 @@
+import { describe, fail } from '../errors.js';
+import { addon, call, EstimatorCode, ScaleCode } from '../native.js';
+import { Tensor } from '../tensor.js';
+import { checkEnum, checkKnownKeys, checkNumber, checkObject } from '../validate.js';
+
+export type AdvantageScale = 'group' | 'batch' | 'none';
+export type AdvantageEstimator = 'grpo' | 'rloo';
+
+export interface GroupAdvantagesOptions {
+  /** G: completions per prompt. Must divide the number of rewards. */
+  groupSize: number;
+  /** Divisor: 'group' std (default for 'grpo'), 'batch' std, or 'none' (Dr. GRPO; default for 'rloo'). */
+  scale?: AdvantageScale;
+  /** Baseline: the group mean ('grpo', default) or the leave-one-out mean ('rloo'). */
+  estimator?: AdvantageEstimator;
+  /** Added to the std before dividing. Default 1e-4. */
+  eps?: number;
+  /** One weight per reward function (when several are given). Default all 1. */
+  weights?: ArrayLike<number>;
+}
+
+/** One reward per completion; NaN, null or undefined mean "not applicable". */
+export type RewardValues = Tensor | Float32Array | Float64Array | ArrayLike<number | null | undefined>;
+
+export interface GroupAdvantagesResult {
+  /** One advantage per completion, float32. */
+  advantages: Tensor;
+  /** The combined reward Σ_k w_k r_k per completion (NaN where no reward function applied). */
+  rewards: Float64Array;
+  /** Per group mean and Bessel-corrected std of the valid combined rewards. */
+  groupMean: Float64Array;
+  groupStd: Float64Array;
+  /** Groups whose rewards are all equal (or with fewer than two valid): their advantages are exactly 0. */
+  zeroVarianceGroups: number;
+}
+
+const KEYS = ['groupSize', 'scale', 'estimator', 'eps', 'weights'] as const;
+
+function isRewardList(r: unknown): r is RewardValues[] {
+  return Array.isArray(r) && r.length > 0 && r.every((x) => x instanceof Tensor || ArrayBuffer.isView(x) || Array.isArray(x));
+}
+
+function readRewards(op: string, name: string, r: unknown, into: Float64Array, offset: number, n: number): void {
+  const data = r instanceof Tensor ? (r.dtype === 'float32' || r.dtype === 'float64' ? r.data : r.toFloat32()) : r;
+  if (!(Array.isArray(data) || (ArrayBuffer.isView(data) && !(data instanceof DataView) && !(data instanceof BigInt64Array))))
+    fail('GK_DTYPE', `${op}: ${name} must be a Tensor, Float32Array, Float64Array or number[], got ${describe(r)}`);
+  const arr = data as ArrayLike<unknown>;
+  if (arr.length !== n) fail('GK_SHAPE', `${op}: ${name} must have ${n} elements (one per completion), got ${arr.length}`);
+  for (let i = 0; i < n; i++) {
+    const v = arr[i];
+    if (v === null || v === undefined) into[offset + i] = NaN;
+    else if (typeof v !== 'number') fail('GK_INVALID_ARG', `${op}: ${name}[${i}] must be a number, NaN, null or undefined, got ${describe(v)}`, i);
+    else if (v === Infinity || v === -Infinity) fail('GK_NONFINITE', `${op}: ${name}[${i}] is ${v}; use NaN for "not applicable"`, i);
+    else into[offset + i] = v;
+  }
+}
+
+/**
+ * Group-relative advantages (spec §2), with statistics in float64. `rewards` is one array
+ * (one reward function) or a list of arrays (several reward functions, summed with `weights`,
+ * NaN skipped).
+ */
+export async function groupAdvantages(rewards: RewardValues | RewardValues[], options: GroupAdvantagesOptions): Promise<GroupAdvantagesResult> {
+  const op = 'groupAdvantages';
+  if (options === undefined) fail('GK_INVALID_ARG', `${op}: options with groupSize are required, got undefined`);
+  checkObject(op, 'options', options);
+  checkKnownKeys(op, 'option', options, KEYS);
+  const list = isRewardList(rewards) ? rewards : [rewards as RewardValues];
+  const first = list[0] as unknown;
+  const n = first instanceof Tensor ? first.size : (first as ArrayLike<unknown>)?.length;
+  if (typeof n !== 'number') fail('GK_DTYPE', `${op}: rewards must be an array of rewards or a list of them, got ${describe(rewards)}`);
+  if (n < 1) fail('GK_SHAPE', `${op}: rewards must not be empty`);
+  const g = checkNumber(op, 'options.groupSize', options.groupSize, { integer: true, min: 1 });
+  if (n % g !== 0) fail('GK_SHAPE', `${op}: options.groupSize ${g} does not divide the ${n} rewards`);
+  const estimator = options.estimator === undefined ? 'grpo' : checkEnum(op, 'options.estimator', options.estimator, ['grpo', 'rloo'] as const);
+  const scale = options.scale === undefined ? (estimator === 'rloo' ? 'none' : 'group') : checkEnum(op, 'options.scale', options.scale, ['group', 'batch', 'none'] as const);
+  const eps = options.eps === undefined ? 1e-4 : checkNumber(op, 'options.eps', options.eps, { min: 0 });
+  const k = list.length;
+  const packed = new Float64Array(k * n);
+  list.forEach((r, i) => readRewards(op, k === 1 ? 'rewards' : `rewards[${i}]`, r, packed, i * n, n));
+  let weights: Float64Array | undefined;
+  if (options.weights !== undefined) {
+    const w = options.weights;
+    if (!(Array.isArray(w) || ArrayBuffer.isView(w)) || w.length !== k)
+      fail('GK_SHAPE', `${op}: options.weights must have one weight per reward function (${k}), got ${describe(w)}`);
+    weights = new Float64Array(k);
+    for (let i = 0; i < k; i++) weights[i] = checkNumber(op, `options.weights[${i}]`, w[i]);
+  }
+  const advantages = new Float32Array(n);
+  const combined = new Float64Array(n);
+  const groupMean = new Float64Array(n / g);
+  const groupStd = new Float64Array(n / g);
+  const native = addon();
+  const zeroVarianceGroups = await call(op, () =>
+    native.groupAdvantages({
+      rewards: packed, k, n, groupSize: g, ...(weights ? { weights } : {}), scale: ScaleCode[scale], estimator: EstimatorCode[estimator], eps,
+      advantages, combined, groupMean, groupStd,
+    }),
+  );
+  return { advantages: Tensor.from(advantages), rewards: combined, groupMean, groupStd, zeroVarianceGroups };
+}

@@ -1,0 +1,120 @@
+import { allocate } from '../dtype.js';
+import { addon, call, DTypeCode } from '../native.js';
+import { Tensor } from '../tensor.js';
+import { checkBoolean, checkFloats, checkKnownKeys, checkLogits, checkNumber, checkObject, checkTargets, type FloatInput, type TargetsInput } from '../validate.js';
+
+export interface TokenLogProbsOptions {
+  /** Softmax temperature T > 0: the distribution is softmax(logits / T). Default 1. */
+  temperature?: number;
+  /** Target id marking a row that contributes nothing (log-prob, entropy and gradient 0). Default -100. */
+  ignoreIndex?: number;
+  /** Also compute the entropy of each row's distribution. Default false. */
+  entropy?: boolean;
+  /** Fail with GK_NONFINITE (naming the first bad row) instead of returning NaN for a row with a NaN/inf logit or no finite logit. Default false. */
+  checkFinite?: boolean;
+}
+
+export interface TokenLogProbsResult {
+  /** log p(target) per row, float32, shape = logits.shape without V. */
+  logp: Tensor;
+  /** Entropy per row (float32) when requested. */
+  entropy?: Tensor;
+  /** log Σ exp(logits / T) per row (float32); pass it to the backward to skip recomputing it. */
+  lse: Tensor;
+}
+
+export interface LogitsRowOptions {
+  temperature: number;
+  ignoreIndex: number;
+}
+
+const FWD_KEYS = ['temperature', 'ignoreIndex', 'entropy', 'checkFinite'] as const;
+
+export function readRowOptions(op: string, o: { temperature?: number; ignoreIndex?: number }): LogitsRowOptions {
+  return {
+    temperature: o.temperature === undefined ? 1 : checkNumber(op, 'options.temperature', o.temperature, { gt: 0 }),
+    ignoreIndex: o.ignoreIndex === undefined ? -100 : checkNumber(op, 'options.ignoreIndex', o.ignoreIndex, { integer: true }),
+  };
+}
+
+/**
+ * Fused log-softmax + gather (spec §1): the log-probability of each row's target token under
+ * softmax(logits / T), optionally with the row's entropy. One pass over the logits, no [N, V]
+ * intermediate.
+ */
+export async function tokenLogProbs(logits: Tensor, targets: TargetsInput, options: TokenLogProbsOptions = {}): Promise<TokenLogProbsResult> {
+  const op = 'tokenLogProbs';
+  checkObject(op, 'options', options);
+  checkKnownKeys(op, 'option', options, FWD_KEYS);
+  const { n, v, dtype, data } = checkLogits(op, logits);
+  const row = readRowOptions(op, options);
+  const wantEntropy = options.entropy === undefined ? false : checkBoolean(op, 'options.entropy', options.entropy);
+  const checkFinite = options.checkFinite === undefined ? false : checkBoolean(op, 'options.checkFinite', options.checkFinite);
+  const t = checkTargets(op, targets, n, v, row.ignoreIndex);
+  const rowShape = logits.shape.slice(0, -1);
+  const logp = new Float32Array(n);
+  const lse = new Float32Array(n);
+  const entropy = wantEntropy ? new Float32Array(n) : undefined;
+  const native = addon();
+  await call(op, () =>
+    native.tokenLogProbs({ logits: data, dtype: DTypeCode[dtype], n, v, targets: t, ...row, checkFinite, logp, lse, ...(entropy ? { entropy } : {}) }),
+  );
+  const res: TokenLogProbsResult = {
+    logp: Tensor.from(logp, { shape: rowShape }),
+    lse: Tensor.from(lse, { shape: rowShape }),
+  };
+  if (entropy) res.entropy = Tensor.from(entropy, { shape: rowShape });
+  return res;
+}
+
+export interface TokenLogProbsGrads {
+  /** ∂L/∂logp per row. */
+  gradLogp?: FloatInput;
+  /** ∂L/∂H per row (entropy). */
+  gradEntropy?: FloatInput;
+}
+
+export interface TokenLogProbsBackwardOptions {
+  temperature?: number;
+  ignoreIndex?: number;
+  /** lse from the forward (skips one pass over the logits). */
+  lse?: FloatInput;
+  /** entropy from the forward (needed with lse when gradEntropy is given). */
+  entropy?: FloatInput;
+  /** Write the gradient over the logits tensor's storage and return that tensor. Default false. */
+  inPlace?: boolean;
+}
+
+const BWD_KEYS = ['temperature', 'ignoreIndex', 'lse', 'entropy', 'inPlace'] as const;
+
+/**
+ * Backward of tokenLogProbs (spec §1): ∂L/∂logits given ∂L/∂logp and ∂L/∂H, in the logits'
+ * dtype (computed in float32, rounded once).
+ */
+export async function tokenLogProbsBackward(
+  logits: Tensor,
+  targets: TargetsInput,
+  grads: TokenLogProbsGrads,
+  options: TokenLogProbsBackwardOptions = {},
+): Promise<Tensor> {
+  const op = 'tokenLogProbsBackward';
+  checkObject(op, 'grads', grads);
+  checkObject(op, 'options', options);
+  checkKnownKeys(op, 'gradient', grads, ['gradLogp', 'gradEntropy']);
+  checkKnownKeys(op, 'option', options, BWD_KEYS);
+  const { n, v, dtype, data } = checkLogits(op, logits);
+  const row = readRowOptions(op, options);
+  const t = checkTargets(op, targets, n, v, row.ignoreIndex);
+  const inPlace = options.inPlace === undefined ? false : checkBoolean(op, 'options.inPlace', options.inPlace);
+  const args: Parameters<ReturnType<typeof addon>['tokenLogProbsBackward']>[0] = {
+    logits: data, dtype: DTypeCode[dtype], n, v, targets: t, ...row,
+    grad: inPlace ? data : (allocate(dtype, n * v) as Float32Array | Uint16Array),
+  };
+  if (grads?.gradLogp !== undefined) args.gradLogp = checkFloats(op, 'grads.gradLogp', grads.gradLogp, n);
+  if (grads?.gradEntropy !== undefined) args.gradEntropy = checkFloats(op, 'grads.gradEntropy', grads.gradEntropy, n);
+  if (options.lse !== undefined) args.lse = checkFloats(op, 'options.lse', options.lse, n);
+  if (options.entropy !== undefined) args.entropy = checkFloats(op, 'options.entropy', options.entropy, n);
+  const native = addon();
+  await call(op, () => native.tokenLogProbsBackward(args));
+  return inPlace ? logits : Tensor.from(args.grad, { dtype, shape: logits.shape });
+}

@@ -1,0 +1,366 @@
+import { allocate } from '../dtype.js';
+import { describe, fail } from '../errors.js';
+import {
+  addon, AggregationCode, call, DTypeCode, IsLevelCode, KlCode, SurrogateCode,
+  type NativeLossInputs, type NativeLossMetrics, type NativeLossOptions,
+} from '../native.js';
+import { Tensor } from '../tensor.js';
+import {
+  checkBoolean, checkEnum, checkFloats, checkKnownKeys, checkLogits, checkMask, checkNumber, checkObject, checkTargets,
+  type FloatInput, type TargetsInput,
+} from '../validate.js';
+import { readRowOptions } from './logprobs.js';
+
+export type LossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo' | 'gspo' | 'cispo';
+export type Surrogate = 'clip' | 'cispo' | 'sapo';
+export type ImportanceSamplingLevel = 'token' | 'sequence' | 'sequenceToken';
+export type KlEstimator = 'k1' | 'k2' | 'k3';
+export type Aggregation = 'seqMeanTokenMean' | 'tokenMean' | 'constant' | 'seqMeanTokenSum';
+
+/** Options of the GRPO loss (spec §3-5). Names follow TRL's GRPOConfig in camelCase. */
+export interface GrpoLossOptions {
+  /** A TRL loss_type preset; explicit options below override it. Default 'grpo'. */
+  lossType?: LossType;
+  /** Policy surrogate. Default 'clip' ('cispo' for lossType 'cispo'). */
+  surrogate?: Surrogate;
+  /** Sets epsilonLow and, unless given, epsilonHigh. TRL's `epsilon`. Default 0.2. */
+  epsilon?: number;
+  /** Lower clip range: ρ is clipped at 1 - epsilonLow. Default epsilon. */
+  epsilonLow?: number;
+  /** Upper clip range 1 + epsilonHigh ('clip'); the absolute cap on ρ for 'cispo'. Default epsilon (0.28 for 'dapo', 5 for 'cispo'). */
+  epsilonHigh?: number;
+  /** Dual-clip bound on the unclipped ratio (two-sided clipping); must be > 1 + epsilonHigh. Default off. */
+  delta?: number;
+  /** SAPO temperatures for positive / negative advantages. Defaults 1.0 and 1.05. */
+  tauPos?: number;
+  tauNeg?: number;
+  /** Ratio per 'token', per 'sequence' (GSPO) or 'sequenceToken' (GSPO-token). Default 'token' ('sequence' for 'gspo'). */
+  importanceSamplingLevel?: ImportanceSamplingLevel;
+  /** KL coefficient. Default 0 (no KL term; refLogp not needed). */
+  beta?: number;
+  /** KL estimator. Default 'k3'. */
+  klEstimator?: KlEstimator;
+  /** Entropy bonus coefficient (loss -= entropyCoef · H). Needs entropy. Default 0. */
+  entropyCoef?: number;
+  /** How token losses become one scalar. Default from lossType. */
+  aggregation?: Aggregation;
+  /** 'tokenMean' divisor: pass the global token count of the optimizer step when accumulating. Default Σ mask. */
+  normalizer?: number;
+  /** 'constant' divisor per sequence. Default: the padded length L. */
+  maxCompletionLength?: number;
+  /** Drop sequences flagged in `truncated` (no EOS) from the loss. Default false. */
+  maskTruncatedCompletions?: boolean;
+  /** Train the policy term only on the top-q fraction of tokens by entropy. 1 = off (default). */
+  topEntropyQuantile?: number;
+}
+
+/** Fully resolved options (presets applied, defaults filled). */
+export interface ResolvedLossOptions {
+  surrogate: Surrogate;
+  importanceSamplingLevel: ImportanceSamplingLevel;
+  epsilonLow: number;
+  epsilonHigh: number;
+  delta: number | null;
+  tauPos: number;
+  tauNeg: number;
+  beta: number;
+  klEstimator: KlEstimator;
+  entropyCoef: number;
+  aggregation: Aggregation;
+  normalizer: number | null;
+  maxCompletionLength: number | null;
+  maskTruncatedCompletions: boolean;
+  topEntropyQuantile: number;
+}
+
+export const LOSS_TYPES: readonly LossType[] = ['grpo', 'bnpo', 'dr_grpo', 'dapo', 'gspo', 'cispo'];
+
+/** What each TRL loss_type preset sets (spec §4). dr_grpo also wants advantages with scale 'none'. */
+export const LOSS_PRESETS: Readonly<Record<LossType, Partial<ResolvedLossOptions>>> = {
+  grpo: { surrogate: 'clip', aggregation: 'seqMeanTokenMean' },
+  bnpo: { surrogate: 'clip', aggregation: 'tokenMean' },
+  dr_grpo: { surrogate: 'clip', aggregation: 'constant' },
+  dapo: { surrogate: 'clip', aggregation: 'tokenMean', epsilonHigh: 0.28 },
+  gspo: { surrogate: 'clip', aggregation: 'seqMeanTokenMean', importanceSamplingLevel: 'sequence' },
+  cispo: { surrogate: 'cispo', aggregation: 'tokenMean', epsilonHigh: 5 },
+};
+
+const OPTION_KEYS = [
+  'lossType', 'surrogate', 'epsilon', 'epsilonLow', 'epsilonHigh', 'delta', 'tauPos', 'tauNeg', 'importanceSamplingLevel',
+  'beta', 'klEstimator', 'entropyCoef', 'aggregation', 'normalizer', 'maxCompletionLength', 'maskTruncatedCompletions',
+  'topEntropyQuantile',
+] as const;
+
+/** Applies the preset and defaults and validates every option. */
+export function resolveLossOptions(o: GrpoLossOptions = {}, op = 'grpoLoss', extraKeys: readonly string[] = []): ResolvedLossOptions {
+  checkObject(op, 'options', o);
+  checkKnownKeys(op, 'option', o, [...OPTION_KEYS, ...extraKeys]);
+  const lossType = o.lossType === undefined ? 'grpo' : checkEnum(op, 'options.lossType', o.lossType, LOSS_TYPES);
+  const p = LOSS_PRESETS[lossType];
+  const num = (name: keyof GrpoLossOptions, dflt: number, rule: Parameters<typeof checkNumber>[3]) =>
+    o[name] === undefined ? dflt : checkNumber(op, `options.${name}`, o[name], rule);
+  const epsilon = num('epsilon', 0.2, { min: 0, max: 1 });
+  const r: ResolvedLossOptions = {
+    surrogate: o.surrogate === undefined ? p.surrogate ?? 'clip' : checkEnum(op, 'options.surrogate', o.surrogate, ['clip', 'cispo', 'sapo'] as const),
+    importanceSamplingLevel:
+      o.importanceSamplingLevel === undefined
+        ? p.importanceSamplingLevel ?? 'token'
+        : checkEnum(op, 'options.importanceSamplingLevel', o.importanceSamplingLevel, ['token', 'sequence', 'sequenceToken'] as const),
+    epsilonLow: num('epsilonLow', epsilon, { min: 0, max: 1 }),
+    epsilonHigh: num('epsilonHigh', o.epsilon !== undefined && p.epsilonHigh === undefined ? epsilon : p.epsilonHigh ?? epsilon, { min: 0 }),
+    delta: o.delta === undefined ? null : checkNumber(op, 'options.delta', o.delta, { gt: 1 }),
+    tauPos: num('tauPos', 1.0, { gt: 0 }),
+    tauNeg: num('tauNeg', 1.05, { gt: 0 }),
+    beta: num('beta', 0, { min: 0 }),
+    klEstimator: o.klEstimator === undefined ? 'k3' : checkEnum(op, 'options.klEstimator', o.klEstimator, ['k1', 'k2', 'k3'] as const),
+    entropyCoef: num('entropyCoef', 0, {}),
+    aggregation:
+      o.aggregation === undefined
+        ? p.aggregation ?? 'seqMeanTokenMean'
+        : checkEnum(op, 'options.aggregation', o.aggregation, ['seqMeanTokenMean', 'tokenMean', 'constant', 'seqMeanTokenSum'] as const),
+    normalizer: o.normalizer === undefined ? null : checkNumber(op, 'options.normalizer', o.normalizer, { gt: 0 }),
+    maxCompletionLength: o.maxCompletionLength === undefined ? null : checkNumber(op, 'options.maxCompletionLength', o.maxCompletionLength, { integer: true, min: 1 }),
+    maskTruncatedCompletions: o.maskTruncatedCompletions === undefined ? false : checkBoolean(op, 'options.maskTruncatedCompletions', o.maskTruncatedCompletions),
+    topEntropyQuantile: num('topEntropyQuantile', 1, { gt: 0, max: 1 }),
+  };
+  if (r.delta !== null && r.surrogate === 'clip' && r.delta <= 1 + r.epsilonHigh)
+    fail('GK_INVALID_ARG', `${op}: options.delta must be > 1 + epsilonHigh (${1 + r.epsilonHigh}), got ${r.delta}`);
+  return r;
+}
+
+function toNativeOptions(r: ResolvedLossOptions): NativeLossOptions {
+  return {
+    surrogate: SurrogateCode[r.surrogate],
+    importanceSamplingLevel: IsLevelCode[r.importanceSamplingLevel],
+    klEstimator: KlCode[r.klEstimator],
+    aggregation: AggregationCode[r.aggregation],
+    epsilonLow: r.epsilonLow,
+    epsilonHigh: r.epsilonHigh,
+    delta: r.delta ?? 0,
+    tauPos: r.tauPos,
+    tauNeg: r.tauNeg,
+    beta: r.beta,
+    entropyCoef: r.entropyCoef,
+    normalizer: r.normalizer ?? 0,
+    maxCompletionLength: r.maxCompletionLength ?? 0,
+    maskTruncatedCompletions: r.maskTruncatedCompletions,
+    topEntropyQuantile: r.topEntropyQuantile,
+  };
+}
+
+/** The sequence layout and the per-sequence / per-token inputs shared by both forms of the loss. */
+export interface GrpoSequenceInputs {
+  /** One advantage per sequence (see groupAdvantages). Its length is S. */
+  advantages: FloatInput;
+  /**
+   * Packed layout: S+1 row offsets; sequence s is rows seqOffsets[s] .. seqOffsets[s+1]-1.
+   * Without it, the layout is padded: N = S·L rows, sequence s is rows s·L .. s·L+L-1.
+   */
+  seqOffsets?: ArrayLike<number> | BigInt64Array;
+  /** Per-token completion mask (0/1 or booleans), N entries. Default all 1. */
+  completionMask?: Tensor | ArrayLike<number | boolean>;
+  /** Log-probs of the policy that sampled the completions (N). Omitted: on-policy (ρ = 1). */
+  oldLogp?: FloatInput;
+  /** Log-probs of the reference policy (N). Needed when beta > 0; gives klMean otherwise. */
+  refLogp?: FloatInput;
+  /** Per sequence: true where the completion was truncated (no EOS). Used with maskTruncatedCompletions. */
+  truncated?: Tensor | ArrayLike<number | boolean>;
+}
+
+export interface GrpoLossInputs extends GrpoSequenceInputs {
+  /** Log-probs of the policy being trained, one per token row (N). */
+  logp: FloatInput;
+  /** Per-token entropy (N): needed for entropyCoef != 0 and topEntropyQuantile < 1. */
+  entropy?: FloatInput;
+}
+
+export interface GrpoLossMetrics {
+  /** Mean KL to the reference over valid tokens (when refLogp is given). */
+  klMean?: number;
+  ratioMean: number;
+  /** Fraction of valid tokens with ρ < 1 - epsilonLow and A < 0. */
+  clipFractionLow: number;
+  /** Fraction with ρ > 1 + epsilonHigh and A > 0 (for 'cispo': ρ > epsilonHigh and A > 0). */
+  clipFractionHigh: number;
+  clipFraction: number;
+  /** Mean entropy over valid tokens (when entropy is known). */
+  entropyMean?: number;
+  /** Valid tokens: Σ mask. */
+  tokens: number;
+}
+
+export interface GrpoLossResult {
+  loss: number;
+  metrics: GrpoLossMetrics;
+  /** ∂loss/∂logp per token, float32. */
+  gradLogp: Tensor;
+  /** ∂loss/∂entropy per token, when entropyCoef != 0. */
+  gradEntropy?: Tensor;
+  /** The loss the options were resolved to. */
+  options: ResolvedLossOptions;
+}
+
+const SEQ_KEYS = ['advantages', 'seqOffsets', 'completionMask', 'oldLogp', 'refLogp', 'truncated'] as const;
+
+function readSequenceInputs(op: string, inp: GrpoSequenceInputs, n: number, opts: ResolvedLossOptions): Omit<NativeLossInputs, 'options'> & { maxLen: number } {
+  const advRaw = inp.advantages;
+  const s = advRaw instanceof Tensor ? advRaw.size : (advRaw as ArrayLike<number> | undefined)?.length;
+  if (typeof s !== 'number') fail('GK_INVALID_ARG', `${op}: inputs.advantages (one per sequence) is required, got ${describe(advRaw)}`);
+  if (s < 1) fail('GK_SHAPE', `${op}: at least one sequence is required (inputs.advantages is empty)`);
+  const advantages = checkFloats(op, 'inputs.advantages', advRaw, s, { finite: true });
+  const seqOffsets = new BigInt64Array(s + 1);
+  let maxLen = 0;
+  if (inp.seqOffsets !== undefined) {
+    const so = inp.seqOffsets;
+    if (!(Array.isArray(so) || ArrayBuffer.isView(so)) || so.length !== s + 1)
+      fail('GK_SHAPE', `${op}: inputs.seqOffsets must have S+1 = ${s + 1} entries, got ${describe(so)}`);
+    for (let i = 0; i <= s; i++) {
+      const v = Number(so[i]);
+      if (!Number.isInteger(v)) fail('GK_INVALID_ARG', `${op}: inputs.seqOffsets[${i}] must be an integer, got ${describe(so[i])}`, i);
+      if (i === 0 && v !== 0) fail('GK_SHAPE', `${op}: inputs.seqOffsets[0] must be 0, got ${v}`, 0);
+      if (i > 0 && v < Number(seqOffsets[i - 1])) fail('GK_SHAPE', `${op}: inputs.seqOffsets must be non-decreasing; [${i}] = ${v} < [${i - 1}] = ${seqOffsets[i - 1]}`, i);
+      seqOffsets[i] = BigInt(v);
+      if (i > 0) maxLen = Math.max(maxLen, v - Number(seqOffsets[i - 1]));
+    }
+    if (Number(seqOffsets[s]) !== n) fail('GK_SHAPE', `${op}: inputs.seqOffsets must end at N = ${n} rows, got ${seqOffsets[s]}`, s);
+  } else {
+    if (n % s !== 0) fail('GK_SHAPE', `${op}: ${n} token rows do not split into ${s} sequences of equal length; pass seqOffsets for a packed layout`);
+    maxLen = n / s;
+    for (let i = 0; i <= s; i++) seqOffsets[i] = BigInt(i * maxLen);
+  }
+  const out: Omit<NativeLossInputs, 'options'> & { maxLen: number } = { s, seqOffsets, advantages, maxLen };
+  if (inp.completionMask !== undefined) out.mask = checkMask(op, 'inputs.completionMask', inp.completionMask, n);
+  if (inp.oldLogp !== undefined) out.oldLogp = checkFloats(op, 'inputs.oldLogp', inp.oldLogp, n);
+  if (inp.refLogp !== undefined) out.refLogp = checkFloats(op, 'inputs.refLogp', inp.refLogp, n);
+  if (inp.truncated !== undefined) out.truncated = checkMask(op, 'inputs.truncated', inp.truncated, s);
+  if (opts.beta > 0 && !out.refLogp) fail('GK_INVALID_ARG', `${op}: inputs.refLogp is required when beta > 0 (beta = ${opts.beta})`);
+  if (opts.maskTruncatedCompletions && !out.truncated)
+    fail('GK_INVALID_ARG', `${op}: inputs.truncated (one flag per sequence) is required with maskTruncatedCompletions`);
+  return out;
+}
+
+function metricsFrom(m: NativeLossMetrics, hasRef: boolean, hasEntropy: boolean): GrpoLossMetrics {
+  const out: GrpoLossMetrics = {
+    ratioMean: m.ratioMean,
+    clipFractionLow: m.clipFractionLow,
+    clipFractionHigh: m.clipFractionHigh,
+    clipFraction: m.clipFraction,
+    tokens: m.tokens,
+  };
+  if (hasRef) out.klMean = m.klMean;
+  if (hasEntropy) out.entropyMean = m.entropyMean;
+  return out;
+}
+
+/**
+ * The GRPO loss from per-token log-probs (spec §3-5): the scalar loss, its metrics and
+ * ∂loss/∂logp (and ∂loss/∂H). Reductions are in float64 and deterministic.
+ */
+export async function grpoLossFromLogp(inputs: GrpoLossInputs, options: GrpoLossOptions = {}): Promise<GrpoLossResult> {
+  const op = 'grpoLoss';
+  checkObject(op, 'inputs', inputs);
+  if (!inputs) fail('GK_INVALID_ARG', `${op}: inputs are required`);
+  checkKnownKeys(op, 'input', inputs, [...SEQ_KEYS, 'logp', 'entropy']);
+  const opts = resolveLossOptions(options, op);
+  const lpRaw = inputs.logp;
+  const n = lpRaw instanceof Tensor ? lpRaw.size : (lpRaw as ArrayLike<number> | undefined)?.length;
+  if (typeof n !== 'number') fail('GK_INVALID_ARG', `${op}: inputs.logp (one log-prob per token) is required, got ${describe(lpRaw)}`);
+  const logp = checkFloats(op, 'inputs.logp', lpRaw, n);
+  const seq = readSequenceInputs(op, inputs, n, opts);
+  const entropy = inputs.entropy === undefined ? undefined : checkFloats(op, 'inputs.entropy', inputs.entropy, n);
+  if ((opts.entropyCoef !== 0 || opts.topEntropyQuantile < 1) && !entropy)
+    fail('GK_INVALID_ARG', `${op}: inputs.entropy is required for entropyCoef != 0 or topEntropyQuantile < 1`);
+  const nativeOpts = toNativeOptions(opts);
+  if (opts.aggregation === 'constant' && opts.maxCompletionLength === null) nativeOpts.maxCompletionLength = seq.maxLen;
+  const dlogp = new Float32Array(n);
+  const dentropy = opts.entropyCoef !== 0 ? new Float32Array(n) : undefined;
+  const { maxLen: _unused, ...seqArgs } = seq;
+  const native = addon();
+  const m = await call(op, () =>
+    native.grpoLossStep({ ...seqArgs, n, logp, ...(entropy ? { entropy } : {}), dlogp, ...(dentropy ? { dentropy } : {}), options: nativeOpts }),
+  );
+  const res: GrpoLossResult = { loss: m.loss, metrics: metricsFrom(m, !!seq.refLogp, !!entropy), gradLogp: Tensor.from(dlogp), options: opts };
+  if (dentropy) res.gradEntropy = Tensor.from(dentropy);
+  return res;
+}
+
+export interface GrpoLossFromLogitsInputs extends GrpoSequenceInputs {
+  /** Policy logits [N, V] or [S, L, V], float32 / float16 / bfloat16. */
+  logits: Tensor;
+  /** The sampled token of each row (N); ignoreIndex rows leave the loss. */
+  targets: TargetsInput;
+}
+
+export interface GrpoLossFromLogitsOptions extends GrpoLossOptions {
+  temperature?: number;
+  ignoreIndex?: number;
+  checkFinite?: boolean;
+  /** Write ∂loss/∂logits over the logits tensor's storage. Default false. */
+  inPlace?: boolean;
+}
+
+export interface GrpoLossFromLogitsResult {
+  loss: number;
+  metrics: GrpoLossMetrics;
+  /** ∂loss/∂logits in the logits' dtype and shape (the logits tensor itself with inPlace). */
+  gradLogits: Tensor;
+  /** Per-token log-probs and entropy of the policy, float32 (the forward's by-products). */
+  logp: Tensor;
+  entropy: Tensor;
+  options: ResolvedLossOptions;
+}
+
+/**
+ * The fused GRPO step from logits (spec §6): loss, metrics and ∂loss/∂logits, with no [N, V]
+ * float32 intermediate (extra memory O(N)). Entropy is always computed (it is free here).
+ */
+export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, options: GrpoLossFromLogitsOptions = {}): Promise<GrpoLossFromLogitsResult> {
+  const op = 'grpoLoss';
+  checkObject(op, 'inputs', inputs);
+  if (!inputs) fail('GK_INVALID_ARG', `${op}: inputs are required`);
+  checkKnownKeys(op, 'input', inputs, [...SEQ_KEYS, 'logits', 'targets']);
+  const opts = resolveLossOptions(options, op, ['temperature', 'ignoreIndex', 'checkFinite', 'inPlace']);
+  const { n, v, dtype, data } = checkLogits(op, inputs.logits);
+  const row = readRowOptions(op, options);
+  const checkFinite = options.checkFinite === undefined ? false : checkBoolean(op, 'options.checkFinite', options.checkFinite);
+  const inPlace = options.inPlace === undefined ? false : checkBoolean(op, 'options.inPlace', options.inPlace);
+  const targets = checkTargets(op, inputs.targets, n, v, row.ignoreIndex);
+  const seq = readSequenceInputs(op, inputs, n, opts);
+  const nativeOpts = toNativeOptions(opts);
+  if (opts.aggregation === 'constant' && opts.maxCompletionLength === null) nativeOpts.maxCompletionLength = seq.maxLen;
+  const logp = new Float32Array(n);
+  const entropy = new Float32Array(n);
+  const lse = new Float32Array(n);
+  const grad = inPlace ? data : (allocate(dtype, n * v) as Float32Array | Uint16Array);
+  const { maxLen: _unused, ...seqArgs } = seq;
+  const native = addon();
+  const m = await call(op, () =>
+    native.grpoLossFused({
+      logits: data, dtype: DTypeCode[dtype], n, v, targets, ...row, checkFinite,
+      ...seqArgs, logp, entropy, lse, grad, options: nativeOpts,
+    }),
+  );
+  const rowShape = inputs.logits.shape.slice(0, -1);
+  return {
+    loss: m.loss,
+    metrics: metricsFrom(m, !!seq.refLogp, true),
+    gradLogits: inPlace ? inputs.logits : Tensor.from(grad, { dtype, shape: inputs.logits.shape }),
+    logp: Tensor.from(logp, { shape: rowShape }),
+    entropy: Tensor.from(entropy, { shape: rowShape }),
+    options: opts,
+  };
+}
+
+/**
+ * The GRPO loss. With `inputs.logits` (and targets) it is the fused step from logits
+ * (grpoLossFromLogits); with `inputs.logp` it works on per-token log-probs (grpoLossFromLogp).
+ */
+export function grpoLoss(inputs: GrpoLossFromLogitsInputs, options?: GrpoLossFromLogitsOptions): Promise<GrpoLossFromLogitsResult>;
+export function grpoLoss(inputs: GrpoLossInputs, options?: GrpoLossOptions): Promise<GrpoLossResult>;
+export function grpoLoss(
+  inputs: GrpoLossInputs | GrpoLossFromLogitsInputs,
+  options?: GrpoLossOptions | GrpoLossFromLogitsOptions,
+): Promise<GrpoLossResult | GrpoLossFromLogitsResult> {
+  if (inputs && typeof inputs === 'object' && 'logits' in inputs) return grpoLossFromLogits(inputs, options);
+  return grpoLossFromLogp(inputs as GrpoLossInputs, options);
+}

@@ -1,0 +1,144 @@
+// Argument checks shared by the ops. Every check runs before native code and throws a
+// GrpoKernelsError naming the argument, what was expected and what was given.
+import type { FloatDType } from './dtype.js';
+import { describe, fail } from './errors.js';
+import { Tensor } from './tensor.js';
+
+export function checkObject(op: string, name: string, v: unknown): void {
+  if (v !== undefined && (v === null || typeof v !== 'object'))
+    fail('GK_INVALID_ARG', `${op}: ${name} must be an object, got ${describe(v)}`);
+}
+
+export function checkEnum<T extends string>(op: string, name: string, v: unknown, allowed: readonly T[]): T {
+  if (typeof v !== 'string' || !allowed.includes(v as T))
+    fail('GK_INVALID_ARG', `${op}: ${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${describe(v)}`);
+  return v as T;
+}
+
+export interface NumberRule {
+  min?: number;
+  max?: number;
+  /** min is exclusive */
+  gt?: number;
+  integer?: boolean;
+}
+
+export function checkNumber(op: string, name: string, v: unknown, rule: NumberRule = {}): number {
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    fail('GK_INVALID_ARG', `${op}: ${name} must be a finite number, got ${describe(v)}`);
+  if (rule.integer && !Number.isInteger(v)) fail('GK_INVALID_ARG', `${op}: ${name} must be an integer, got ${v}`);
+  if (rule.gt !== undefined && !(v > rule.gt)) fail('GK_INVALID_ARG', `${op}: ${name} must be > ${rule.gt}, got ${v}`);
+  if (rule.min !== undefined && v < rule.min) fail('GK_INVALID_ARG', `${op}: ${name} must be >= ${rule.min}, got ${v}`);
+  if (rule.max !== undefined && v > rule.max) fail('GK_INVALID_ARG', `${op}: ${name} must be <= ${rule.max}, got ${v}`);
+  return v;
+}
+
+export function checkBoolean(op: string, name: string, v: unknown): boolean {
+  if (typeof v !== 'boolean') fail('GK_INVALID_ARG', `${op}: ${name} must be a boolean, got ${describe(v)}`);
+  return v;
+}
+
+/** Rejects option names the op does not know (a typo would otherwise be silently ignored). */
+export function checkKnownKeys(op: string, name: string, obj: object | undefined, known: readonly string[]): void {
+  if (!obj) return;
+  for (const k of Object.keys(obj))
+    if (!known.includes(k) && (obj as Record<string, unknown>)[k] !== undefined)
+      fail('GK_INVALID_ARG', `${op}: unknown ${name} '${k}'; expected one of ${known.join(', ')}`);
+}
+
+/** A logits tensor of shape [..., V]: returns N (product of the leading dims) and V. */
+export function checkLogits(op: string, logits: unknown): { n: number; v: number; dtype: FloatDType; data: Float32Array | Uint16Array } {
+  if (!(logits instanceof Tensor)) fail('GK_INVALID_ARG', `${op}: logits must be a Tensor, got ${describe(logits)}`);
+  if (logits.dtype !== 'float32' && logits.dtype !== 'float16' && logits.dtype !== 'bfloat16')
+    fail('GK_DTYPE', `${op}: logits must be float32, float16 or bfloat16, got ${logits.dtype}`);
+  if (logits.shape.length < 2)
+    fail('GK_SHAPE', `${op}: logits must have shape [N, V] or [S, L, V], got [${logits.shape.join(', ')}]`);
+  const v = logits.shape[logits.shape.length - 1]!;
+  if (v < 1) fail('GK_SHAPE', `${op}: logits must have V >= 1 columns, got [${logits.shape.join(', ')}]`);
+  return { n: logits.size / v, v, dtype: logits.dtype, data: logits.data as Float32Array | Uint16Array };
+}
+
+export type TargetsInput = Tensor | Int32Array | BigInt64Array | ArrayLike<number>;
+
+/**
+ * Target ids: one per row, integers in [0, V) or ignoreIndex. Returns an Int32Array or
+ * BigInt64Array (int64 kept as is).
+ */
+export function checkTargets(op: string, targets: unknown, n: number, v: number, ignoreIndex: number): Int32Array | BigInt64Array {
+  let data: unknown = targets;
+  if (targets instanceof Tensor) {
+    if (targets.dtype !== 'int32' && targets.dtype !== 'int64')
+      fail('GK_DTYPE', `${op}: targets must be int32 or int64, got ${targets.dtype}`);
+    data = targets.data;
+  }
+  if (data instanceof BigInt64Array) {
+    if (data.length !== n) fail('GK_SHAPE', `${op}: targets must have ${n} elements (one per logits row), got ${data.length}`);
+    const ig = BigInt(ignoreIndex);
+    const bv = BigInt(v);
+    for (let i = 0; i < n; i++) {
+      const y = data[i]!;
+      if (y !== ig && (y < 0n || y >= bv))
+        fail('GK_TARGET_RANGE', `${op}: targets[${i}] = ${y} is outside [0, ${v}) and is not ignoreIndex (${ignoreIndex})`, i);
+    }
+    return data;
+  }
+  if (data instanceof Int32Array || Array.isArray(data) || (ArrayBuffer.isView(data) && !(data instanceof DataView))) {
+    const arr = data as ArrayLike<number>;
+    if (arr.length !== n) fail('GK_SHAPE', `${op}: targets must have ${n} elements (one per logits row), got ${arr.length}`);
+    const out = data instanceof Int32Array ? data : new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const y = arr[i]!;
+      if (typeof y !== 'number' || !Number.isInteger(y))
+        fail('GK_TARGET_RANGE', `${op}: targets[${i}] must be an integer token id, got ${describe(y)}`, i);
+      if (y !== ignoreIndex && (y < 0 || y >= v))
+        fail('GK_TARGET_RANGE', `${op}: targets[${i}] = ${y} is outside [0, ${v}) and is not ignoreIndex (${ignoreIndex})`, i);
+      if (out !== data) out[i] = y;
+    }
+    return out;
+  }
+  fail('GK_DTYPE', `${op}: targets must be a Tensor (int32/int64), Int32Array, BigInt64Array or number[], got ${describe(targets)}`);
+}
+
+export type FloatInput = Tensor | Float32Array | Float64Array | ArrayLike<number>;
+
+/**
+ * A per-row float vector of a known length, as Float32Array (copied only when needed).
+ * Tensors of any float dtype and shape with that many elements are accepted.
+ */
+export function checkFloats(op: string, name: string, x: unknown, length: number, opts: { finite?: boolean } = {}): Float32Array {
+  let data: unknown = x;
+  if (x instanceof Tensor) {
+    if (x.dtype === 'int32' || x.dtype === 'int64' || x.dtype === 'uint8')
+      fail('GK_DTYPE', `${op}: ${name} must be a float tensor, got ${x.dtype}`);
+    data = x.dtype === 'float64' ? x.data : x.toFloat32();
+  }
+  if (!(Array.isArray(data) || (ArrayBuffer.isView(data) && !(data instanceof DataView) && !(data instanceof BigInt64Array))))
+    fail('GK_DTYPE', `${op}: ${name} must be a Tensor, Float32Array, Float64Array or number[], got ${describe(x)}`);
+  const arr = data as ArrayLike<number>;
+  if (arr.length !== length) fail('GK_SHAPE', `${op}: ${name} must have ${length} elements, got ${arr.length}`);
+  const out = arr instanceof Float32Array ? arr : new Float32Array(length);
+  for (let i = 0; i < length; i++) {
+    const v = arr[i]!;
+    if (typeof v !== 'number') fail('GK_INVALID_ARG', `${op}: ${name}[${i}] must be a number, got ${describe(v)}`, i);
+    if (opts.finite && !Number.isFinite(v)) fail('GK_NONFINITE', `${op}: ${name}[${i}] must be finite, got ${v}`, i);
+    if (out !== arr) out[i] = v;
+  }
+  return out;
+}
+
+/** A 0/1 vector (mask) as Uint8Array. Accepts booleans, numbers 0/1, Uint8Array and Tensors. */
+export function checkMask(op: string, name: string, x: unknown, length: number): Uint8Array {
+  const data = x instanceof Tensor ? x.data : x;
+  if (!(Array.isArray(data) || (ArrayBuffer.isView(data) && !(data instanceof DataView))))
+    fail('GK_DTYPE', `${op}: ${name} must be a Tensor, typed array or array of 0/1 or booleans, got ${describe(x)}`);
+  const arr = data as ArrayLike<unknown>;
+  if (arr.length !== length) fail('GK_SHAPE', `${op}: ${name} must have ${length} elements, got ${arr.length}`);
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) {
+    const v = arr[i];
+    if (v === true || v === 1 || v === 1n) out[i] = 1;
+    else if (v === false || v === 0 || v === 0n) out[i] = 0;
+    else fail('GK_INVALID_ARG', `${op}: ${name}[${i}] must be 0, 1 or a boolean, got ${describe(v)}`, i);
+  }
+  return out;
+}

@@ -1,0 +1,456 @@
+// Case generators and checkers shared by the tap tests and `grpo-kernels selftest`: each case
+// runs one op of the package on fresh random data and compares every output element with the
+// float64 reference, using the tolerance table of spec/grpo-math.md.
+import * as gk from '../../lib/index.js';
+import type { FloatDType } from '../../lib/index.js';
+import { refGroupAdvantages, type Estimator, type Scale } from './advantages.js';
+import { decodeBF16, decodeF16 } from './dtype.js';
+import { refGrpoLossFromLogits } from './fused.js';
+import { refTokenLogProbs, refTokenLogProbsBackward } from './logprobs.js';
+import { refGrpoLoss, type RefLossMetrics, type RefLossOptions } from './loss.js';
+import { Rng } from './random.js';
+
+/** Spec tolerances: ‖out − ref‖ / ‖ref‖. */
+export const TOLERANCE: Record<FloatDType, { value: number; grad: number }> = {
+  float32: { value: 1e-5, grad: 1e-5 },
+  float16: { value: 1e-5, grad: 1e-3 },
+  bfloat16: { value: 1e-5, grad: 8e-3 },
+};
+
+export interface Check {
+  label: string;
+  err: number;
+  tol: number;
+  pass: boolean;
+  detail?: string;
+}
+
+export interface CaseResult {
+  op: string;
+  name: string;
+  checks: Check[];
+  pass: boolean;
+}
+
+/**
+ * Relative L2 error over the elements where the reference is finite; every element is also
+ * checked for NaN/inf agreement (never NaN where the reference is finite, NaN where it is NaN).
+ */
+export function compare(label: string, out: ArrayLike<number>, ref: ArrayLike<number>, tol: number): Check {
+  if (out.length !== ref.length) return { label, err: Infinity, tol, pass: false, detail: `length ${out.length} != ${ref.length}` };
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const r = ref[i]!;
+    const o = out[i]!;
+    if (Number.isNaN(r)) {
+      if (!Number.isNaN(o)) return { label, err: Infinity, tol, pass: false, detail: `element ${i}: reference NaN, got ${o}` };
+      continue;
+    }
+    if (!Number.isFinite(r)) {
+      if (o !== r) return { label, err: Infinity, tol, pass: false, detail: `element ${i}: reference ${r}, got ${o}` };
+      continue;
+    }
+    if (!Number.isFinite(o)) return { label, err: Infinity, tol, pass: false, detail: `element ${i}: reference ${r}, got ${o}` };
+    num += (o - r) * (o - r);
+    den += r * r;
+  }
+  const err = den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
+  return { label, err, tol, pass: err <= tol };
+}
+
+export function compareScalar(label: string, out: number | undefined, ref: number | undefined, tol: number): Check {
+  if (ref === undefined || out === undefined)
+    return { label, err: ref === out ? 0 : Infinity, tol, pass: ref === out, detail: ref === out ? undefined : `got ${out}, reference ${ref}` };
+  return compare(label, [out], [ref], tol);
+}
+
+function result(op: string, name: string, checks: Check[]): CaseResult {
+  return { op, name, checks, pass: checks.every((c) => c.pass) };
+}
+
+export interface LogitsSpec {
+  n: number;
+  v: number;
+  dtype: FloatDType;
+  /** Fraction of vocabulary entries set to -inf (masked vocabulary). */
+  masked?: number;
+  /** Rows made entirely -inf. */
+  allMaskedRows?: number[];
+  scale?: number;
+}
+
+/** Random logits in the given dtype, and their exact values (decoded from that dtype) in float64. */
+export function makeLogits(rng: Rng, s: LogitsSpec): { tensor: gk.Tensor; values: Float64Array } {
+  const size = s.n * s.v;
+  const f = new Float32Array(size);
+  const scale = s.scale ?? 3;
+  for (let i = 0; i < size; i++) f[i] = rng.normal() * scale;
+  if (s.masked) for (let r = 0; r < s.n; r++) for (let j = 0; j < s.v; j++) if (rng.next() < s.masked) f[r * s.v + j] = -Infinity;
+  for (const r of s.allMaskedRows ?? []) f.fill(-Infinity, r * s.v, (r + 1) * s.v);
+  const data = gk.encodeFloats(f, s.dtype);
+  const values =
+    s.dtype === 'float32' ? Float64Array.from(data as Float32Array) : s.dtype === 'bfloat16' ? decodeBF16(data as Uint16Array) : decodeF16(data as Uint16Array);
+  return { tensor: gk.Tensor.from(data, { dtype: s.dtype, shape: [s.n, s.v] }), values };
+}
+
+/** Targets in [0, V) whose logit is finite, with ignoreIndex on the listed rows. */
+export function makeTargets(rng: Rng, values: Float64Array, n: number, v: number, ignored: number[], ignoreIndex = -100, int64 = false): Int32Array | BigInt64Array {
+  const t = new Int32Array(n);
+  for (let r = 0; r < n; r++) {
+    if (ignored.includes(r)) {
+      t[r] = ignoreIndex;
+      continue;
+    }
+    let y = rng.int(0, v);
+    for (let k = 0; k < v && !Number.isFinite(values[r * v + y]!); k++) y = (y + 1) % v;
+    t[r] = y;
+  }
+  return int64 ? BigInt64Array.from(t, (x) => BigInt(x)) : t;
+}
+
+function randn(rng: Rng, n: number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.normal() * scale;
+  return a;
+}
+
+// ---------------------------------------------------------------- §1 log-probs
+
+export interface LogProbCase {
+  n: number;
+  v: number;
+  dtype: FloatDType;
+  temperature?: number;
+  ignoredRows?: number[];
+  masked?: number;
+  allMaskedRows?: number[];
+  int64?: boolean;
+}
+
+export function logProbCaseName(c: LogProbCase): string {
+  const parts = [`${c.dtype} N=${c.n} V=${c.v}`];
+  if (c.temperature !== undefined) parts.push(`T=${c.temperature}`);
+  if (c.ignoredRows?.length) parts.push(`ignored=${c.ignoredRows.length}`);
+  if (c.masked) parts.push(`masked=${c.masked}`);
+  if (c.allMaskedRows?.length) parts.push(`all-inf rows=${c.allMaskedRows.length}`);
+  if (c.int64) parts.push('int64 targets');
+  return parts.join(' ');
+}
+
+export async function runLogProbCase(seed: number, c: LogProbCase): Promise<CaseResult> {
+  const rng = new Rng(seed);
+  const { tensor, values } = makeLogits(rng, c);
+  const ignored = c.ignoredRows ?? [];
+  const targets = makeTargets(rng, values, c.n, c.v, ignored, -100, c.int64);
+  const opts = { temperature: c.temperature ?? 1, ignoreIndex: -100 };
+  const out = await gk.tokenLogProbs(tensor, targets, { ...opts, entropy: true });
+  const ref = refTokenLogProbs(values, c.n, c.v, targets, opts);
+  const tol = TOLERANCE[c.dtype].value;
+  return result('tokenLogProbs', logProbCaseName(c), [
+    compare('logp', out.logp.data as Float32Array, ref.logp, tol),
+    compare('entropy', out.entropy!.data as Float32Array, ref.entropy, tol),
+    compare('lse', out.lse.data as Float32Array, ref.lse, tol),
+  ]);
+}
+
+export async function runBackwardCase(seed: number, c: LogProbCase & { withLse?: boolean; inPlace?: boolean }): Promise<CaseResult> {
+  const rng = new Rng(seed);
+  const { tensor, values } = makeLogits(rng, c);
+  const targets = makeTargets(rng, values, c.n, c.v, c.ignoredRows ?? [], -100, c.int64);
+  const opts = { temperature: c.temperature ?? 1, ignoreIndex: -100 };
+  const gl = randn(rng, c.n);
+  const gh = randn(rng, c.n);
+  const ref = refTokenLogProbsBackward(values, c.n, c.v, targets, gl, gh, opts);
+  let lse: gk.Tensor | undefined;
+  let entropy: gk.Tensor | undefined;
+  if (c.withLse) ({ lse, entropy } = await gk.tokenLogProbs(tensor, targets, { ...opts, entropy: true }));
+  const grad = await gk.tokenLogProbsBackward(tensor, targets, { gradLogp: gl, gradEntropy: gh }, {
+    ...opts, ...(lse ? { lse } : {}), ...(entropy ? { entropy } : {}), inPlace: !!c.inPlace,
+  });
+  const checks = [compare('grad', grad.toFloat32(), ref, TOLERANCE[c.dtype].grad)];
+  if (c.inPlace) checks.push({ label: 'in place', err: grad === tensor ? 0 : 1, tol: 0, pass: grad === tensor });
+  const name = `${logProbCaseName(c)}${c.withLse ? ' lse given' : ''}${c.inPlace ? ' in place' : ''}`;
+  return result('tokenLogProbsBackward', name, checks);
+}
+
+// ---------------------------------------------------------------- §2 advantages
+
+export interface AdvantageCase {
+  b: number;
+  g: number;
+  k?: number;
+  scale?: Scale;
+  estimator?: Estimator;
+  nanFraction?: number;
+  /** Groups forced to equal rewards. */
+  flatGroups?: number;
+  weights?: boolean;
+}
+
+export async function runAdvantageCase(seed: number, c: AdvantageCase): Promise<CaseResult> {
+  const rng = new Rng(seed);
+  const k = c.k ?? 1;
+  const n = c.b * c.g;
+  const rewards: Float64Array[] = [];
+  for (let i = 0; i < k; i++) {
+    const r = new Float64Array(n);
+    for (let j = 0; j < n; j++) r[j] = rng.next() < (c.nanFraction ?? 0) ? NaN : rng.normal() * 2 + 0.5;
+    rewards.push(r);
+  }
+  for (let gi = 0; gi < (c.flatGroups ?? 0) && gi < c.b; gi++)
+    for (const r of rewards) for (let j = 0; j < c.g; j++) r[gi * c.g + j] = 0.1 * (gi + 1);
+  const weights = c.weights ? Array.from({ length: k }, () => rng.next() * 2) : undefined;
+  const estimator = c.estimator ?? 'grpo';
+  const scale = c.scale ?? (estimator === 'rloo' ? 'none' : 'group');
+  const opts = { groupSize: c.g, scale, estimator, eps: 1e-4, ...(weights ? { weights } : {}) };
+  const out = await gk.groupAdvantages(k === 1 ? rewards[0]! : rewards, opts);
+  const ref = refGroupAdvantages(rewards, opts);
+  const checks = [
+    compare('advantages', out.advantages.data as Float32Array, ref.advantages, 1e-5),
+    compare('combined', out.rewards, ref.combined, 1e-12),
+    compare('groupMean', out.groupMean, ref.groupMean, 1e-12),
+    compare('groupStd', out.groupStd, ref.groupStd, 1e-12),
+    { label: 'zeroVarianceGroups', err: Math.abs(out.zeroVarianceGroups - ref.zeroVarianceGroups), tol: 0, pass: out.zeroVarianceGroups === ref.zeroVarianceGroups },
+  ];
+  // Exact zeros for zero-variance groups and invalid samples.
+  const adv = out.advantages.data as Float32Array;
+  let exact = true;
+  for (let i = 0; i < n; i++) if (ref.advantages[i] === 0 && adv[i] !== 0) exact = false;
+  checks.push({ label: 'exact zeros', err: exact ? 0 : 1, tol: 0, pass: exact });
+  const name = `B=${c.b} G=${c.g} K=${k} ${estimator}/${scale}${c.nanFraction ? ` nan=${c.nanFraction}` : ''}${c.flatGroups ? ` flat=${c.flatGroups}` : ''}${c.weights ? ' weighted' : ''}`;
+  return result('groupAdvantages', name, checks);
+}
+
+// ---------------------------------------------------------------- §3-5 loss from log-probs
+
+export interface LossCase {
+  s: number;
+  l: number;
+  /** Packed layout with random lengths instead of padded [S, L]. */
+  packed?: boolean;
+  options: gk.GrpoLossOptions;
+  onPolicy?: boolean;
+  withRef?: boolean;
+  truncated?: boolean;
+  emptySequence?: boolean;
+}
+
+function lossCaseName(c: LossCase): string {
+  const o = JSON.stringify(c.options).replace(/"/g, '').replace(/[{}]/g, '');
+  return `S=${c.s} L=${c.l}${c.packed ? ' packed' : ''}${c.onPolicy ? ' on-policy' : ''}${c.withRef ? ' ref' : ''}${c.truncated ? ' truncated' : ''}${c.emptySequence ? ' empty-seq' : ''} ${o}`;
+}
+
+function toRefOptions(r: gk.ResolvedLossOptions): RefLossOptions {
+  return { ...r };
+}
+
+function metricChecks(m: gk.GrpoLossMetrics, r: RefLossMetrics): Check[] {
+  return [
+    compareScalar('klMean', m.klMean, r.klMean, 1e-5),
+    compareScalar('ratioMean', m.ratioMean, r.ratioMean, 1e-5),
+    compareScalar('clipFractionLow', m.clipFractionLow, r.clipFractionLow, 1e-5),
+    compareScalar('clipFractionHigh', m.clipFractionHigh, r.clipFractionHigh, 1e-5),
+    compareScalar('clipFraction', m.clipFraction, r.clipFraction, 1e-5),
+    compareScalar('entropyMean', m.entropyMean, r.entropyMean, 1e-5),
+    compareScalar('tokens', m.tokens, r.tokens, 0),
+  ];
+}
+
+/** Random sequence layout: offsets, mask with some padding, advantages, truncation flags. */
+function makeSequences(rng: Rng, c: { s: number; l: number; packed?: boolean; truncated?: boolean; emptySequence?: boolean }) {
+  const offsets = [0];
+  for (let i = 0; i < c.s; i++) offsets.push(offsets[i]! + (c.packed ? rng.int(c.emptySequence && i === 0 ? 0 : 1, c.l + 1) : c.l));
+  if (c.packed && c.emptySequence) offsets[1] = 0;
+  const n = offsets[c.s]!;
+  const mask = new Uint8Array(n).fill(1);
+  if (!c.packed) {
+    for (let i = 0; i < c.s; i++) {
+      const len = c.emptySequence && i === 0 ? 0 : rng.int(1, c.l + 1);
+      for (let t = len; t < c.l; t++) mask[i * c.l + t] = 0;
+    }
+  }
+  const advantages = randn(rng, c.s);
+  const truncated = new Uint8Array(c.s);
+  if (c.truncated) for (let i = 0; i < c.s; i++) truncated[i] = rng.next() < 0.3 ? 1 : 0;
+  return { offsets, n, mask, advantages, truncated };
+}
+
+export async function runLossCase(seed: number, c: LossCase): Promise<CaseResult> {
+  const rng = new Rng(seed);
+  const seq = makeSequences(rng, c);
+  const n = seq.n;
+  const logp = new Float32Array(n);
+  for (let i = 0; i < n; i++) logp[i] = -Math.abs(rng.normal()) * 2 - 0.01;
+  const oldLogp = Float32Array.from(logp, (x) => x + rng.normal() * 0.3);
+  const refLogp = Float32Array.from(logp, (x) => x + rng.normal() * 0.5);
+  const entropy = Float32Array.from(logp, () => rng.next() * 3);
+  const inputs: gk.GrpoLossInputs = {
+    logp, entropy, advantages: seq.advantages,
+    ...(c.packed ? { seqOffsets: seq.offsets } : { completionMask: seq.mask }),
+    ...(c.onPolicy ? {} : { oldLogp }),
+    ...(c.withRef ? { refLogp } : {}),
+    ...(c.truncated ? { truncated: seq.truncated } : {}),
+  };
+  const out = await gk.grpoLoss(inputs, c.options);
+  const ref = refGrpoLoss({
+    logp, entropy, advantages: seq.advantages, seqOffsets: seq.offsets, mask: c.packed ? null : seq.mask,
+    oldLogp: c.onPolicy ? null : oldLogp, refLogp: c.withRef ? refLogp : null, truncated: c.truncated ? seq.truncated : null,
+  }, { ...toRefOptions(out.options), maxCompletionLength: out.options.maxCompletionLength ?? (c.packed ? null : c.l) });
+  const checks = [
+    compareScalar('loss', out.loss, ref.loss, 1e-5),
+    compare('gradLogp', out.gradLogp.data as Float32Array, ref.dlogp, 1e-5),
+    ...metricChecks(out.metrics, ref.metrics),
+  ];
+  if (out.gradEntropy) checks.push(compare('gradEntropy', out.gradEntropy.data as Float32Array, ref.dentropy, 1e-5));
+  return result('grpoLoss', lossCaseName(c), checks);
+}
+
+// ---------------------------------------------------------------- §6 fused loss from logits
+
+export interface FusedCase extends LossCase {
+  v: number;
+  dtype: FloatDType;
+  temperature?: number;
+  ignoredRows?: number[];
+  masked?: number;
+  inPlace?: boolean;
+}
+
+export async function runFusedCase(seed: number, c: FusedCase): Promise<CaseResult> {
+  const rng = new Rng(seed);
+  const seq = makeSequences(rng, c);
+  const n = seq.n;
+  const { tensor, values } = makeLogits(rng, { n, v: c.v, dtype: c.dtype, masked: c.masked ?? 0 });
+  const ignored = (c.ignoredRows ?? []).filter((r) => r < n);
+  const targets = makeTargets(rng, values, n, c.v, ignored);
+  const T = c.temperature ?? 1;
+  const base = refTokenLogProbs(values, n, c.v, targets, { temperature: T });
+  const oldLogp = Float32Array.from(base.logp, (x) => x + rng.normal() * 0.3);
+  const refLogp = Float32Array.from(base.logp, (x) => x + rng.normal() * 0.5);
+  const seqInputs = {
+    advantages: seq.advantages,
+    ...(c.packed ? { seqOffsets: seq.offsets } : { completionMask: seq.mask }),
+    ...(c.onPolicy ? {} : { oldLogp }),
+    ...(c.withRef ? { refLogp } : {}),
+    ...(c.truncated ? { truncated: seq.truncated } : {}),
+  };
+  const out = await gk.grpoLoss({ logits: tensor, targets, ...seqInputs }, { ...c.options, temperature: T, inPlace: !!c.inPlace });
+  const ref = refGrpoLossFromLogits(values, n, c.v, targets, {
+    advantages: seq.advantages, seqOffsets: seq.offsets, mask: c.packed ? null : seq.mask,
+    oldLogp: c.onPolicy ? null : oldLogp, refLogp: c.withRef ? refLogp : null, truncated: c.truncated ? seq.truncated : null,
+  }, { ...toRefOptions(out.options), maxCompletionLength: out.options.maxCompletionLength ?? (c.packed ? null : c.l), temperature: T, ignoreIndex: -100 });
+  const tol = TOLERANCE[c.dtype];
+  const checks = [
+    compareScalar('loss', out.loss, ref.loss, tol.value),
+    compare('logp', out.logp.data as Float32Array, ref.logp, tol.value),
+    compare('entropy', out.entropy.data as Float32Array, ref.entropy, tol.value),
+    compare('gradLogits', out.gradLogits.toFloat32(), ref.grad, tol.grad),
+    ...metricChecks(out.metrics, ref.metrics),
+  ];
+  if (c.inPlace) checks.push({ label: 'in place', err: out.gradLogits === tensor ? 0 : 1, tol: 0, pass: out.gradLogits === tensor });
+  const name = `${c.dtype} V=${c.v}${T !== 1 ? ` T=${T}` : ''}${ignored.length ? ` ignored=${ignored.length}` : ''}${c.masked ? ` masked=${c.masked}` : ''}${c.inPlace ? ' in place' : ''} ${lossCaseName(c)}`;
+  return result('grpoLoss(logits)', name, checks);
+}
+
+// ---------------------------------------------------------------- the case lists
+
+const DT: FloatDType[] = ['float32', 'float16', 'bfloat16'];
+
+export function logProbCases(full: boolean): LogProbCase[] {
+  const out: LogProbCase[] = [];
+  for (const dtype of DT) {
+    out.push({ n: 7, v: 1, dtype });
+    out.push({ n: 9, v: 33, dtype, ignoredRows: [0, 4], temperature: 0.7 });
+    out.push({ n: 16, v: 1001, dtype, masked: 0.2, int64: true });
+    out.push({ n: 3, v: 151936, dtype, temperature: 1.3, ignoredRows: [1] });
+    if (full) {
+      out.push({ n: 64, v: 4099, dtype, masked: 0.5, ignoredRows: [3, 63] });
+      out.push({ n: 5, v: 17, dtype, allMaskedRows: [2], ignoredRows: [4] });
+    }
+  }
+  return out;
+}
+
+export function backwardCases(full: boolean): (LogProbCase & { withLse?: boolean; inPlace?: boolean })[] {
+  const out: (LogProbCase & { withLse?: boolean; inPlace?: boolean })[] = [];
+  for (const dtype of DT) {
+    out.push({ n: 6, v: 1, dtype });
+    out.push({ n: 9, v: 33, dtype, ignoredRows: [2], temperature: 0.7, masked: 0.2 });
+    out.push({ n: 12, v: 1001, dtype, withLse: true, int64: true });
+    out.push({ n: 2, v: 151936, dtype, inPlace: true });
+    if (full) out.push({ n: 40, v: 4099, dtype, masked: 0.4, withLse: true, inPlace: true, temperature: 1.7 });
+  }
+  return out;
+}
+
+export function advantageCases(full: boolean): AdvantageCase[] {
+  const out: AdvantageCase[] = [
+    { b: 1, g: 1 },
+    { b: 5, g: 1, scale: 'batch' },
+    { b: 8, g: 4, flatGroups: 2 },
+    { b: 8, g: 4, estimator: 'rloo' },
+    { b: 6, g: 8, k: 3, weights: true, nanFraction: 0.2, flatGroups: 1 },
+    { b: 16, g: 16, scale: 'batch', nanFraction: 0.1 },
+    { b: 16, g: 16, scale: 'none' },
+  ];
+  if (full) {
+    out.push({ b: 64, g: 16, k: 2, estimator: 'rloo', scale: 'group', nanFraction: 0.3 });
+    out.push({ b: 4, g: 2, k: 2, nanFraction: 0.6 });
+  }
+  return out;
+}
+
+export function lossCases(full: boolean): LossCase[] {
+  const out: LossCase[] = [
+    { s: 4, l: 9, options: {} },
+    { s: 4, l: 9, options: { lossType: 'bnpo' }, withRef: true },
+    { s: 6, l: 7, options: { lossType: 'dr_grpo', beta: 0.04 }, withRef: true },
+    { s: 6, l: 7, packed: true, options: { lossType: 'dapo', normalizer: 50 } },
+    { s: 5, l: 8, options: { lossType: 'gspo' }, emptySequence: true },
+    { s: 5, l: 8, options: { lossType: 'cispo', epsilonHigh: 1.1 } },
+    { s: 5, l: 8, options: { surrogate: 'sapo' }, withRef: true },
+    { s: 5, l: 8, options: { importanceSamplingLevel: 'sequenceToken', topEntropyQuantile: 0.5 } },
+    { s: 5, l: 8, options: { importanceSamplingLevel: 'sequence', topEntropyQuantile: 0.3, entropyCoef: 0.01 } },
+    { s: 6, l: 6, options: { delta: 1.5, beta: 0.1, klEstimator: 'k1' }, withRef: true },
+    { s: 6, l: 6, options: { beta: 0.1, klEstimator: 'k2', aggregation: 'seqMeanTokenSum' }, withRef: true },
+    { s: 6, l: 6, options: { maskTruncatedCompletions: true, aggregation: 'constant', maxCompletionLength: 10 }, truncated: true },
+    { s: 3, l: 5, options: { epsilonLow: 0.1, epsilonHigh: 0.3 }, onPolicy: true },
+  ];
+  if (full) {
+    out.push({ s: 64, l: 33, packed: true, options: { lossType: 'dapo', beta: 0.02, entropyCoef: -0.001 }, withRef: true, truncated: true });
+    out.push({ s: 32, l: 17, options: { surrogate: 'sapo', importanceSamplingLevel: 'sequence', topEntropyQuantile: 0.2 } });
+  }
+  return out;
+}
+
+export function fusedCases(full: boolean): FusedCase[] {
+  const out: FusedCase[] = [];
+  for (const dtype of DT) {
+    out.push({ s: 3, l: 4, v: 1, dtype, options: {} });
+    out.push({ s: 4, l: 5, v: 37, dtype, options: { beta: 0.04 }, withRef: true, ignoredRows: [1, 7], temperature: 0.8, masked: 0.2 });
+    out.push({ s: 4, l: 6, v: 1001, dtype, packed: true, options: { lossType: 'dapo', entropyCoef: 0.01, topEntropyQuantile: 0.5 }, inPlace: true });
+    out.push({ s: 1, l: 2, v: 151936, dtype, options: { lossType: 'gspo' } });
+    if (full) {
+      out.push({ s: 8, l: 16, v: 4099, dtype, options: { surrogate: 'sapo', klEstimator: 'k2', beta: 0.1 }, withRef: true, truncated: true, ignoredRows: [0, 5] });
+      out.push({ s: 6, l: 7, v: 513, dtype, options: { lossType: 'cispo', maskTruncatedCompletions: true }, truncated: true, emptySequence: true });
+    }
+  }
+  return out;
+}
+
+/** Every case of every op, for the self-test. */
+export async function runAll(seed: number, full: boolean, onResult?: (r: CaseResult) => void): Promise<CaseResult[]> {
+  const results: CaseResult[] = [];
+  const push = (r: CaseResult) => {
+    results.push(r);
+    onResult?.(r);
+  };
+  let i = 0;
+  for (const c of logProbCases(full)) push(await runLogProbCase(seed + i++, c));
+  for (const c of backwardCases(full)) push(await runBackwardCase(seed + i++, c));
+  for (const c of advantageCases(full)) push(await runAdvantageCase(seed + i++, c));
+  for (const c of lossCases(full)) push(await runLossCase(seed + i++, c));
+  for (const c of fusedCases(full)) push(await runFusedCase(seed + i++, c));
+  return results;
+}
