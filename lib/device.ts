@@ -1,5 +1,5 @@
-import { fail } from './errors.js';
-import { addon, packageVersion, type NativeInfo } from './native.js';
+import { fail } from './errors';
+import { addon, packageVersion, type NativeInfo } from './native';
 
 export type DeviceRequest = 'auto' | 'cpu' | 'cuda';
 

@@ -1,24 +1,24 @@
 // grpo-kernels: fused GRPO kernels for Node.js.
-export { GrpoKernelsError, type ErrorCode } from './errors.js';
+export { GrpoKernelsError, type ErrorCode } from './errors';
 export {
   DTYPES, toBFloat16, fromBFloat16, toFloat16, fromFloat16, encodeFloats, decodeFloats,
   type DType, type FloatDType, type HostArray,
-} from './dtype.js';
-export { Tensor, tensor, type TensorOptions, type DeviceKind } from './tensor.js';
-export type { TargetsInput, FloatInput } from './validate.js';
+} from './dtype';
+export { Tensor, tensor, type TensorOptions, type DeviceKind } from './tensor';
+export type { TargetsInput, FloatInput } from './validate';
 export {
   tokenLogProbs, tokenLogProbsBackward,
   type TokenLogProbsOptions, type TokenLogProbsResult, type TokenLogProbsGrads, type TokenLogProbsBackwardOptions,
-} from './ops/logprobs.js';
+} from './ops/logprobs';
 export {
   groupAdvantages,
   type GroupAdvantagesOptions, type GroupAdvantagesResult, type AdvantageScale, type AdvantageEstimator, type RewardValues,
-} from './ops/advantages.js';
+} from './ops/advantages';
 export {
   grpoLoss, grpoLossFromLogp, grpoLossFromLogits, resolveLossOptions, LOSS_PRESETS, LOSS_TYPES,
   type GrpoLossOptions, type ResolvedLossOptions, type GrpoLossInputs, type GrpoLossResult, type GrpoLossMetrics,
   type GrpoSequenceInputs, type GrpoLossFromLogitsInputs, type GrpoLossFromLogitsOptions, type GrpoLossFromLogitsResult,
   type LossType, type Surrogate, type ImportanceSamplingLevel, type KlEstimator, type Aggregation,
-} from './ops/loss.js';
-export { backendInfo, resolveDevice, type BackendInfo, type DeviceRequest } from './device.js';
-export { packageVersion as version } from './native.js';
+} from './ops/loss';
+export { backendInfo, resolveDevice, type BackendInfo, type DeviceRequest } from './device';
+export { packageVersion as version } from './native';

@@ -1,7 +1,7 @@
 // The one place that loads the native addon (node-gyp-build) and types its raw functions.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fail, GrpoKernelsError } from './errors.js';
+import { fail, GrpoKernelsError } from './errors';
 
 /** The package root: the nearest folder above this file whose package.json is grpo-kernels'. */
 export const packageRoot: string = (() => {

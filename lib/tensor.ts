@@ -1,5 +1,5 @@
-import { allocate, arrayTypeOf, decodeFloats, DTYPES, type DType, type FloatDType, type HostArray } from './dtype.js';
-import { describe, fail } from './errors.js';
+import { allocate, arrayTypeOf, decodeFloats, DTYPES, type DType, type FloatDType, type HostArray } from './dtype';
+import { describe, fail } from './errors';
 
 export type DeviceKind = 'cpu' | 'cuda';
 

@@ -1,8 +1,8 @@
 // Argument checks shared by the ops. Every check runs before native code and throws a
 // GrpoKernelsError naming the argument, what was expected and what was given.
-import type { FloatDType } from './dtype.js';
-import { describe, fail } from './errors.js';
-import { Tensor } from './tensor.js';
+import type { FloatDType } from './dtype';
+import { describe, fail } from './errors';
+import { Tensor } from './tensor';
 
 export function checkObject(op: string, name: string, v: unknown): void {
   if (v !== undefined && (v === null || typeof v !== 'object'))
@@ -82,7 +82,7 @@ export function checkTargets(op: string, targets: unknown, n: number, v: number,
     }
     return data;
   }
-  if (data instanceof Int32Array || Array.isArray(data) || (ArrayBuffer.isView(data) && !(data instanceof DataView))) {
+  if (data instanceof Int32Array || Array.isArray(data)) {
     const arr = data as ArrayLike<number>;
     if (arr.length !== n) fail('GK_SHAPE', `${op}: targets must have ${n} elements (one per logits row), got ${arr.length}`);
     const out = data instanceof Int32Array ? data : new Int32Array(n);

@@ -1,7 +1,7 @@
-import { describe, fail } from '../errors.js';
-import { addon, call, EstimatorCode, ScaleCode } from '../native.js';
-import { Tensor } from '../tensor.js';
-import { checkEnum, checkKnownKeys, checkNumber, checkObject } from '../validate.js';
+import { describe, fail } from '../errors';
+import { addon, call, EstimatorCode, ScaleCode } from '../native';
+import { Tensor } from '../tensor';
+import { checkEnum, checkKnownKeys, checkNumber, checkObject } from '../validate';
 
 export type AdvantageScale = 'group' | 'batch' | 'none';
 export type AdvantageEstimator = 'grpo' | 'rloo';

@@ -1,7 +1,7 @@
-import { allocate } from '../dtype.js';
-import { addon, call, DTypeCode } from '../native.js';
-import { Tensor } from '../tensor.js';
-import { checkBoolean, checkFloats, checkKnownKeys, checkLogits, checkNumber, checkObject, checkTargets, type FloatInput, type TargetsInput } from '../validate.js';
+import { allocate } from '../dtype';
+import { addon, call, DTypeCode } from '../native';
+import { Tensor } from '../tensor';
+import { checkBoolean, checkFloats, checkKnownKeys, checkLogits, checkNumber, checkObject, checkTargets, type FloatInput, type TargetsInput } from '../validate';
 
 export interface TokenLogProbsOptions {
   /** Softmax temperature T > 0: the distribution is softmax(logits / T). Default 1. */

@@ -1,15 +1,15 @@
-import { allocate } from '../dtype.js';
-import { describe, fail } from '../errors.js';
+import { allocate } from '../dtype';
+import { describe, fail } from '../errors';
 import {
   addon, AggregationCode, call, DTypeCode, IsLevelCode, KlCode, SurrogateCode,
   type NativeLossInputs, type NativeLossMetrics, type NativeLossOptions,
-} from '../native.js';
-import { Tensor } from '../tensor.js';
+} from '../native';
+import { Tensor } from '../tensor';
 import {
   checkBoolean, checkEnum, checkFloats, checkKnownKeys, checkLogits, checkMask, checkNumber, checkObject, checkTargets,
   type FloatInput, type TargetsInput,
-} from '../validate.js';
-import { readRowOptions } from './logprobs.js';
+} from '../validate';
+import { readRowOptions } from './logprobs';
 
 export type LossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo' | 'gspo' | 'cispo';
 export type Surrogate = 'clip' | 'cispo' | 'sapo';

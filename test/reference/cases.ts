@@ -1,14 +1,14 @@
 // Case generators and checkers shared by the tap tests and `grpo-kernels selftest`: each case
 // runs one op of the package on fresh random data and compares every output element with the
 // float64 reference, using the tolerance table of spec/grpo-math.md.
-import * as gk from '../../lib/index.js';
-import type { FloatDType } from '../../lib/index.js';
-import { refGroupAdvantages, type Estimator, type Scale } from './advantages.js';
-import { decodeBF16, decodeF16 } from './dtype.js';
-import { refGrpoLossFromLogits } from './fused.js';
-import { refTokenLogProbs, refTokenLogProbsBackward } from './logprobs.js';
-import { refGrpoLoss, type RefLossMetrics, type RefLossOptions } from './loss.js';
-import { Rng } from './random.js';
+import * as gk from '../../lib/index';
+import type { FloatDType } from '../../lib/index';
+import { refGroupAdvantages, type Estimator, type Scale } from './advantages';
+import { decodeBF16, decodeF16 } from './dtype';
+import { refGrpoLossFromLogits } from './fused';
+import { refTokenLogProbs, refTokenLogProbsBackward } from './logprobs';
+import { refGrpoLoss, type RefLossMetrics, type RefLossOptions } from './loss';
+import { Rng } from './random';
 
 /** Spec tolerances: ‖out − ref‖ / ‖ref‖. */
 export const TOLERANCE: Record<FloatDType, { value: number; grad: number }> = {

@@ -1,7 +1,7 @@
 // Spec §6: the fused step from logits, composed from the §1 and §3-§5 references.
 
-import { refTokenLogProbs, refTokenLogProbsBackward } from './logprobs.js';
-import { refGrpoLoss, type RefLossInputs, type RefLossMetrics, type RefLossOptions } from './loss.js';
+import { refTokenLogProbs, refTokenLogProbsBackward } from './logprobs';
+import { refGrpoLoss, type RefLossInputs, type RefLossMetrics, type RefLossOptions } from './loss';
 
 export interface RefFusedResult {
   loss: number;

@@ -1,0 +1,107 @@
+// The command line: `grpo-kernels info`, `grpo-kernels selftest`.
+import { parseArgs } from 'node:util';
+import { runAll, type CaseResult } from '../test/reference/cases';
+import { freshSeed } from '../test/reference/random';
+import { backendInfo, resolveDevice, type DeviceRequest } from './device';
+import { GrpoKernelsError } from './errors';
+
+const HELP = `grpo-kernels: fused GRPO kernels for Node.js
+
+Usage:
+  grpo-kernels info [--json]
+      Package and addon versions, the backend the ops run on, the devices found, and why
+      CUDA is not used when it is not.
+  grpo-kernels selftest [--device auto|cpu|cuda] [--seed N] [--quick] [--json]
+      Runs every op's cases on fresh random data against the float64 reference with the
+      spec's tolerances; prints a pass/fail table; exits 1 on any failure.
+  grpo-kernels help
+`;
+
+function out(s: string): void {
+  process.stdout.write(s + '\n');
+}
+
+function info(json: boolean): number {
+  const i = backendInfo();
+  if (json) {
+    out(JSON.stringify(i, null, 2));
+    return 0;
+  }
+  out(`grpo-kernels ${i.packageVersion} (addon ${i.addonVersion}, Node-API ${process.versions.napi}, node ${process.version})`);
+  out(`backend:   ${i.backend}`);
+  out(`cpu:       ${i.cpu.threads} threads, ${i.cpu.simd}`);
+  out(`cuda:      ${i.cuda.compiled ? `compiled in (runtime ${fmtCuda(i.cuda.runtimeVersion)}, driver ${i.cuda.driverVersion ? fmtCuda(i.cuda.driverVersion) : 'none'})` : 'not compiled in'}`);
+  for (const d of i.cuda.devices) out(`  device ${d.index}: ${d.name} (sm_${d.computeCapability.replace('.', '')}, ${(d.memoryBytes / 2 ** 30).toFixed(1)} GiB)`);
+  out(`cuda used: ${i.cuda.used ? 'yes' : `no: ${i.cuda.reason}`}`);
+  return 0;
+}
+
+function fmtCuda(v: number): string {
+  return `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}`;
+}
+
+function worst(r: CaseResult): { label: string; ratio: number; detail?: string } {
+  let w = { label: '', ratio: 0, detail: undefined as string | undefined };
+  for (const c of r.checks) {
+    const ratio = c.pass ? (c.tol > 0 ? c.err / c.tol : 0) : Infinity;
+    if (ratio >= w.ratio) w = { label: c.label, ratio, detail: c.pass ? undefined : `${c.label}: err ${c.err} > ${c.tol}${c.detail ? ` (${c.detail})` : ''}` };
+  }
+  return w;
+}
+
+async function selftest(device: DeviceRequest, seed: number, quick: boolean, json: boolean): Promise<number> {
+  const backend = resolveDevice(device);
+  const t0 = Date.now();
+  if (!json) {
+    out(`grpo-kernels selftest: backend ${backend}, seed ${seed}${quick ? ', quick' : ''} (rerun with --seed ${seed})`);
+    out(`${'op'.padEnd(22)} ${'case'.padEnd(64)} ${'worst err/tol'.padStart(13)}  result`);
+  }
+  const results = await runAll(seed, !quick, (r) => {
+    if (json) return;
+    const w = worst(r);
+    const name = r.name.length > 64 ? r.name.slice(0, 63) + '…' : r.name;
+    out(`${r.op.padEnd(22)} ${name.padEnd(64)} ${(Number.isFinite(w.ratio) ? w.ratio.toFixed(3) : 'inf').padStart(13)}  ${r.pass ? 'pass' : `FAIL  ${w.detail}`}`);
+  });
+  const failed = results.filter((r) => !r.pass);
+  const checks = results.reduce((s, r) => s + r.checks.length, 0);
+  if (json) out(JSON.stringify({ backend, seed, cases: results.length, failed: failed.length, results }, null, 2));
+  else out(`\n${results.length - failed.length}/${results.length} cases passed (${checks} checks) on ${backend} in ${((Date.now() - t0) / 1000).toFixed(1)} s${failed.length ? `; ${failed.length} FAILED` : ''}`);
+  return failed.length ? 1 : 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const cmd = argv[0] ?? 'help';
+    const { values } = parseArgs({
+      args: argv.slice(1),
+      options: {
+        json: { type: 'boolean', default: false },
+        device: { type: 'string', default: 'auto' },
+        seed: { type: 'string' },
+        quick: { type: 'boolean', default: false },
+      },
+      strict: true,
+    });
+    switch (cmd) {
+      case 'info':
+        return info(values.json!);
+      case 'selftest': {
+        const seed = values.seed !== undefined ? Number(values.seed) : freshSeed();
+        if (!Number.isInteger(seed)) throw new GrpoKernelsError('GK_INVALID_ARG', `--seed must be an integer, got '${values.seed}'`);
+        return await selftest(values.device as DeviceRequest, seed, values.quick!, values.json!);
+      }
+      case 'help':
+      case '--help':
+      case '-h':
+        out(HELP);
+        return 0;
+      default:
+        process.stderr.write(`grpo-kernels: unknown command '${cmd}'\n\n${HELP}`);
+        return 2;
+    }
+  } catch (e) {
+    const err = e as { code?: string; message?: string };
+    process.stderr.write(`grpo-kernels: ${err.code ? `[${err.code}] ` : ''}${err.message ?? String(e)}\n`);
+    return 2;
+  }
+}

@@ -1,0 +1,41 @@
+// The two builds (cmake-js and the node-gyp fallback) read one source list; every native
+// source file is on it.
+import t from 'tap';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+const root = path.resolve(__dirname, '..');
+const sources = JSON.parse(fs.readFileSync(path.join(root, 'native', 'sources.json'), 'utf8')) as { cpu: string[]; cuda: string[] };
+
+function walk(dir: string): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
+}
+
+t.test('every .cc/.cu file under native/ is listed once, and every listed file exists', async (t) => {
+  const onDisk = walk(path.join(root, 'native'))
+    .filter((f) => /\.(cc|cu|cpp)$/.test(f))
+    .map((f) => path.relative(root, f).split(path.sep).join('/'))
+    .sort();
+  const listed = [...sources.cpu, ...sources.cuda].sort();
+  t.same(listed, onDisk);
+  t.equal(new Set(listed).size, listed.length, 'no duplicates');
+  t.ok(sources.cuda.every((f) => f.endsWith('.cu')), 'the cuda list holds .cu files');
+  t.ok(sources.cpu.every((f) => !f.endsWith('.cu')), 'the cpu list holds no .cu files');
+});
+
+t.test('CMakeLists.txt and binding.gyp take their sources from native/sources.json', async (t) => {
+  const cmake = fs.readFileSync(path.join(root, 'CMakeLists.txt'), 'utf8');
+  t.match(cmake, /native\/sources\.json/);
+  t.notMatch(cmake, /native\/cpu\/\w+\.cc/, 'no source file named in CMakeLists.txt');
+  const gyp = fs.readFileSync(path.join(root, 'binding.gyp'), 'utf8');
+  t.match(gyp, /require\('\.\/native\/sources\.json'\)\.cpu/);
+  t.notMatch(gyp, /native\/cpu\/\w+\.cc/, 'no source file named in binding.gyp');
+});
+
+t.test('the CUDA architectures are sm_75 .. sm_90 plus PTX, set before enable_language(CUDA)', async (t) => {
+  const cmake = fs.readFileSync(path.join(root, 'CMakeLists.txt'), 'utf8');
+  const arch = cmake.indexOf('set(CMAKE_CUDA_ARCHITECTURES 75-real 80-real 86-real 89-real 90-real 90-virtual)');
+  t.ok(arch > 0);
+  t.ok(arch < cmake.indexOf('enable_language(CUDA)'));
+  t.match(cmake, /CMAKE_CUDA_RUNTIME_LIBRARY Static/);
+});
