@@ -116,12 +116,20 @@ export function checkFloats(op: string, name: string, x: unknown, length: number
     fail('GK_DTYPE', `${op}: ${name} must be a Tensor, Float32Array, Float64Array or number[], got ${describe(x)}`);
   const arr = data as ArrayLike<number>;
   if (arr.length !== length) fail('GK_SHAPE', `${op}: ${name} must have ${length} elements, got ${arr.length}`);
-  const out = arr instanceof Float32Array ? arr : new Float32Array(length);
+  if (arr instanceof Float32Array || arr instanceof Float64Array) {
+    // Typed float arrays hold numbers only: convert in bulk, scan only when finiteness matters.
+    const out = arr instanceof Float32Array ? arr : Float32Array.from(arr);
+    if (opts.finite)
+      for (let i = 0; i < length; i++)
+        if (!Number.isFinite(out[i]!)) fail('GK_NONFINITE', `${op}: ${name}[${i}] must be finite, got ${out[i]}`, i);
+    return out;
+  }
+  const out = new Float32Array(length);
   for (let i = 0; i < length; i++) {
     const v = arr[i]!;
     if (typeof v !== 'number') fail('GK_INVALID_ARG', `${op}: ${name}[${i}] must be a number, got ${describe(v)}`, i);
     if (opts.finite && !Number.isFinite(v)) fail('GK_NONFINITE', `${op}: ${name}[${i}] must be finite, got ${v}`, i);
-    if (out !== arr) out[i] = v;
+    out[i] = v;
   }
   return out;
 }

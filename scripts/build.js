@@ -38,7 +38,11 @@ function cmakeJs() {
   const env = { CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? String(require('node:os').availableParallelism?.() ?? 2) };
   // Without an explicit CUDA compiler, CMake looks for nvcc on PATH; also try the usual place.
   if (!process.env.CUDACXX && !have('nvcc') && fs.existsSync('/usr/local/cuda/bin/nvcc')) env.CUDACXX = '/usr/local/cuda/bin/nvcc';
-  return run(process.execPath, [cli, 'compile', '--out', 'build', `--CDGK_CUDA=${cudaFlag()}`], env);
+  // Configure every time (cheap) so that a changed GK_CUDA takes effect, then build incrementally.
+  const args = ['--out', 'build', `--CDGK_CUDA=${cudaFlag()}`];
+  const c = run(process.execPath, [cli, 'configure', ...args], env);
+  if (!c.ok) return c;
+  return run(process.execPath, [cli, 'build', ...args], env);
 }
 
 function nodeGyp() {

@@ -46,6 +46,14 @@ function readRewards(op: string, name: string, r: unknown, into: Float64Array, o
     fail('GK_DTYPE', `${op}: ${name} must be a Tensor, Float32Array, Float64Array or number[], got ${describe(r)}`);
   const arr = data as ArrayLike<unknown>;
   if (arr.length !== n) fail('GK_SHAPE', `${op}: ${name} must have ${n} elements (one per completion), got ${arr.length}`);
+  if (arr instanceof Float32Array || arr instanceof Float64Array) {
+    into.set(arr, offset);
+    for (let i = 0; i < n; i++) {
+      const v = into[offset + i]!;
+      if (v === Infinity || v === -Infinity) fail('GK_NONFINITE', `${op}: ${name}[${i}] is ${v}; use NaN for "not applicable"`, i);
+    }
+    return;
+  }
   for (let i = 0; i < n; i++) {
     const v = arr[i];
     if (v === null || v === undefined) into[offset + i] = NaN;

@@ -8,7 +8,7 @@
 #if defined(__CUDACC__)
 #define GK_HD __host__ __device__ __forceinline__
 #else
-#define GK_HD inline
+#define GK_HD inline __attribute__((always_inline))
 #endif
 
 namespace gk {

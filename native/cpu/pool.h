@@ -21,7 +21,7 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 
 // Function multi-versioning for the row loops: one clone per ISA level, picked at load time.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define GK_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#define GK_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define GK_CLONES
 #endif
