@@ -1,0 +1,3 @@
+export type { Policy, ReferencePolicy, RolloutBatch } from './policy';
+export { sampleCompletions, SplitRng, type SampledCompletion, type SampleOptions } from './sampler';
+export { GRPOTrainer, type GRPOTrainerOptions, type Prompt, type Rollout, type StepMetrics } from './trainer';

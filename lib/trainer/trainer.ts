@@ -1,0 +1,340 @@
+import * as fs from 'node:fs';
+import { fail } from '../errors';
+import { groupAdvantages, type AdvantageEstimator, type AdvantageScale } from '../ops/advantages';
+import { tokenLogProbs } from '../ops/logprobs';
+import { grpoLoss, resolveLossOptions, type GrpoLossFromLogitsOptions, type GrpoLossOptions, type ResolvedLossOptions } from '../ops/loss';
+import { evaluateRewards, type NamedReward, type RewardContext } from '../rewards';
+import { checkBoolean, checkNumber, checkObject } from '../validate';
+import type { Policy, ReferencePolicy, RolloutBatch } from './policy';
+import { sampleCompletions, SplitRng, type SampledCompletion } from './sampler';
+
+/** A prompt: its tokens, optional text (for rewards) and any data the rewards need (`sample`). */
+export interface Prompt<S = unknown> {
+  tokens: Int32Array | readonly number[];
+  text?: string;
+  sample?: S;
+}
+
+/** One completion kept for the optimisation passes of a step. */
+export interface Rollout<S = unknown> {
+  promptIndex: number;
+  prompt: Prompt<S>;
+  tokens: Int32Array;
+  oldLogp: Float32Array;
+  refLogp?: Float32Array;
+  truncated: boolean;
+  reward: number;
+  advantage: number;
+}
+
+export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
+  policy: Policy;
+  /** Frozen reference policy for the KL term (needed when beta > 0). */
+  reference?: ReferencePolicy;
+  /** Reward functions (sync or async, weighted; NaN/undefined = not applicable). */
+  rewards: NamedReward<S>[];
+  /** G: completions per prompt. */
+  numGenerations: number;
+  /** μ: optimisation passes over each step's rollouts (off-policy reuse). Default 1. */
+  numIterations?: number;
+  /** Sequences per minibatch. Default: all of the step's rollouts. */
+  miniBatchSize?: number;
+  /** Minibatches accumulated into one optimizer step. Default 1. */
+  gradientAccumulationSteps?: number;
+  maxCompletionLength: number;
+  /** Sampling temperature (also the temperature of the loss's log-probs). Default 1. */
+  temperature?: number;
+  eosTokenId?: number;
+  /** Ends a completion early (after the token just appended). */
+  stop?: (prompt: Prompt<S>, completion: Int32Array) => boolean;
+  /** Turns completion tokens into the text the rewards see. Default: the ids joined by spaces. */
+  decode?: (tokens: Int32Array) => string;
+  /** Advantage options (groupSize is numGenerations). Default scale 'group' ('none' for lossType 'dr_grpo'). */
+  scaleRewards?: AdvantageScale;
+  advantageEstimator?: AdvantageEstimator;
+  advantageEps?: number;
+  /** Seed of the sampler and the minibatch shuffles. Default 0. */
+  seed?: number;
+  /** Called with each step's metrics. */
+  onStep?: (m: StepMetrics) => void;
+  /** Appends each step's metrics as one JSON line. */
+  metricsFile?: string;
+}
+
+export interface StepMetrics {
+  step: number;
+  loss: number;
+  rewardMean: number;
+  rewardStd: number;
+  rewards: Record<string, { mean: number; std: number }>;
+  advantageMean: number;
+  advantageStd: number;
+  advantageMin: number;
+  advantageMax: number;
+  zeroVarianceGroups: number;
+  klMean?: number;
+  ratioMean: number;
+  clipFraction: number;
+  clipFractionLow: number;
+  clipFractionHigh: number;
+  entropyMean: number;
+  completionLengthMean: number;
+  completionLengthMin: number;
+  completionLengthMax: number;
+  truncatedFraction: number;
+  tokens: number;
+  optimizerSteps: number;
+  tokensPerSecond: number;
+  seconds: number;
+}
+
+const TRAINER_KEYS = [
+  'policy', 'reference', 'rewards', 'numGenerations', 'numIterations', 'miniBatchSize', 'gradientAccumulationSteps',
+  'maxCompletionLength', 'temperature', 'eosTokenId', 'stop', 'decode', 'scaleRewards', 'advantageEstimator', 'advantageEps',
+  'seed', 'onStep', 'metricsFile',
+];
+
+function meanStd(a: ArrayLike<number>): { mean: number; std: number } {
+  let n = 0;
+  let s = 0;
+  for (let i = 0; i < a.length; i++) if (!Number.isNaN(a[i]!)) (s += a[i]!), n++;
+  const mean = n ? s / n : NaN;
+  let ss = 0;
+  for (let i = 0; i < a.length; i++) if (!Number.isNaN(a[i]!)) ss += (a[i]! - mean) ** 2;
+  return { mean, std: n > 1 ? Math.sqrt(ss / (n - 1)) : 0 };
+}
+
+function packBatch<S>(rs: Rollout<S>[]): RolloutBatch {
+  return {
+    sequences: rs.map((r) => {
+      const p = Int32Array.from(r.prompt.tokens);
+      const seq = new Int32Array(p.length + r.tokens.length);
+      seq.set(p);
+      seq.set(r.tokens, p.length);
+      return seq;
+    }),
+    promptLengths: rs.map((r) => r.prompt.tokens.length),
+  };
+}
+
+/**
+ * GRPO, model-agnostic: each step samples G completions per prompt (recording their log-probs),
+ * scores them, turns rewards into group advantages, then runs `numIterations` passes over
+ * shuffled minibatches of the stored rollouts with the fused grpoLoss from the policy's logits.
+ */
+export class GRPOTrainer<S = unknown> {
+  readonly options: Readonly<GRPOTrainerOptions<S>>;
+  /** The loss options after presets and defaults. */
+  readonly loss: ResolvedLossOptions;
+  /** The rollouts of the last step (for inspection and tests). */
+  lastRollouts: Rollout<S>[] = [];
+  private readonly lossOptions: GrpoLossOptions;
+  private readonly rng: SplitRng;
+  private stepIndex = 0;
+
+  constructor(options: GRPOTrainerOptions<S>) {
+    const op = 'GRPOTrainer';
+    checkObject(op, 'options', options);
+    if (!options) fail('GK_INVALID_ARG', `${op}: options are required`);
+    const lossOptions: GrpoLossOptions = {};
+    for (const [k, v] of Object.entries(options)) if (!TRAINER_KEYS.includes(k)) (lossOptions as Record<string, unknown>)[k] = v;
+    this.loss = resolveLossOptions(lossOptions, op);
+    // The resolved options as grpoLoss options (unset ones left out), with the padded length.
+    this.lossOptions = { ...lossOptions };
+    for (const [k, v] of Object.entries(this.loss)) if (v !== null) (this.lossOptions as Record<string, unknown>)[k] = v;
+    delete this.lossOptions.lossType;
+    delete this.lossOptions.epsilon;
+    if (this.loss.maxCompletionLength === null) this.lossOptions.maxCompletionLength = options.maxCompletionLength;
+    const p = options.policy as Partial<Policy> | undefined;
+    if (!p || typeof p.forward !== 'function' || typeof p.backward !== 'function' || typeof p.step !== 'function' || typeof p.nextTokenLogits !== 'function')
+      fail('GK_INVALID_ARG', `${op}: options.policy must implement forward, backward, step and nextTokenLogits`);
+    checkNumber(op, 'options.policy.vocabSize', p.vocabSize, { integer: true, min: 1 });
+    if (!Array.isArray(options.rewards) || options.rewards.length === 0)
+      fail('GK_INVALID_ARG', `${op}: options.rewards must be a non-empty array of { name, fn, weight? }`);
+    checkNumber(op, 'options.numGenerations', options.numGenerations, { integer: true, min: 1 });
+    if (options.numIterations !== undefined) checkNumber(op, 'options.numIterations', options.numIterations, { integer: true, min: 1 });
+    if (options.miniBatchSize !== undefined) checkNumber(op, 'options.miniBatchSize', options.miniBatchSize, { integer: true, min: 1 });
+    if (options.gradientAccumulationSteps !== undefined)
+      checkNumber(op, 'options.gradientAccumulationSteps', options.gradientAccumulationSteps, { integer: true, min: 1 });
+    checkNumber(op, 'options.maxCompletionLength', options.maxCompletionLength, { integer: true, min: 1 });
+    if (options.temperature !== undefined) checkNumber(op, 'options.temperature', options.temperature, { gt: 0 });
+    if (this.loss.beta > 0 && !options.reference)
+      fail('GK_INVALID_ARG', `${op}: options.reference (a frozen reference policy) is required when beta > 0`);
+    if (options.maskTruncatedCompletions !== undefined) checkBoolean(op, 'options.maskTruncatedCompletions', options.maskTruncatedCompletions);
+    this.options = { ...options };
+    this.rng = new SplitRng(options.seed ?? 0);
+  }
+
+  /** One GRPO step on a batch of prompts. */
+  async step(prompts: Prompt<S>[]): Promise<StepMetrics> {
+    const t0 = performance.now();
+    const o = this.options;
+    const G = o.numGenerations;
+    const T = o.temperature ?? 1;
+    if (!Array.isArray(prompts) || prompts.length === 0) fail('GK_INVALID_ARG', 'GRPOTrainer.step: prompts must be a non-empty array');
+
+    // 1. Sample G completions per prompt, keeping each token's log-prob at sampling time.
+    const contexts: Int32Array[] = [];
+    const index: number[] = [];
+    prompts.forEach((p, i) => {
+      for (let g = 0; g < G; g++) {
+        contexts.push(Int32Array.from(p.tokens));
+        index.push(i);
+      }
+    });
+    const sampled: SampledCompletion[] = await sampleCompletions(o.policy, contexts, index, {
+      maxCompletionLength: o.maxCompletionLength,
+      temperature: T,
+      ...(o.eosTokenId !== undefined ? { eosTokenId: o.eosTokenId } : {}),
+      ...(o.stop ? { stop: (pi: number, c: Int32Array) => o.stop!(prompts[pi]!, c) } : {}),
+    }, this.rng);
+
+    // 2. Rewards → group advantages.
+    const decode = o.decode ?? ((t: Int32Array) => Array.from(t).join(' '));
+    const ctxs: RewardContext<S>[] = sampled.map((c, k) => {
+      const p = prompts[index[k]!]!;
+      return { prompt: p.text ?? Array.from(p.tokens).join(' '), completion: decode(c.tokens), completionLength: c.tokens.length, ...(p.sample !== undefined ? { sample: p.sample } : {}) };
+    });
+    const ev = await evaluateRewards(o.rewards, ctxs);
+    const adv = await groupAdvantages(ev.perFunction, {
+      groupSize: G,
+      weights: ev.weights,
+      scale: o.scaleRewards ?? (o.lossType === 'dr_grpo' ? 'none' : o.advantageEstimator === 'rloo' ? 'none' : 'group'),
+      estimator: o.advantageEstimator ?? 'grpo',
+      eps: o.advantageEps ?? 1e-4,
+    });
+    const A = adv.advantages.data as Float32Array;
+    const rollouts: Rollout<S>[] = sampled.map((c, k) => ({
+      promptIndex: index[k]!, prompt: prompts[index[k]!]!, tokens: c.tokens, oldLogp: c.logp, truncated: c.truncated,
+      reward: adv.rewards[k]!, advantage: A[k]!,
+    }));
+
+    // 3. Reference log-probs (frozen policy), once per step.
+    if (o.reference && (this.loss.beta > 0)) {
+      const batch = packBatch(rollouts);
+      const logits = await o.reference.forward(batch);
+      const targets = Int32Array.from(rollouts.flatMap((r) => Array.from(r.tokens)));
+      const { logp } = await tokenLogProbs(logits, targets, { temperature: T });
+      const lp = logp.data as Float32Array;
+      let off = 0;
+      for (const r of rollouts) {
+        r.refLogp = lp.slice(off, off + r.tokens.length);
+        off += r.tokens.length;
+      }
+    }
+
+    // 4. μ passes over shuffled minibatches; accumulate gradients over minibatches.
+    const mb = Math.min(o.miniBatchSize ?? rollouts.length, rollouts.length);
+    const accum = o.gradientAccumulationSteps ?? 1;
+    const valid = (r: Rollout<S>) => (this.loss.maskTruncatedCompletions && r.truncated ? 0 : r.tokens.length);
+    let lossSum = 0;
+    let lossCount = 0;
+    let optimizerSteps = 0;
+    const acc = { kl: 0, ratio: 0, clip: 0, clipLow: 0, clipHigh: 0, entropy: 0, tokens: 0 };
+    for (let it = 0; it < (o.numIterations ?? 1); it++) {
+      const order = this.rng.shuffle(rollouts.map((_, i) => i));
+      const minibatches: Rollout<S>[][] = [];
+      for (let b = 0; b < order.length; b += mb) minibatches.push(order.slice(b, b + mb).map((i) => rollouts[i]!));
+      for (let g0 = 0; g0 < minibatches.length; g0 += accum) {
+            const group = minibatches.slice(g0, g0 + accum);
+        // Global normalisers of this optimizer step: tokens for tokenMean, sequences otherwise.
+        const groupTokens = group.reduce((s, m) => s + m.reduce((t, r) => t + valid(r), 0), 0);
+        const groupSeqs = group.reduce((s, m) => s + m.length, 0);
+        for (const m of group) {
+          const batch = packBatch(m);
+          const logits = await o.policy.forward(batch);
+          const offsets = [0];
+          for (const r of m) offsets.push(offsets[offsets.length - 1]! + r.tokens.length);
+          const cat = (f: (r: Rollout<S>) => Float32Array) => {
+            const out = new Float32Array(offsets[m.length]!);
+            m.forEach((r, i) => out.set(f(r), offsets[i]!));
+            return out;
+          };
+          const lossOptions: GrpoLossFromLogitsOptions = {
+            ...this.lossOptions,
+            temperature: T,
+            inPlace: true,
+            ...(this.loss.aggregation === 'tokenMean' ? { normalizer: this.loss.normalizer ?? Math.max(1, groupTokens) } : {}),
+          };
+          const targets = new Int32Array(offsets[m.length]!);
+          m.forEach((r, i) => targets.set(r.tokens, offsets[i]!));
+          const res = await grpoLoss({
+            logits,
+            targets,
+            advantages: m.map((r) => r.advantage),
+            seqOffsets: offsets,
+            oldLogp: cat((r) => r.oldLogp),
+            ...(this.loss.beta > 0 ? { refLogp: cat((r) => r.refLogp!) } : {}),
+            truncated: m.map((r) => r.truncated),
+          }, lossOptions);
+          // tokenMean already divides by the step's global token count; the per-sequence
+          // aggregations divide by this minibatch's S, so rescale to the step's S.
+          const scale = this.loss.aggregation === 'tokenMean' ? 1 : m.length / groupSeqs;
+          await o.policy.backward(res.gradLogits, scale);
+          lossSum += res.loss * scale;
+          const w = res.metrics.tokens;
+          acc.tokens += w;
+          acc.ratio += res.metrics.ratioMean * w;
+          acc.clip += res.metrics.clipFraction * w;
+          acc.clipLow += res.metrics.clipFractionLow * w;
+          acc.clipHigh += res.metrics.clipFractionHigh * w;
+          acc.entropy += (res.metrics.entropyMean ?? 0) * w;
+          acc.kl += (res.metrics.klMean ?? 0) * w;
+        }
+        lossCount++;
+        await o.policy.step();
+        optimizerSteps++;
+      }
+    }
+
+    const lengths = rollouts.map((r) => r.tokens.length);
+    const totalTokens = lengths.reduce((a, b) => a + b, 0);
+    const seconds = (performance.now() - t0) / 1e3;
+    const perFn: Record<string, { mean: number; std: number }> = {};
+    ev.names.forEach((name, k) => (perFn[name] = meanStd(ev.perFunction[k]!)));
+    const rs = meanStd(adv.rewards);
+    const as = meanStd(A);
+    const d = Math.max(1, acc.tokens);
+    const m: StepMetrics = {
+      step: this.stepIndex++,
+      loss: lossSum / Math.max(1, lossCount),
+      rewardMean: rs.mean,
+      rewardStd: rs.std,
+      rewards: perFn,
+      advantageMean: as.mean,
+      advantageStd: as.std,
+      advantageMin: Math.min(...A),
+      advantageMax: Math.max(...A),
+      zeroVarianceGroups: adv.zeroVarianceGroups,
+      ratioMean: acc.ratio / d,
+      clipFraction: acc.clip / d,
+      clipFractionLow: acc.clipLow / d,
+      clipFractionHigh: acc.clipHigh / d,
+      entropyMean: acc.entropy / d,
+      completionLengthMean: totalTokens / lengths.length,
+      completionLengthMin: Math.min(...lengths),
+      completionLengthMax: Math.max(...lengths),
+      truncatedFraction: rollouts.filter((r) => r.truncated).length / rollouts.length,
+      tokens: totalTokens,
+      optimizerSteps,
+      tokensPerSecond: totalTokens / seconds,
+      seconds,
+    };
+    if (this.loss.beta > 0) m.klMean = acc.kl / d;
+    this.lastRollouts = rollouts;
+    o.onStep?.(m);
+    if (o.metricsFile) fs.appendFileSync(o.metricsFile, JSON.stringify(m) + '\n');
+    return m;
+  }
+
+  /**
+   * Runs `steps` steps, asking `prompts(step)` for each batch. Stops cleanly between steps when
+   * `signal` aborts (returns the metrics so far).
+   */
+  async train(prompts: (step: number) => Prompt<S>[], o: { steps: number; signal?: AbortSignal }): Promise<StepMetrics[]> {
+    checkNumber('GRPOTrainer.train', 'steps', o?.steps, { integer: true, min: 0 });
+    const out: StepMetrics[] = [];
+    for (let s = 0; s < o.steps && !o.signal?.aborted; s++) out.push(await this.step(prompts(s)));
+    return out;
+  }
+}
