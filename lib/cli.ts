@@ -14,6 +14,10 @@ Usage:
   grpo-kernels selftest [--device auto|cpu|cuda] [--seed N] [--quick] [--json]
       Runs every op's cases on fresh random data against the float64 reference with the
       spec's tolerances; prints a pass/fail table; exits 1 on any failure.
+  grpo-kernels demo [cat|arithmetic] [--steps N] [--seed N] [--out FILE.svg]
+      Demo 1 (default, 'cat'): a cat learns by GRPO to reach the meat in a house; draws the
+      learned policy and writes a reward-curve chart. Demo 2 ('arithmetic'): R1-Zero in
+      miniature, a tiny language model learns a+b= with a format and an accuracy reward.
   grpo-kernels help
 `;
 
@@ -69,17 +73,46 @@ async function selftest(device: DeviceRequest, seed: number, quick: boolean, jso
   return failed.length ? 1 : 0;
 }
 
+function intOption(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new GrpoKernelsError('GK_INVALID_ARG', `--${name} must be a non-negative integer, got '${v}'`);
+  return n;
+}
+
+async function demo(which: string, values: { steps?: string; seed?: string; out?: string }): Promise<number> {
+  const steps = intOption('steps', values.steps);
+  const seed = intOption('seed', values.seed);
+  if (which === 'cat') {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { runCatDemo } = require('./demos/cat') as typeof import('./demos/cat');
+    out('A cat learns, by GRPO, to reach the meat 🍖 (T bathtub −10, b broom −1, meat +100; each move discounts by 0.98).');
+    const r = await runCatDemo({ ...(steps !== undefined ? { steps } : {}), ...(seed !== undefined ? { seed } : {}), chartFile: values.out ?? 'cat-reward.svg' });
+    out(`\nThe learned policy (greedy move in every cell):\n${r.arrows}\n`);
+    out(`${r.steps} GRPO steps in ${r.seconds.toFixed(1)} s; final mean reward ${r.rewardCurve.at(-1)?.toFixed(1)}`);
+    out(r.failures.length === 0
+      ? `every start cell now reaches the meat by a shortest path around the bathtub (first at step ${r.solvedAtStep! + 1})`
+      : `${r.failures.length} start cells do not yet take a shortest bathtub-free path`);
+    out(`reward curve: ${r.chartFile}`);
+    return r.failures.length === 0 ? 0 : 1;
+  }
+  throw new GrpoKernelsError('GK_INVALID_ARG', `unknown demo '${which}'; expected 'cat' or 'arithmetic'`);
+}
+
 export async function main(argv: string[]): Promise<number> {
   try {
     const cmd = argv[0] ?? 'help';
-    const { values } = parseArgs({
+    const { values, positionals } = parseArgs({
       args: argv.slice(1),
       options: {
         json: { type: 'boolean', default: false },
         device: { type: 'string', default: 'auto' },
         seed: { type: 'string' },
         quick: { type: 'boolean', default: false },
+        steps: { type: 'string' },
+        out: { type: 'string' },
       },
+      allowPositionals: true,
       strict: true,
     });
     switch (cmd) {
@@ -90,6 +123,8 @@ export async function main(argv: string[]): Promise<number> {
         if (!Number.isInteger(seed)) throw new GrpoKernelsError('GK_INVALID_ARG', `--seed must be an integer, got '${values.seed}'`);
         return await selftest(values.device as DeviceRequest, seed, values.quick!, values.json!);
       }
+      case 'demo':
+        return await demo(positionals[0] ?? 'cat', values);
       case 'help':
       case '--help':
       case '-h':

@@ -22,3 +22,12 @@ export {
 } from './ops/loss';
 export { backendInfo, resolveDevice, type BackendInfo, type DeviceRequest } from './device';
 export { packageVersion as version } from './native';
+export {
+  formatReward, tagCountReward, extractAnswer, normalizeNumber, accuracyReward, overlongPenalty, combineRewards, evaluateRewards,
+  type OverlongOptions, type NamedReward, type RewardContext, type RewardFunction, type RewardValue,
+} from './rewards';
+export {
+  GRPOTrainer, sampleCompletions, SplitRng,
+  type GRPOTrainerOptions, type Prompt, type Rollout, type StepMetrics, type Policy, type ReferencePolicy, type RolloutBatch,
+  type SampledCompletion, type SampleOptions,
+} from './trainer';

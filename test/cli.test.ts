@@ -62,3 +62,16 @@ t.test('selftest --device cuda fails clearly where CUDA cannot be used', async (
   t.equal(r.status, 2);
   t.match(r.stderr, /GK_DEVICE.*device 'cuda' is not available/);
 });
+
+t.test('demo (the cat) runs, draws the policy and writes its chart', async (t) => {
+  const dir = require('node:fs').mkdtempSync(path.join(require('node:os').tmpdir(), 'gk-demo-'));
+  const out = path.join(dir, 'cat.svg');
+  const r = run('demo', '--steps', '40', '--out', out);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /every start cell now reaches the meat by a shortest path/);
+  t.match(r.stdout, /🍖/);
+  t.ok(require('node:fs').existsSync(out), 'the chart is written where --out says');
+  const bad = run('demo', 'chess');
+  t.equal(bad.status, 2);
+  t.match(bad.stderr, /unknown demo 'chess'/);
+});

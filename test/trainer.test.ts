@@ -1,0 +1,135 @@
+import t from 'tap';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as gk from '../lib/index';
+import { GRPOTrainer, type GRPOTrainerOptions, type Policy, type RolloutBatch } from '../lib/trainer';
+import { rejectsCode } from './helpers';
+
+/** A context-free toy policy: the same logits θ at every position, plain SGD. */
+class Bandit implements Policy {
+  readonly vocabSize = 3;
+  theta = new Float32Array([0.2, -0.1, 0.05]);
+  grad = new Float32Array(3);
+  rows = 0;
+  forwards = 0;
+  constructor(readonly lr: number) {}
+  private tile(n: number): gk.Tensor {
+    const z = new Float32Array(n * 3);
+    for (let i = 0; i < n; i++) z.set(this.theta, i * 3);
+    return gk.Tensor.from(z, { shape: [n, 3] });
+  }
+  forward(b: RolloutBatch): gk.Tensor {
+    this.forwards++;
+    this.rows = b.sequences.reduce((s, q, i) => s + q.length - b.promptLengths[i]!, 0);
+    return this.tile(this.rows);
+  }
+  backward(g: gk.Tensor, scale: number): void {
+    const d = g.data as Float32Array;
+    for (let r = 0; r < this.rows; r++) for (let j = 0; j < 3; j++) this.grad[j] = this.grad[j]! + scale * d[r * 3 + j]!;
+  }
+  step(): void {
+    for (let j = 0; j < 3; j++) this.theta[j] = this.theta[j]! - this.lr * this.grad[j]!;
+    this.grad.fill(0);
+  }
+  nextTokenLogits(c: readonly Int32Array[]): gk.Tensor {
+    return this.tile(c.length);
+  }
+}
+
+const zeros = (ctx: gk.RewardContext) => ctx.completion.split(' ').filter((x) => x === '0').length;
+const prompts = (n: number) => Array.from({ length: n }, (_, i) => ({ tokens: [i], sample: i }));
+const make = (policy: Bandit, o: Partial<GRPOTrainerOptions> = {}) =>
+  new GRPOTrainer({ policy, rewards: [{ name: 'zeros', fn: zeros }], numGenerations: 6, maxCompletionLength: 4, eosTokenId: 2, seed: 7, ...o });
+
+t.test('a step samples, scores, and moves the policy toward the reward', async (t) => {
+  const p = new Bandit(0.5);
+  const tr = make(p);
+  const before = p.theta[0]! - p.theta[1]!;
+  const m = await tr.step(prompts(4));
+  t.equal(tr.lastRollouts.length, 24, 'G completions per prompt');
+  t.ok(tr.lastRollouts.every((r) => r.oldLogp.length === r.tokens.length && r.oldLogp.every((x) => x <= 0)), 'old log-probs recorded at sampling');
+  t.equal(m.ratioMean, 1, 'μ = 1, one minibatch: on-policy, ρ = 1');
+  t.equal(m.clipFraction, 0);
+  t.ok(p.theta[0]! - p.theta[1]! > before, 'the rewarded token gains probability');
+  t.ok(m.tokensPerSecond > 0 && m.completionLengthMax <= 4 && m.rewards.zeros !== undefined);
+  for (let i = 0; i < 15; i++) await tr.step(prompts(4));
+  const after = await tr.step(prompts(4));
+  t.ok(after.rewardMean > m.rewardMean, `mean reward rises ${m.rewardMean.toFixed(2)} → ${after.rewardMean.toFixed(2)}`);
+});
+
+t.test('μ > 1 reuses the rollouts off-policy: new log-probs differ from old, and the ratio is clipped', async (t) => {
+  const p = new Bandit(4);
+  const tr = make(p, { numIterations: 3 });
+  const m = await tr.step(prompts(4));
+  t.equal(p.forwards, 3, 'one forward per pass');
+  const r = tr.lastRollouts[0]!;
+  const logits = p.forward({ sequences: [Int32Array.from([...r.prompt.tokens, ...r.tokens])], promptLengths: [1] });
+  const { logp } = await gk.tokenLogProbs(logits, r.tokens);
+  t.not(Array.from(logp.data as Float32Array), Array.from(r.oldLogp), 'after the first update the policy no longer matches the sampling one');
+  t.not(m.ratioMean, 1, `ratio mean ${m.ratioMean}`);
+  t.ok(m.clipFraction > 0, `clip fraction ${m.clipFraction}`);
+});
+
+t.test('gradient accumulation over minibatches equals one big batch (global normalizers)', async (t) => {
+  for (const lossType of ['dapo', 'grpo', 'dr_grpo'] as const) {
+    const a = new Bandit(1);
+    const b = new Bandit(1);
+    await make(a, { lossType }).step(prompts(4));
+    await make(b, { lossType, miniBatchSize: 6, gradientAccumulationSteps: 4 }).step(prompts(4));
+    for (let j = 0; j < 3; j++) t.ok(Math.abs(a.theta[j]! - b.theta[j]!) < 1e-5, `${lossType}: θ[${j}] ${a.theta[j]} vs ${b.theta[j]}`);
+  }
+  const c = new Bandit(1);
+  const m = await make(c, { miniBatchSize: 6, gradientAccumulationSteps: 2 }).step(prompts(4));
+  t.equal(m.optimizerSteps, 2, '4 minibatches / 2 accumulated = 2 optimizer steps');
+});
+
+t.test('NaN / undefined rewards and zero-variance groups', async (t) => {
+  const p = new Bandit(1);
+  const tr = make(p, {
+    rewards: [
+      { name: 'zeros', fn: (c) => (c.sample === 0 ? undefined : zeros(c)) },
+      { name: 'flat', fn: (c) => (c.sample === 0 ? NaN : 1), weight: 0.5 },
+    ],
+  });
+  const m = await tr.step(prompts(3));
+  t.ok(tr.lastRollouts.filter((r) => r.promptIndex === 0).every((r) => r.advantage === 0 && Number.isNaN(r.reward)), 'all-NaN samples: advantage 0');
+  t.ok(m.zeroVarianceGroups >= 1);
+  t.ok(Number.isNaN(m.rewards.flat!.mean) === false && m.rewards.flat!.mean === 1);
+  const q = new Bandit(1);
+  const theta = q.theta.slice();
+  const flat = await make(q, { rewards: [{ name: 'const', fn: () => 3 }] }).step(prompts(3));
+  t.equal(flat.zeroVarianceGroups, 3);
+  t.same(Array.from(q.theta), Array.from(theta), 'no signal, no update');
+});
+
+t.test('KL to a reference, metrics callback and JSONL, abort between steps', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gk-trainer-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'metrics.jsonl');
+  const ref = new Bandit(0);
+  const p = new Bandit(2);
+  const ac = new AbortController();
+  const seen: number[] = [];
+  const tr = make(p, { reference: ref, beta: 0.1, metricsFile: file, numIterations: 2, onStep: (m) => (seen.push(m.step), m.step === 2 && ac.abort()) });
+  const out = await tr.train(() => prompts(2), { steps: 10, signal: ac.signal });
+  t.equal(out.length, 3, 'stopped cleanly after the step that aborted');
+  t.same(seen, [0, 1, 2]);
+  t.ok(out[2]!.klMean! > 0, `KL to the reference grows: ${out[2]!.klMean}`);
+  const lines = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  t.equal(lines.length, 3);
+  t.equal(lines[1].step, 1);
+});
+
+t.test('bad options', async (t) => {
+  const p = new Bandit(1);
+  await rejectsCode(t, () => new GRPOTrainer(undefined as never), 'GK_INVALID_ARG');
+  await rejectsCode(t, () => make(p, { policy: {} as never }), 'GK_INVALID_ARG', /policy must implement/);
+  await rejectsCode(t, () => make(p, { rewards: [] }), 'GK_INVALID_ARG', /rewards/);
+  await rejectsCode(t, () => make(p, { numGenerations: 0 }), 'GK_INVALID_ARG', /numGenerations/);
+  await rejectsCode(t, () => make(p, { beta: 0.1 }), 'GK_INVALID_ARG', /reference/);
+  await rejectsCode(t, () => make(p, { lossType: 'x' as never }), 'GK_INVALID_ARG', /lossType/);
+  await rejectsCode(t, () => make(p, { bogus: 1 } as never), 'GK_INVALID_ARG', /unknown option 'bogus'/);
+  await rejectsCode(t, () => make(p).step([]), 'GK_INVALID_ARG', /prompts/);
+  await rejectsCode(t, () => make(p, { rewards: [{ name: 'bad', fn: () => Infinity }] }).step(prompts(1)), 'GK_NONFINITE', /'bad'/);
+});
