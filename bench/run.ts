@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as gk from '../lib/index';
+import { Rng } from '../lib/random';
 import { plainAdvantages, plainBackward, plainLogProbs, plainLossStep } from './plain';
 
 interface Row {
@@ -21,21 +22,10 @@ interface Row {
   ratio: number | null;
 }
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomLogits(n: number, v: number, seed: number): Float32Array {
-  const r = rng(seed);
+  const r = new Rng(seed);
   const z = new Float32Array(n * v);
-  for (let i = 0; i < z.length; i++) z[i] = (r() + r() + r() - 1.5) * 4;
+  for (let i = 0; i < z.length; i++) z[i] = r.normal() * 2;
   return z;
 }
 
@@ -105,7 +95,8 @@ async function main() {
   const n = 1024;
   const v = 32000;
   const z = randomLogits(n, v, 1);
-  const r0 = rng(2);
+  const rng2 = new Rng(2);
+  const r0 = () => rng2.next();
   const y = Int32Array.from({ length: n }, () => Math.floor(r0() * v));
   const logits32 = gk.Tensor.from(z, { shape: [n, v] });
   const logitsBf = gk.Tensor.from(gk.toBFloat16(z), { dtype: 'bfloat16', shape: [n, v] });

@@ -27,7 +27,7 @@ export {
   type OverlongOptions, type NamedReward, type RewardContext, type RewardFunction, type RewardValue,
 } from './rewards';
 export {
-  GRPOTrainer, sampleCompletions, SplitRng,
+  GRPOTrainer, sampleCompletions, SplitRng, Rng,
   type GRPOTrainerOptions, type Prompt, type Rollout, type StepMetrics, type Policy, type ReferencePolicy, type RolloutBatch,
   type SampledCompletion, type SampleOptions,
 } from './trainer';

@@ -7,8 +7,8 @@
 
 namespace gk {
 
-// Spec §1 forward. targets are int32 or int64 (target_dtype). entropy and lse may be null.
-struct LogProbArgs {
+// Logits [n, v] of one dtype with one target id per row (int32 or int64), read as u = z / T.
+struct LogitsView {
   const void* logits = nullptr;
   int32_t dtype = kF32;
   int64_t n = 0, v = 0;
@@ -16,6 +16,11 @@ struct LogProbArgs {
   int32_t target_dtype = kI64;
   float temperature = 1.0f;
   int64_t ignore_index = -100;
+};
+
+// Spec §1 forward. entropy and lse may be null.
+struct LogProbArgs {
+  LogitsView in;
   bool check_finite = false;
   float* logp = nullptr;
   float* entropy = nullptr;
@@ -25,13 +30,7 @@ struct LogProbArgs {
 // Spec §1 backward. gl/gh may be null (zero). lse/entropy may be null: then they are
 // recomputed from the logits. grad has the logits' dtype and may alias the logits.
 struct LogProbBackwardArgs {
-  const void* logits = nullptr;
-  int32_t dtype = kF32;
-  int64_t n = 0, v = 0;
-  const void* targets = nullptr;
-  int32_t target_dtype = kI64;
-  float temperature = 1.0f;
-  int64_t ignore_index = -100;
+  LogitsView in;
   const float* gl = nullptr;
   const float* gh = nullptr;
   const float* lse = nullptr;

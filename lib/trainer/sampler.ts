@@ -1,27 +1,9 @@
 import { tokenLogProbs } from '../ops/logprobs';
+import { Rng } from '../random';
 import type { Policy } from './policy';
 
-/** A small deterministic PRNG (mulberry32) for sampling and shuffling. */
-export class SplitRng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  shuffle<T>(a: T[]): T[] {
-    for (let i = a.length - 1; i > 0; i--) {
-      const j = Math.floor(this.next() * (i + 1));
-      [a[i], a[j]] = [a[j]!, a[i]!];
-    }
-    return a;
-  }
-}
+/** @deprecated name kept for callers written against it; use Rng. */
+export { Rng as SplitRng };
 
 export interface SampledCompletion {
   tokens: Int32Array;
@@ -49,7 +31,7 @@ export async function sampleCompletions(
   prompts: readonly Int32Array[],
   promptIndex: readonly number[],
   o: SampleOptions,
-  rng: SplitRng,
+  rng: Rng,
 ): Promise<SampledCompletion[]> {
   const n = prompts.length;
   const toks: number[][] = prompts.map(() => []);

@@ -6,7 +6,8 @@ import { grpoLoss, resolveLossOptions, type GrpoLossFromLogitsOptions, type Grpo
 import { evaluateRewards, type NamedReward, type RewardContext } from '../rewards';
 import { checkBoolean, checkNumber, checkObject } from '../validate';
 import type { Policy, ReferencePolicy, RolloutBatch } from './policy';
-import { sampleCompletions, SplitRng, type SampledCompletion } from './sampler';
+import { Rng } from '../random';
+import { sampleCompletions, type SampledCompletion } from './sampler';
 
 /** A prompt: its tokens, optional text (for rewards) and any data the rewards need (`sample`). */
 export interface Prompt<S = unknown> {
@@ -129,7 +130,7 @@ export class GRPOTrainer<S = unknown> {
   /** The rollouts of the last step (for inspection and tests). */
   lastRollouts: Rollout<S>[] = [];
   private readonly lossOptions: GrpoLossOptions;
-  private readonly rng: SplitRng;
+  private readonly rng: Rng;
   private stepIndex = 0;
 
   constructor(options: GRPOTrainerOptions<S>) {
@@ -162,7 +163,7 @@ export class GRPOTrainer<S = unknown> {
       fail('GK_INVALID_ARG', `${op}: options.reference (a frozen reference policy) is required when beta > 0`);
     if (options.maskTruncatedCompletions !== undefined) checkBoolean(op, 'options.maskTruncatedCompletions', options.maskTruncatedCompletions);
     this.options = { ...options };
-    this.rng = new SplitRng(options.seed ?? 0);
+    this.rng = new Rng(options.seed ?? 0);
   }
 
   /** One GRPO step on a batch of prompts. */

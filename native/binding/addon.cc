@@ -159,28 +159,27 @@ const std::initializer_list<napi_typedarray_type> kU16 = {napi_uint16_array};
 // float32 logits arrive as Float32Array, 16-bit ones as Uint16Array of raw bits.
 const std::initializer_list<napi_typedarray_type>& LogitsTypes(int32_t dtype) { return dtype == gk::kF32 ? kF32 : kU16; }
 
-void ReadLogits(const Napi::Object& o, int32_t* dtype, int64_t* n, int64_t* v, const void** logits) {
-  *dtype = (int32_t)Int(o, "dtype", gk::kF32);
-  *n = Int(o, "n", 0);
-  *v = Int(o, "v", 0);
-  if (*n < 0 || *v < 1) throw ArgError{gk::kShape, "logits must have N >= 0 rows and V >= 1 columns"};
-  if (*dtype != gk::kF32 && *dtype != gk::kF16 && *dtype != gk::kBF16)
+// logits (with dtype, n, v), targets, temperature and ignoreIndex.
+gk::LogitsView ReadLogitsView(const Napi::Object& o) {
+  gk::LogitsView x;
+  x.dtype = (int32_t)Int(o, "dtype", gk::kF32);
+  x.n = Int(o, "n", 0);
+  x.v = Int(o, "v", 0);
+  if (x.n < 0 || x.v < 1) throw ArgError{gk::kShape, "logits must have N >= 0 rows and V >= 1 columns"};
+  if (x.dtype != gk::kF32 && x.dtype != gk::kF16 && x.dtype != gk::kBF16)
     throw ArgError{gk::kDtype, "logits dtype must be float32, float16 or bfloat16"};
-  *logits = GetArray(o, "logits", LogitsTypes(*dtype), (size_t)(*n * *v)).data;
-}
-
-void ReadTargets(const Napi::Object& o, int64_t n, const void** targets, int32_t* tdtype) {
-  Arr t = GetArray(o, "targets", {napi_int32_array, napi_bigint64_array}, (size_t)n);
-  *targets = t.data;
-  *tdtype = t.type == napi_int32_array ? gk::kI32 : gk::kI64;
+  x.logits = GetArray(o, "logits", LogitsTypes(x.dtype), (size_t)(x.n * x.v)).data;
+  Arr t = GetArray(o, "targets", {napi_int32_array, napi_bigint64_array}, (size_t)x.n);
+  x.targets = t.data;
+  x.target_dtype = t.type == napi_int32_array ? gk::kI32 : gk::kI64;
+  x.temperature = (float)Num(o, "temperature", 1.0);
+  if (!(x.temperature > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
+  x.ignore_index = Int(o, "ignoreIndex", -100);
+  return x;
 }
 
 void ReadForward(const Napi::Object& o, gk::LogProbArgs* a) {
-  ReadLogits(o, &a->dtype, &a->n, &a->v, &a->logits);
-  ReadTargets(o, a->n, &a->targets, &a->target_dtype);
-  a->temperature = (float)Num(o, "temperature", 1.0);
-  if (!(a->temperature > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
-  a->ignore_index = Int(o, "ignoreIndex", -100);
+  a->in = ReadLogitsView(o);
   a->check_finite = Has(o, "checkFinite") && o.Get("checkFinite").ToBoolean().Value();
 }
 
@@ -188,9 +187,10 @@ Napi::Value TokenLogProbs(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
     auto a = std::make_shared<gk::LogProbArgs>();
     ReadForward(o, a.get());
-    a->logp = (float*)GetArray(o, "logp", kF32, (size_t)a->n).data;
-    a->entropy = Opt<float>(o, "entropy", kF32, (size_t)a->n);
-    a->lse = Opt<float>(o, "lse", kF32, (size_t)a->n);
+    const size_t n = (size_t)a->in.n;
+    a->logp = (float*)GetArray(o, "logp", kF32, n).data;
+    a->entropy = Opt<float>(o, "entropy", kF32, n);
+    a->lse = Opt<float>(o, "lse", kF32, n);
     return Queue(env, o, [a] { return gk::cpu::token_logprobs(*a); }, Undefined);
   });
 }
@@ -198,17 +198,13 @@ Napi::Value TokenLogProbs(const Napi::CallbackInfo& info) {
 Napi::Value TokenLogProbsBackward(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
     auto a = std::make_shared<gk::LogProbBackwardArgs>();
-    ReadLogits(o, &a->dtype, &a->n, &a->v, &a->logits);
-    ReadTargets(o, a->n, &a->targets, &a->target_dtype);
-    a->temperature = (float)Num(o, "temperature", 1.0);
-    if (!(a->temperature > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
-    a->ignore_index = Int(o, "ignoreIndex", -100);
-    const size_t n = (size_t)a->n;
+    a->in = ReadLogitsView(o);
+    const size_t n = (size_t)a->in.n;
     a->gl = Opt<float>(o, "gradLogp", kF32, n);
     a->gh = Opt<float>(o, "gradEntropy", kF32, n);
     a->lse = Opt<float>(o, "lse", kF32, n);
     a->entropy = Opt<float>(o, "entropy", kF32, n);
-    a->grad = GetArray(o, "grad", LogitsTypes(a->dtype), n * (size_t)a->v).data;
+    a->grad = GetArray(o, "grad", LogitsTypes(a->in.dtype), n * (size_t)a->in.v).data;
     return Queue(env, o, [a] { return gk::cpu::token_logprobs_backward(*a); }, Undefined);
   });
 }
@@ -303,12 +299,12 @@ Napi::Value GrpoLossFused(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
     auto a = std::make_shared<gk::FusedLossArgs>();
     ReadForward(o, &a->fwd);
-    const size_t n = (size_t)a->fwd.n;
+    const size_t n = (size_t)a->fwd.in.n;
     a->fwd.logp = (float*)GetArray(o, "logp", kF32, n).data;
     a->fwd.entropy = (float*)GetArray(o, "entropy", kF32, n).data;
     a->fwd.lse = (float*)GetArray(o, "lse", kF32, n).data;
-    ReadLossInputs(o, a->fwd.n, &a->step);
-    a->grad = GetArray(o, "grad", LogitsTypes(a->fwd.dtype), n * (size_t)a->fwd.v).data;
+    ReadLossInputs(o, a->fwd.in.n, &a->step);
+    a->grad = GetArray(o, "grad", LogitsTypes(a->fwd.in.dtype), n * (size_t)a->fwd.in.v).data;
     return Queue(env, o, [a] { return gk::cpu::grpo_loss_fused(*a); },
                  [a](Napi::Env env) { return MetricsObject(env, a->step.out); });
   });

@@ -15,12 +15,13 @@ Status grpo_loss_fused(FusedLossArgs& a) {
   if (!st.ok()) return st;
 
   // A row counts only where the mask allows it and its target is not ignored.
-  std::vector<uint8_t> mask((size_t)f.n);
-  for (int64_t t = 0; t < f.n; ++t)
+  const LogitsView& x = f.in;
+  std::vector<uint8_t> mask((size_t)x.n);
+  for (int64_t t = 0; t < x.n; ++t)
     mask[(size_t)t] = (uint8_t)((a.step.mask ? a.step.mask[t] != 0 : true) &&
-                                read_target(f.targets, f.target_dtype, t) != f.ignore_index);
-  std::vector<float> dlogp((size_t)f.n);
-  std::vector<float> dentropy(a.step.opt.entropy_coef != 0.0 ? (size_t)f.n : 0);
+                                read_target(x.targets, x.target_dtype, t) != x.ignore_index);
+  std::vector<float> dlogp((size_t)x.n);
+  std::vector<float> dentropy(a.step.opt.entropy_coef != 0.0 ? (size_t)x.n : 0);
   LossStepArgs& s = a.step;
   s.logp = f.logp;
   s.entropy = f.entropy;
@@ -31,14 +32,7 @@ Status grpo_loss_fused(FusedLossArgs& a) {
   if (!st.ok()) return st;
 
   LogProbBackwardArgs b;
-  b.logits = f.logits;
-  b.dtype = f.dtype;
-  b.n = f.n;
-  b.v = f.v;
-  b.targets = f.targets;
-  b.target_dtype = f.target_dtype;
-  b.temperature = f.temperature;
-  b.ignore_index = f.ignore_index;
+  b.in = f.in;
   b.gl = dlogp.data();
   b.gh = s.dentropy;
   b.lse = f.lse;

@@ -18,15 +18,16 @@ void set_row_error(Status* st, int32_t code, int64_t row, const char* what) {
 
 Status token_logprobs(const LogProbArgs& a) {
   Status st;
-  const int64_t v = a.v;
-  const float inv_t = 1.0f / a.temperature;
-  const bool direct = a.dtype == kF32 && inv_t == 1.0f;  // read float32 rows in place
+  const LogitsView& x = a.in;
+  const int64_t v = x.v;
+  const float inv_t = 1.0f / x.temperature;
+  const bool direct = x.dtype == kF32 && inv_t == 1.0f;  // read float32 rows in place
   Scratch scratch(direct ? 1 : num_threads(), direct ? 1 : v);
   FirstRow bad_target, bad_value;
-  parallel_for(a.n, row_grain(v), [&](int64_t b, int64_t e, int slot) {
+  parallel_for(x.n, row_grain(v), [&](int64_t b, int64_t e, int slot) {
     for (int64_t r = b; r < e; ++r) {
-      const int64_t y = read_target(a.targets, a.target_dtype, r);
-      if (y == a.ignore_index) {
+      const int64_t y = read_target(x.targets, x.target_dtype, r);
+      if (y == x.ignore_index) {
         a.logp[r] = 0.0f;
         if (a.entropy) a.entropy[r] = 0.0f;
         if (a.lse) a.lse[r] = 0.0f;
@@ -39,10 +40,10 @@ Status token_logprobs(const LogProbArgs& a) {
         if (a.lse) a.lse[r] = NAN;
         continue;
       }
-      const void* z = row_ptr(a.logits, a.dtype, r, v);
+      const void* z = row_ptr(x.logits, x.dtype, r, v);
       const float* u = (const float*)z;
       if (!direct) {
-        load_row(z, a.dtype, v, inv_t, scratch.get(slot));
+        load_row(z, x.dtype, v, inv_t, scratch.get(slot));
         u = scratch.get(slot);
       }
       const RowResult res = finalize_row(row_stats(u, v, a.entropy != nullptr), u[y]);
@@ -59,27 +60,28 @@ Status token_logprobs(const LogProbArgs& a) {
 
 Status token_logprobs_backward(const LogProbBackwardArgs& a) {
   Status st;
-  const int64_t v = a.v;
-  const float inv_t = 1.0f / a.temperature;
+  const LogitsView& x = a.in;
+  const int64_t v = x.v;
+  const float inv_t = 1.0f / x.temperature;
   Scratch scratch(num_threads(), v);
   FirstRow bad_target;
-  parallel_for(a.n, row_grain(v), [&](int64_t b, int64_t e, int slot) {
+  parallel_for(x.n, row_grain(v), [&](int64_t b, int64_t e, int slot) {
     for (int64_t r = b; r < e; ++r) {
-      void* g = row_ptr(a.grad, a.dtype, r, v);
-      const int64_t y = read_target(a.targets, a.target_dtype, r);
+      void* g = row_ptr(a.grad, x.dtype, r, v);
+      const int64_t y = read_target(x.targets, x.target_dtype, r);
       const float gl = a.gl ? a.gl[r] : 0.0f;
       const float gh = a.gh ? a.gh[r] : 0.0f;
-      if (y == a.ignore_index || (gl == 0.0f && gh == 0.0f)) {
-        zero_row(a.dtype, v, g);
+      if (y == x.ignore_index || (gl == 0.0f && gh == 0.0f)) {
+        zero_row(x.dtype, v, g);
         continue;
       }
       if (y < 0 || y >= v) {
         bad_target.report(r);
-        zero_row(a.dtype, v, g);
+        zero_row(x.dtype, v, g);
         continue;
       }
       float* u = scratch.get(slot);
-      load_row(row_ptr(a.logits, a.dtype, r, v), a.dtype, v, inv_t, u);
+      load_row(row_ptr(x.logits, x.dtype, r, v), x.dtype, v, inv_t, u);
       float lse, h = 0.0f;
       if (a.lse && (a.entropy || gh == 0.0f)) {
         lse = a.lse[r];
@@ -89,7 +91,7 @@ Status token_logprobs_backward(const LogProbBackwardArgs& a) {
         lse = res.lse;
         h = res.entropy;
       }
-      store_row_grad(u, v, y, lse, h, gl, gh, inv_t, a.dtype, g);
+      store_row_grad(u, v, y, lse, h, gl, gh, inv_t, x.dtype, g);
     }
   });
   if (bad_target.any()) set_row_error(&st, kTargetRange, bad_target.row.load(), "target id outside [0, V)");
