@@ -31,3 +31,4 @@ export {
   type GRPOTrainerOptions, type Prompt, type Rollout, type StepMetrics, type Policy, type ReferencePolicy, type RolloutBatch,
   type SampledCompletion, type SampleOptions,
 } from './trainer';
+export { bradleyTerryLoss, type BradleyTerryInputs, type BradleyTerryOptions, type BradleyTerryResult } from './ops/preference';

@@ -111,6 +111,10 @@ export interface NativeAddon {
     advantages: Float32Array; combined: Float64Array; groupMean: Float64Array; groupStd: Float64Array;
   }): Promise<number>;
   grpoLossStep(a: NativeLossInputs & { n: number; logp: Float32Array; entropy?: Float32Array; dlogp: Float32Array; dentropy?: Float32Array }): Promise<NativeLossMetrics>;
+  bradleyTerryLoss(a: {
+    n: number; chosen: Float32Array; rejected: Float32Array; margins?: Float32Array; margin: number; sum: boolean;
+    gradChosen: Float32Array; gradRejected: Float32Array;
+  }): Promise<{ loss: number; accuracy: number; meanMargin: number }>;
   grpoLossFused(a: NativeLogitsArgs & NativeLossInputs & {
     checkFinite: boolean; logp: Float32Array; entropy: Float32Array; lse: Float32Array; grad: Logits;
   }): Promise<NativeLossMetrics>;

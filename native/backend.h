@@ -4,6 +4,7 @@
 #include "core/common.h"
 #include "core/advantages.h"
 #include "core/loss.h"
+#include "core/preference.h"
 
 namespace gk {
 
@@ -82,7 +83,21 @@ struct FusedLossArgs {
   void* grad = nullptr;               // logits' dtype, may alias the logits
 };
 
+// Bradley–Terry reward-model loss over n preference pairs (float32 scores).
+struct PreferenceArgs {
+  const float* chosen = nullptr;
+  const float* rejected = nullptr;
+  const float* margins = nullptr;  // per pair, or null: `margin` for every pair
+  double margin = 0.0;
+  int64_t n = 0;
+  bool sum = false;                // reduction: sum (true) or mean
+  float* grad_chosen = nullptr;
+  float* grad_rejected = nullptr;
+  double loss = 0.0, accuracy = 0.0, mean_margin = 0.0;  // out
+};
+
 namespace cpu {
+Status bradley_terry_loss(PreferenceArgs& a);
 Status token_logprobs(const LogProbArgs& a);
 Status token_logprobs_backward(const LogProbBackwardArgs& a);
 Status group_advantages(AdvantageArgs& a);

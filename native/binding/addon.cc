@@ -310,6 +310,29 @@ Napi::Value GrpoLossFused(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value BradleyTerryLoss(const Napi::CallbackInfo& info) {
+  return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto a = std::make_shared<gk::PreferenceArgs>();
+    a->n = Int(o, "n", 0);
+    if (a->n < 1) throw ArgError{gk::kShape, "at least one preference pair is required"};
+    const size_t n = (size_t)a->n;
+    a->chosen = (const float*)GetArray(o, "chosen", kF32, n).data;
+    a->rejected = (const float*)GetArray(o, "rejected", kF32, n).data;
+    a->margins = Opt<float>(o, "margins", kF32, n);
+    a->margin = Num(o, "margin", 0.0);
+    a->sum = Has(o, "sum") && o.Get("sum").ToBoolean().Value();
+    a->grad_chosen = (float*)GetArray(o, "gradChosen", kF32, n).data;
+    a->grad_rejected = (float*)GetArray(o, "gradRejected", kF32, n).data;
+    return Queue(env, o, [a] { return gk::cpu::bradley_terry_loss(*a); }, [a](Napi::Env env) {
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("loss", a->loss);
+      r.Set("accuracy", a->accuracy);
+      r.Set("meanMargin", a->mean_margin);
+      return r;
+    });
+  });
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
@@ -346,6 +369,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("groupAdvantages", Napi::Function::New(env, GroupAdvantages));
   exports.Set("grpoLossStep", Napi::Function::New(env, GrpoLossStep));
   exports.Set("grpoLossFused", Napi::Function::New(env, GrpoLossFused));
+  exports.Set("bradleyTerryLoss", Napi::Function::New(env, BradleyTerryLoss));
   return exports;
 }
 

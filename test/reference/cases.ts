@@ -8,6 +8,7 @@ import { decodeBF16, decodeF16 } from './dtype';
 import { refGrpoLossFromLogits } from './fused';
 import { refTokenLogProbs, refTokenLogProbsBackward } from './logprobs';
 import { refGrpoLoss, type RefLossMetrics, type RefLossOptions } from './loss';
+import { refBradleyTerry } from './preference';
 import { Rng } from './random';
 
 /** Spec tolerances: ‖out − ref‖ / ‖ref‖. */
@@ -353,6 +354,44 @@ export async function runFusedCase(seed: number, c: FusedCase): Promise<CaseResu
   return result('grpoLoss(logits)', name, checks);
 }
 
+// ---------------------------------------------------------------- Bradley–Terry
+
+export interface PreferenceCase {
+  n: number;
+  margin?: number;
+  perPairMargins?: boolean;
+  sum?: boolean;
+  /** Score scale: large values exercise the overflow-free softplus. */
+  scale?: number;
+}
+
+export async function runPreferenceCase(seed: number, c: PreferenceCase): Promise<CaseResult> {
+  const rng = new Rng(seed);
+  const scale = c.scale ?? 2;
+  const chosen = randn(rng, c.n, scale);
+  const rejected = randn(rng, c.n, scale);
+  const margins = c.perPairMargins ? Float32Array.from({ length: c.n }, () => rng.next()) : null;
+  const out = await gk.bradleyTerryLoss(
+    { chosen, rejected, ...(margins ? { margins } : {}) },
+    { margin: c.margin ?? 0, reduction: c.sum ? 'sum' : 'mean' },
+  );
+  const ref = refBradleyTerry(chosen, rejected, margins, c.margin ?? 0, !!c.sum);
+  const name = `pairs=${c.n}${c.margin ? ` margin=${c.margin}` : ''}${margins ? ' per-pair margins' : ''}${c.sum ? ' sum' : ''} scale=${scale}`;
+  return result('bradleyTerryLoss', name, [
+    compareScalar('loss', out.loss, ref.loss, 1e-5),
+    compareScalar('accuracy', out.accuracy, ref.accuracy, 0),
+    compareScalar('meanMargin', out.meanMargin, ref.meanMargin, 1e-5),
+    compare('gradChosen', out.gradChosen.data as Float32Array, ref.gradChosen, 1e-5),
+    compare('gradRejected', out.gradRejected.data as Float32Array, ref.gradRejected, 1e-5),
+  ]);
+}
+
+export function preferenceCases(full: boolean): PreferenceCase[] {
+  const out: PreferenceCase[] = [{ n: 1 }, { n: 17, margin: 0.5 }, { n: 64, perPairMargins: true, sum: true }, { n: 33, scale: 200 }];
+  if (full) out.push({ n: 4096, margin: -0.25 });
+  return out;
+}
+
 // ---------------------------------------------------------------- the case lists
 
 const DT: FloatDType[] = ['float32', 'float16', 'bfloat16'];
@@ -452,5 +491,6 @@ export async function runAll(seed: number, full: boolean, onResult?: (r: CaseRes
   for (const c of advantageCases(full)) push(await runAdvantageCase(seed + i++, c));
   for (const c of lossCases(full)) push(await runLossCase(seed + i++, c));
   for (const c of fusedCases(full)) push(await runFusedCase(seed + i++, c));
+  for (const c of preferenceCases(full)) push(await runPreferenceCase(seed + i++, c));
   return results;
 }

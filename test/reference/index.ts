@@ -7,3 +7,4 @@ export * from './advantages';
 export * from './loss';
 export * from './fused';
 export * from './fd';
+export * from './preference';

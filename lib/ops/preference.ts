@@ -1,0 +1,57 @@
+import { describe, fail } from '../errors';
+import { addon, call } from '../native';
+import { Tensor } from '../tensor';
+import { checkEnum, checkFloats, checkKnownKeys, checkNumber, checkObject, type FloatInput } from '../validate';
+
+export interface BradleyTerryInputs {
+  /** Reward-model score of the chosen completion of each pair. */
+  chosen: FloatInput;
+  /** Score of the rejected completion of each pair. */
+  rejected: FloatInput;
+  /** Per-pair margin (e.g. from preference strength); overrides options.margin. */
+  margins?: FloatInput;
+}
+
+export interface BradleyTerryOptions {
+  /** Margin m in -log σ(r_chosen - r_rejected - m). Default 0. */
+  margin?: number;
+  /** 'mean' (default) or 'sum' over pairs. */
+  reduction?: 'mean' | 'sum';
+}
+
+export interface BradleyTerryResult {
+  loss: number;
+  /** Fraction of pairs with r_chosen > r_rejected. */
+  accuracy: number;
+  /** Mean of r_chosen - r_rejected. */
+  meanMargin: number;
+  /** ∂loss/∂r_chosen and ∂loss/∂r_rejected, float32. */
+  gradChosen: Tensor;
+  gradRejected: Tensor;
+}
+
+/** The Bradley–Terry reward-model loss -log σ(r_chosen − r_rejected − margin) over preference pairs, with gradients and accuracy. */
+export async function bradleyTerryLoss(inputs: BradleyTerryInputs, options: BradleyTerryOptions = {}): Promise<BradleyTerryResult> {
+  const op = 'bradleyTerryLoss';
+  checkObject(op, 'inputs', inputs);
+  if (!inputs) fail('GK_INVALID_ARG', `${op}: inputs { chosen, rejected } are required`);
+  checkObject(op, 'options', options);
+  checkKnownKeys(op, 'input', inputs, ['chosen', 'rejected', 'margins']);
+  checkKnownKeys(op, 'option', options, ['margin', 'reduction']);
+  const c = inputs.chosen;
+  const n = c instanceof Tensor ? c.size : (c as ArrayLike<number> | undefined)?.length;
+  if (typeof n !== 'number') fail('GK_INVALID_ARG', `${op}: inputs.chosen (one score per pair) is required, got ${describe(c)}`);
+  if (n < 1) fail('GK_SHAPE', `${op}: at least one preference pair is required`);
+  const chosen = checkFloats(op, 'inputs.chosen', c, n, { finite: true });
+  const rejected = checkFloats(op, 'inputs.rejected', inputs.rejected, n, { finite: true });
+  const margins = inputs.margins === undefined ? undefined : checkFloats(op, 'inputs.margins', inputs.margins, n, { finite: true });
+  const margin = options.margin === undefined ? 0 : checkNumber(op, 'options.margin', options.margin);
+  const reduction = options.reduction === undefined ? 'mean' : checkEnum(op, 'options.reduction', options.reduction, ['mean', 'sum'] as const);
+  const gradChosen = new Float32Array(n);
+  const gradRejected = new Float32Array(n);
+  const native = addon();
+  const r = await call(op, () =>
+    native.bradleyTerryLoss({ n, chosen, rejected, ...(margins ? { margins } : {}), margin, sum: reduction === 'sum', gradChosen, gradRejected }),
+  );
+  return { ...r, gradChosen: Tensor.from(gradChosen), gradRejected: Tensor.from(gradRejected) };
+}
