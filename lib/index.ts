@@ -32,3 +32,4 @@ export {
   type SampledCompletion, type SampleOptions,
 } from './trainer';
 export { bradleyTerryLoss, type BradleyTerryInputs, type BradleyTerryOptions, type BradleyTerryResult } from './ops/preference';
+export { sampleTokens, type SampleOptions as SampleTokensOptions, type SampleResult } from './ops/sampling';

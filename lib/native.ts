@@ -111,6 +111,10 @@ export interface NativeAddon {
     advantages: Float32Array; combined: Float64Array; groupMean: Float64Array; groupStd: Float64Array;
   }): Promise<number>;
   grpoLossStep(a: NativeLossInputs & { n: number; logp: Float32Array; entropy?: Float32Array; dlogp: Float32Array; dentropy?: Float32Array }): Promise<NativeLossMetrics>;
+  sampleTokens(a: {
+    logits: Logits; dtype: number; n: number; v: number; temperature: number; greedy: boolean; topK: number; topP: number; minP: number;
+    seed: number; step: number; rowOffset: number; rowIds?: BigInt64Array; tokens: Int32Array; logp: Float32Array; logpTruncated: Float32Array;
+  }): Promise<void>;
   bradleyTerryLoss(a: {
     n: number; chosen: Float32Array; rejected: Float32Array; margins?: Float32Array; margin: number; sum: boolean;
     gradChosen: Float32Array; gradRejected: Float32Array;

@@ -96,7 +96,25 @@ struct PreferenceArgs {
   double loss = 0.0, accuracy = 0.0, mean_margin = 0.0;  // out
 };
 
+// Spec §8: sampling with log-probs. Per row: softmax(z / T) filtered by topK, then topP (on the
+// renormalised top-K distribution), then minP (relative to the top probability); one uniform
+// from Philox(seed; row, step) picks a token by inverse CDF over the kept tokens in index order.
+struct SampleArgs {
+  LogitsView in;                    // targets unused
+  bool greedy = false;
+  int64_t top_k = 0;                // 0: off
+  double top_p = 1.0;               // 1: off
+  double min_p = 0.0;               // 0: off
+  uint64_t seed = 0, step = 0;
+  int64_t row_offset = 0;           // counter of the first row (for sampling a batch in pieces)
+  const int64_t* row_ids = nullptr; // per-row counters instead (n), or null
+  int32_t* tokens = nullptr;        // n
+  float* logp = nullptr;            // n: under the temperature-scaled full distribution
+  float* logp_truncated = nullptr;  // n: under the truncated, renormalised one
+};
+
 namespace cpu {
+Status sample_tokens(const SampleArgs& a);
 Status bradley_terry_loss(PreferenceArgs& a);
 Status token_logprobs(const LogProbArgs& a);
 Status token_logprobs_backward(const LogProbBackwardArgs& a);

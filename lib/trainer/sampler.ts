@@ -1,4 +1,4 @@
-import { tokenLogProbs } from '../ops/logprobs';
+import { sampleTokens } from '../ops/sampling';
 import { Rng } from '../random';
 import type { Policy } from './policy';
 
@@ -16,29 +16,34 @@ export interface SampledCompletion {
 export interface SampleOptions {
   maxCompletionLength: number;
   temperature: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  /** Generator seed; with `firstRow`, completion i of this batch draws from Philox(seed; firstRow + i, position). */
+  seed: number;
+  firstRow: number;
   eosTokenId?: number;
   /** Ends a completion early (after the token just appended), e.g. when an episode is over. */
   stop?: (promptIndex: number, completion: Int32Array) => boolean;
 }
 
 /**
- * Autoregressive sampling from the policy's next-token logits, all contexts in one batch per
- * position. Tokens are drawn from softmax(logits / T); their log-probs come from the
- * tokenLogProbs kernel on the same logits.
+ * Autoregressive sampling from the policy's next-token logits, all unfinished contexts in one
+ * batch per position, with the sampleTokens kernel (counter-based, so reproducible for a seed).
+ * Each token's log-prob under softmax(logits / T) is kept as its old log-prob.
  */
 export async function sampleCompletions(
   policy: Policy,
   prompts: readonly Int32Array[],
   promptIndex: readonly number[],
   o: SampleOptions,
-  rng: Rng,
 ): Promise<SampledCompletion[]> {
   const n = prompts.length;
   const toks: number[][] = prompts.map(() => []);
   const lps: number[][] = prompts.map(() => []);
   const done = new Array<boolean>(n).fill(false);
   const truncated = new Array<boolean>(n).fill(false);
-  for (let step = 0; step < o.maxCompletionLength; step++) {
+  for (let pos = 0; pos < o.maxCompletionLength; pos++) {
     const active: number[] = [];
     for (let i = 0; i < n; i++) if (!done[i]) active.push(i);
     if (active.length === 0) break;
@@ -49,28 +54,17 @@ export async function sampleCompletions(
       return c;
     });
     const logits = await policy.nextTokenLogits(contexts);
-    const v = policy.vocabSize;
-    const z = logits.toFloat32();
-    const chosen = new Int32Array(active.length);
-    for (let a = 0; a < active.length; a++) {
-      // Inverse-CDF draw from softmax(z / T) in float64.
-      let m = -Infinity;
-      for (let j = 0; j < v; j++) m = Math.max(m, z[a * v + j]! / o.temperature);
-      let s = 0;
-      for (let j = 0; j < v; j++) s += Math.exp(z[a * v + j]! / o.temperature - m);
-      let u = rng.next() * s;
-      let pick = v - 1;
-      for (let j = 0; j < v; j++) {
-        u -= Math.exp(z[a * v + j]! / o.temperature - m);
-        if (u <= 0) {
-          pick = j;
-          break;
-        }
-      }
-      chosen[a] = pick;
-    }
-    const { logp } = await tokenLogProbs(logits, chosen, { temperature: o.temperature });
-    const lp = logp.data as Float32Array;
+    const s = await sampleTokens(logits, {
+      temperature: o.temperature,
+      ...(o.topK !== undefined ? { topK: o.topK } : {}),
+      ...(o.topP !== undefined ? { topP: o.topP } : {}),
+      ...(o.minP !== undefined ? { minP: o.minP } : {}),
+      seed: o.seed,
+      step: pos,
+      rowIds: active.map((i) => o.firstRow + i),
+    });
+    const chosen = s.tokens.data as Int32Array;
+    const lp = s.logp.data as Float32Array;
     for (let a = 0; a < active.length; a++) {
       const i = active[a]!;
       toks[i]!.push(chosen[a]!);

@@ -45,6 +45,10 @@ export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
   maxCompletionLength: number;
   /** Sampling temperature (also the temperature of the loss's log-probs). Default 1. */
   temperature?: number;
+  /** Sampling filters (see sampleTokens); the old log-probs stay those of the full distribution. */
+  topK?: number;
+  topP?: number;
+  minP?: number;
   eosTokenId?: number;
   /** Ends a completion early (after the token just appended). */
   stop?: (prompt: Prompt<S>, completion: Int32Array) => boolean;
@@ -54,7 +58,7 @@ export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
   scaleRewards?: AdvantageScale;
   advantageEstimator?: AdvantageEstimator;
   advantageEps?: number;
-  /** Seed of the sampler and the minibatch shuffles. Default 0. */
+  /** Seed of the sampler (Philox) and of the minibatch shuffles. Default 0. */
   seed?: number;
   /** Called with each step's metrics. */
   onStep?: (m: StepMetrics) => void;
@@ -91,7 +95,7 @@ export interface StepMetrics {
 
 const TRAINER_KEYS = [
   'policy', 'reference', 'rewards', 'numGenerations', 'numIterations', 'miniBatchSize', 'gradientAccumulationSteps',
-  'maxCompletionLength', 'temperature', 'eosTokenId', 'stop', 'decode', 'scaleRewards', 'advantageEstimator', 'advantageEps',
+  'maxCompletionLength', 'temperature', 'topK', 'topP', 'minP', 'eosTokenId', 'stop', 'decode', 'scaleRewards', 'advantageEstimator', 'advantageEps',
   'seed', 'onStep', 'metricsFile',
 ];
 
@@ -132,6 +136,7 @@ export class GRPOTrainer<S = unknown> {
   private readonly lossOptions: GrpoLossOptions;
   private readonly rng: Rng;
   private stepIndex = 0;
+  private rowsSampled = 0;
 
   constructor(options: GRPOTrainerOptions<S>) {
     const op = 'GRPOTrainer';
@@ -186,9 +191,15 @@ export class GRPOTrainer<S = unknown> {
     const sampled: SampledCompletion[] = await sampleCompletions(o.policy, contexts, index, {
       maxCompletionLength: o.maxCompletionLength,
       temperature: T,
+      ...(o.topK !== undefined ? { topK: o.topK } : {}),
+      ...(o.topP !== undefined ? { topP: o.topP } : {}),
+      ...(o.minP !== undefined ? { minP: o.minP } : {}),
+      seed: o.seed ?? 0,
+      firstRow: this.rowsSampled,
       ...(o.eosTokenId !== undefined ? { eosTokenId: o.eosTokenId } : {}),
       ...(o.stop ? { stop: (pi: number, c: Int32Array) => o.stop!(prompts[pi]!, c) } : {}),
-    }, this.rng);
+    });
+    this.rowsSampled += contexts.length;
 
     // 2. Rewards → group advantages.
     const decode = o.decode ?? ((t: Int32Array) => Array.from(t).join(' '));

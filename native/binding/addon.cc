@@ -310,6 +310,38 @@ Napi::Value GrpoLossFused(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value SampleTokens(const Napi::CallbackInfo& info) {
+  return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto a = std::make_shared<gk::SampleArgs>();
+    // No targets for sampling: read the logits part of the view only.
+    gk::LogitsView& x = a->in;
+    x.dtype = (int32_t)Int(o, "dtype", gk::kF32);
+    x.n = Int(o, "n", 0);
+    x.v = Int(o, "v", 0);
+    if (x.n < 0 || x.v < 1 || x.v > INT32_MAX) throw ArgError{gk::kShape, "logits must have N >= 0 rows and 1 <= V < 2^31 columns"};
+    if (x.dtype != gk::kF32 && x.dtype != gk::kF16 && x.dtype != gk::kBF16)
+      throw ArgError{gk::kDtype, "logits dtype must be float32, float16 or bfloat16"};
+    x.logits = GetArray(o, "logits", LogitsTypes(x.dtype), (size_t)(x.n * x.v)).data;
+    x.temperature = (float)Num(o, "temperature", 1.0);
+    if (!(x.temperature > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
+    a->greedy = Has(o, "greedy") && o.Get("greedy").ToBoolean().Value();
+    a->top_k = Int(o, "topK", 0);
+    a->top_p = Num(o, "topP", 1.0);
+    a->min_p = Num(o, "minP", 0.0);
+    if (a->top_k < 0 || !(a->top_p > 0.0 && a->top_p <= 1.0) || !(a->min_p >= 0.0 && a->min_p < 1.0))
+      throw ArgError{gk::kInvalid, "need topK >= 0, 0 < topP <= 1, 0 <= minP < 1"};
+    a->seed = (uint64_t)Int(o, "seed", 0);
+    a->step = (uint64_t)Int(o, "step", 0);
+    a->row_offset = Int(o, "rowOffset", 0);
+    const size_t n = (size_t)x.n;
+    a->row_ids = Opt<int64_t>(o, "rowIds", {napi_bigint64_array}, n);
+    a->tokens = (int32_t*)GetArray(o, "tokens", {napi_int32_array}, n).data;
+    a->logp = (float*)GetArray(o, "logp", kF32, n).data;
+    a->logp_truncated = (float*)GetArray(o, "logpTruncated", kF32, n).data;
+    return Queue(env, o, [a] { return gk::cpu::sample_tokens(*a); }, Undefined);
+  });
+}
+
 Napi::Value BradleyTerryLoss(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
     auto a = std::make_shared<gk::PreferenceArgs>();
@@ -369,6 +401,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("groupAdvantages", Napi::Function::New(env, GroupAdvantages));
   exports.Set("grpoLossStep", Napi::Function::New(env, GrpoLossStep));
   exports.Set("grpoLossFused", Napi::Function::New(env, GrpoLossFused));
+  exports.Set("sampleTokens", Napi::Function::New(env, SampleTokens));
   exports.Set("bradleyTerryLoss", Napi::Function::New(env, BradleyTerryLoss));
   return exports;
 }

@@ -10,6 +10,7 @@ import { refTokenLogProbs, refTokenLogProbsBackward } from './logprobs';
 import { refGrpoLoss, type RefLossMetrics, type RefLossOptions } from './loss';
 import { refBradleyTerry } from './preference';
 import { Rng } from './random';
+import { refSampleTokens, type RefSampleOptions } from './sampling';
 
 /** Spec tolerances: ‖out − ref‖ / ‖ref‖. */
 export const TOLERANCE: Record<FloatDType, { value: number; grad: number }> = {
@@ -392,6 +393,42 @@ export function preferenceCases(full: boolean): PreferenceCase[] {
   return out;
 }
 
+// ---------------------------------------------------------------- §8 sampling
+
+export interface SamplingCase {
+  n: number;
+  v: number;
+  dtype: FloatDType;
+  options: Partial<RefSampleOptions>;
+}
+
+export async function runSamplingCase(seed: number, c: SamplingCase): Promise<CaseResult> {
+  const rng = new Rng(seed);
+  const { tensor, values } = makeLogits(rng, { n: c.n, v: c.v, dtype: c.dtype, masked: c.v > 1 ? 0.1 : 0 });
+  const o: RefSampleOptions = { temperature: 1, greedy: false, topK: 0, topP: 1, minP: 0, seed: seed % 100000, step: 3, rowOffset: 0, ...c.options };
+  const out = await gk.sampleTokens(tensor, o);
+  const ref = refSampleTokens(values, c.n, c.v, o);
+  const tok = out.tokens.data as Int32Array;
+  let same = 0;
+  for (let i = 0; i < c.n; i++) if (tok[i] === ref.tokens[i]) same++;
+  return result('sampleTokens', `${c.dtype} N=${c.n} V=${c.v} ${JSON.stringify(c.options).replace(/"/g, '')}`, [
+    { label: 'identical tokens', err: c.n - same, tol: 0, pass: same === c.n },
+    compare('logp', out.logp.data as Float32Array, ref.logp, TOLERANCE[c.dtype].value),
+    compare('logpTruncated', out.logpTruncated.data as Float32Array, ref.logpTruncated, 1e-5),
+  ]);
+}
+
+export function samplingCases(full: boolean): SamplingCase[] {
+  const out: SamplingCase[] = [];
+  for (const dtype of DT) {
+    out.push({ n: 32, v: 1, dtype, options: {} });
+    out.push({ n: 32, v: 257, dtype, options: { temperature: 0.8, topK: 10, topP: 0.9, minP: 0.02 } });
+    out.push({ n: 4, v: 151936, dtype, options: { topP: 0.95 } });
+    if (full) out.push({ n: 64, v: 4099, dtype, options: { greedy: true } });
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- the case lists
 
 const DT: FloatDType[] = ['float32', 'float16', 'bfloat16'];
@@ -481,16 +518,28 @@ export function fusedCases(full: boolean): FusedCase[] {
 /** Every case of every op, for the self-test. */
 export async function runAll(seed: number, full: boolean, onResult?: (r: CaseResult) => void): Promise<CaseResult[]> {
   const results: CaseResult[] = [];
-  const push = (r: CaseResult) => {
-    results.push(r);
-    onResult?.(r);
-  };
   let i = 0;
-  for (const c of logProbCases(full)) push(await runLogProbCase(seed + i++, c));
-  for (const c of backwardCases(full)) push(await runBackwardCase(seed + i++, c));
-  for (const c of advantageCases(full)) push(await runAdvantageCase(seed + i++, c));
-  for (const c of lossCases(full)) push(await runLossCase(seed + i++, c));
-  for (const c of fusedCases(full)) push(await runFusedCase(seed + i++, c));
-  for (const c of preferenceCases(full)) push(await runPreferenceCase(seed + i++, c));
+  // A case that throws is a failed case, reported with its error; the run goes on.
+  const run = async <C>(op: string, cases: C[], f: (seed: number, c: C) => Promise<CaseResult>) => {
+    for (const c of cases) {
+      const s = seed + i++;
+      let r: CaseResult;
+      try {
+        r = await f(s, c);
+      } catch (e) {
+        const err = e as { code?: string; message?: string };
+        r = result(op, JSON.stringify(c).slice(0, 80), [{ label: 'threw', err: Infinity, tol: 0, pass: false, detail: `${err.code ?? ''} ${err.message ?? String(e)}` }]);
+      }
+      results.push(r);
+      onResult?.(r);
+    }
+  };
+  await run('tokenLogProbs', logProbCases(full), runLogProbCase);
+  await run('tokenLogProbsBackward', backwardCases(full), runBackwardCase);
+  await run('groupAdvantages', advantageCases(full), runAdvantageCase);
+  await run('grpoLoss', lossCases(full), runLossCase);
+  await run('grpoLoss(logits)', fusedCases(full), runFusedCase);
+  await run('bradleyTerryLoss', preferenceCases(full), runPreferenceCase);
+  await run('sampleTokens', samplingCases(full), runSamplingCase);
   return results;
 }

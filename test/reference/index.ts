@@ -8,3 +8,4 @@ export * from './loss';
 export * from './fused';
 export * from './fd';
 export * from './preference';
+export * from './sampling';

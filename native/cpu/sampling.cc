@@ -1,0 +1,111 @@
+// Spec §8 on the CPU: sampling with log-probs, counter-based (Philox) so that every backend
+// draws the same token for the same seed, row and step.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../backend.h"
+#include "../core/philox.h"
+#include "pool.h"
+#include "rows.h"
+
+namespace gk {
+namespace cpu {
+
+Status sample_tokens(const SampleArgs& a) {
+  Status st;
+  const LogitsView& x = a.in;
+  const int64_t v = x.v;
+  const float inv_t = 1.0f / x.temperature;
+  const int threads = num_threads();
+  Scratch scratch(threads, v);
+  std::vector<std::vector<uint8_t>> keep_s((size_t)threads, std::vector<uint8_t>((size_t)v));
+  std::vector<std::vector<int32_t>> idx_s((size_t)threads);
+  FirstRow bad;
+  parallel_for(x.n, row_grain(v), [&](int64_t b, int64_t e, int slot) {
+    float* u = scratch.get(slot);
+    uint8_t* keep = keep_s[(size_t)slot].data();
+    std::vector<int32_t>& idx = idx_s[(size_t)slot];
+    for (int64_t r = b; r < e; ++r) {
+      load_row(row_ptr(x.logits, x.dtype, r, v), x.dtype, v, inv_t, u);
+      const RowStats rs = row_stats(u, v, false);
+      const float m = rs.m;
+      const double lse = (double)m + std::log((double)rs.s);
+      if (!std::isfinite(lse)) {
+        bad.report(r);
+        a.tokens[r] = -1;
+        a.logp[r] = a.logp_truncated[r] = NAN;
+        continue;
+      }
+      if (a.greedy) {
+        int64_t best = 0;
+        for (int64_t j = 1; j < v; ++j) if (u[j] > u[best]) best = j;
+        a.tokens[r] = (int32_t)best;
+        a.logp[r] = finalize_row(rs, u[best]).logp;  // bit-identical to token_logprobs
+        a.logp_truncated[r] = 0.0f;
+        continue;
+      }
+      int64_t kept = 0;
+      for (int64_t j = 0; j < v; ++j) kept += (keep[j] = (uint8_t)(u[j] > -INFINITY));
+      if (a.top_k > 0 && a.top_k < kept) {
+        // Keep the top_k largest; ties at the boundary go to the lower index.
+        idx.clear();
+        for (int64_t j = 0; j < v; ++j) if (keep[j]) idx.push_back((int32_t)j);
+        auto before = [&](int32_t p, int32_t q) { return u[p] > u[q] || (u[p] == u[q] && p < q); };
+        std::nth_element(idx.begin(), idx.begin() + (long)(a.top_k - 1), idx.end(), before);
+        const int32_t pivot = idx[(size_t)(a.top_k - 1)];
+        for (int64_t j = 0; j < v; ++j) keep[j] = (uint8_t)(keep[j] && !before(pivot, (int32_t)j));
+        kept = a.top_k;
+      }
+      if (a.top_p < 1.0) {
+        // Smallest prefix, by descending probability, whose mass reaches top_p (the token that
+        // crosses it is kept).
+        idx.clear();
+        double z = 0.0;
+        for (int64_t j = 0; j < v; ++j)
+          if (keep[j]) {
+            idx.push_back((int32_t)j);
+            z += std::exp((double)(u[j] - m));
+          }
+        std::sort(idx.begin(), idx.end(), [&](int32_t p, int32_t q) { return u[p] > u[q] || (u[p] == u[q] && p < q); });
+        double cum = 0.0;
+        size_t cut = idx.size();
+        for (size_t i = 0; i < idx.size(); ++i) {
+          cum += std::exp((double)(u[idx[i]] - m)) / z;
+          if (cum >= a.top_p) {
+            cut = i + 1;
+            break;
+          }
+        }
+        for (size_t i = cut; i < idx.size(); ++i) keep[idx[i]] = 0;
+      }
+      if (a.min_p > 0.0) {
+        const double floor_u = (double)m + std::log(a.min_p);
+        for (int64_t j = 0; j < v; ++j) keep[j] = (uint8_t)(keep[j] && (double)u[j] >= floor_u);
+      }
+      double zk = 0.0;
+      for (int64_t j = 0; j < v; ++j) if (keep[j]) zk += std::exp((double)(u[j] - m));
+      const double target = philox_uniform(a.seed, (uint64_t)(a.row_ids ? a.row_ids[r] : a.row_offset + r), a.step) * zk;
+      double cum = 0.0;
+      int64_t tok = -1;
+      for (int64_t j = 0; j < v; ++j) {
+        if (!keep[j]) continue;
+        tok = j;
+        cum += std::exp((double)(u[j] - m));
+        if (cum > target) break;
+      }
+      a.tokens[r] = (int32_t)tok;
+      a.logp[r] = finalize_row(rs, u[tok]).logp;  // bit-identical to token_logprobs
+      a.logp_truncated[r] = (float)((double)(u[tok] - m) - std::log(zk));
+    }
+  });
+  if (bad.any()) {
+    st.code = kNonFinite;
+    st.row = bad.row.load();
+    snprintf(st.message, sizeof(st.message), "row %lld has no finite distribution (NaN/+inf logit or all -inf)", (long long)st.row);
+  }
+  return st;
+}
+
+}  // namespace cpu
+}  // namespace gk
