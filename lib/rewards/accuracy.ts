@@ -1,22 +1,35 @@
 import { extractAnswer } from './format';
 
+// After whitespace removal: an optional sign, integer digits, optionally '.' and fraction digits.
+const NUMBER = /^([+-]?)(\d*)(?:\.(\d*))?$/;
+
 /**
- * Canonical form of a numeric answer: whitespace removed, a leading '+' dropped, leading zeros
- * dropped, '-0' → '0', trailing zeros of a fraction (and a bare '.') dropped. Undefined when the
- * text is not a plain decimal number (thousands separators are not accepted).
+ * The canonical text of a plain decimal number, for comparing answers:
+ * all whitespace removed ('- 5' → '-5'), a leading '+' dropped, leading zeros dropped (one '0'
+ * kept: '007' → '7', '000' → '0'), trailing zeros of the fraction and a bare trailing '.' dropped
+ * ('1.50' → '1.5', '3.' → '3'), and any zero made unsigned ('-0.0' → '0').
+ * Undefined when the text is not such a number: empty, more than one sign or decimal point,
+ * no digits at all, exponents, or thousands separators ('1,000').
  */
 export function normalizeNumber(s: string): string | undefined {
-  const m = /^([+-]?)(\d*)(?:\.(\d*))?$/.exec(s.replace(/\s+/g, ''));
-  if (!m || (m[2] === '' && (m[3] ?? '') === '')) return undefined;
-  const int = m[2]!.replace(/^0+(?=\d)/, '') || '0';
-  const frac = (m[3] ?? '').replace(/0+$/, '');
-  const body = frac ? `${int}.${frac}` : int;
-  return m[1] === '-' && body !== '0' ? `-${body}` : body;
+  if (typeof s !== 'string') return undefined;
+  const m = NUMBER.exec(s.replace(/\s+/g, ''));
+  if (!m) return undefined;
+  const sign = m[1]!;
+  const intDigits = m[2]!;
+  const fracDigits = m[3] ?? '';
+  if (intDigits === '' && fracDigits === '') return undefined;
+  const int = intDigits.replace(/^0+/, '') || '0';
+  const frac = fracDigits.replace(/0+$/, '');
+  const body = frac === '' ? int : `${int}.${frac}`;
+  return sign === '-' && body !== '0' ? `-${body}` : body;
 }
 
 /**
- * 1 when the completion's answer equals `expected` as numbers (after normalizeNumber), 0 when
- * it does not or has no answer; NaN ("not applicable") when `expected` is not a number.
+ * Numeric accuracy of the completion's answer:
+ * 1 when normalizeNumber(extractAnswer(completion)) equals normalizeNumber(String(expected)),
+ * 0 when it differs, is not a number, or the completion has no `<answer>` block;
+ * NaN ("not applicable") when `expected` itself is not a number.
  */
 export function accuracyReward(completion: string, expected: string | number): number {
   const want = normalizeNumber(String(expected));
