@@ -85,16 +85,20 @@ export function checkTargets(op: string, targets: unknown, n: number, v: number,
   if (data instanceof Int32Array || Array.isArray(data)) {
     const arr = data as ArrayLike<number>;
     if (arr.length !== n) fail('GK_SHAPE', `${op}: targets must have ${n} elements (one per logits row), got ${arr.length}`);
-    const out = data instanceof Int32Array ? data : new Int32Array(n);
+    // number[] targets go to int32 storage unless the ids or ignoreIndex need int64.
+    const wide = !(data instanceof Int32Array) && (v > 2 ** 31 || ignoreIndex !== (ignoreIndex | 0));
+    const out = data instanceof Int32Array ? data : new Int32Array(wide ? 0 : n);
+    const out64 = wide ? new BigInt64Array(n) : undefined;
     for (let i = 0; i < n; i++) {
       const y = arr[i]!;
       if (typeof y !== 'number' || !Number.isInteger(y))
         fail('GK_TARGET_RANGE', `${op}: targets[${i}] must be an integer token id, got ${describe(y)}`, i);
       if (y !== ignoreIndex && (y < 0 || y >= v))
         fail('GK_TARGET_RANGE', `${op}: targets[${i}] = ${y} is outside [0, ${v}) and is not ignoreIndex (${ignoreIndex})`, i);
-      if (out !== data) out[i] = y;
+      if (out64) out64[i] = BigInt(y);
+      else if (out !== data) out[i] = y;
     }
-    return out;
+    return out64 ?? out;
   }
   fail('GK_DTYPE', `${op}: targets must be a Tensor (int32/int64), Int32Array, BigInt64Array or number[], got ${describe(targets)}`);
 }

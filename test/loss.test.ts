@@ -57,6 +57,8 @@ t.test('presets resolve as TRL loss_type', async (t) => {
   t.match(gk.resolveLossOptions({ lossType: 'cispo' }), { surrogate: 'cispo', aggregation: 'tokenMean', epsilonHigh: 5 });
   t.match(gk.resolveLossOptions({ lossType: 'dapo', epsilonHigh: 0.3 }), { epsilonHigh: 0.3 }, 'explicit options win over the preset');
   t.match(gk.resolveLossOptions({ epsilon: 0.1 }), { epsilonLow: 0.1, epsilonHigh: 0.1 }, 'epsilon sets both');
+  t.match(gk.resolveLossOptions({ lossType: 'dapo', epsilon: 0.3 }), { epsilonLow: 0.3, epsilonHigh: 0.3 }, 'an explicit epsilon beats the preset');
+  t.match(gk.resolveLossOptions({ surrogate: 'cispo' }), { epsilonHigh: 5 }, 'cispo caps ρ at 5 by default, whatever the preset');
 });
 
 t.test('deterministic: the same inputs give bit-identical results', async (t) => {
@@ -78,6 +80,28 @@ t.test('clip, on-policy: the ratio is 1 and the gradient is -A·w', async (t) =>
   t.same(Array.from(out.gradLogp.data as Float32Array), [-0.5, -0.5, 0.25, 0.25], 'w = 1/(S·|o|) = 1/4');
   t.equal(out.metrics.tokens, 4);
   t.equal(out.metrics.klMean, undefined, 'no klMean without refLogp');
+});
+
+t.test('k3 keeps its precision for tiny log-ratio differences', async (t) => {
+  const logp = Float32Array.from([-1e-3, -2e-3, -5e-4, -1e-3]);
+  const refLogp = Float32Array.from(logp, (x) => x * (1 + 3e-3));
+  const out = await gk.grpoLoss({ logp, refLogp, advantages: [0.5, -0.5] }, { beta: 0.1 });
+  const ref = refGrpoLoss({ logp, refLogp, advantages: [0.5, -0.5], seqOffsets: [0, 2, 4] }, { ...out.options, maxCompletionLength: 2 });
+  t.ok(ref.metrics.klMean! > 0);
+  t.ok(Math.abs(out.metrics.klMean! - ref.metrics.klMean!) <= 1e-5 * ref.metrics.klMean!, `klMean ${out.metrics.klMean} vs ${ref.metrics.klMean}`);
+});
+
+t.test('NaN entropies do not move the topEntropyQuantile threshold', async (t) => {
+  const logp = Float32Array.from({ length: 10 }, (_, i) => -0.1 * (i + 1));
+  const base = Float32Array.from({ length: 10 }, (_, i) => 0.1 * (i + 1));
+  for (const at of [0, 3, 9]) {
+    const entropy = base.slice();
+    entropy[at] = NaN;
+    // The 9 finite entropies have median order statistic #4 as threshold: 5 tokens keep the
+    // policy term (J = A·ρ = 1 on-policy), so loss = -5/10 wherever the NaN sits.
+    const out = await gk.grpoLoss({ logp, entropy, advantages: [1] }, { topEntropyQuantile: 0.5 });
+    t.ok(Math.abs(out.loss + 0.5) < 1e-7, `NaN at ${at}: loss ${out.loss}`);
+  }
 });
 
 t.test('bad inputs', async (t) => {

@@ -33,7 +33,7 @@ const FWD_KEYS = ['temperature', 'ignoreIndex', 'entropy', 'checkFinite'] as con
 export function readRowOptions(op: string, o: { temperature?: number; ignoreIndex?: number }): LogitsRowOptions {
   return {
     temperature: o.temperature === undefined ? 1 : checkNumber(op, 'options.temperature', o.temperature, { gt: 0 }),
-    ignoreIndex: o.ignoreIndex === undefined ? -100 : checkNumber(op, 'options.ignoreIndex', o.ignoreIndex, { integer: true }),
+    ignoreIndex: o.ignoreIndex === undefined ? -100 : checkNumber(op, 'options.ignoreIndex', o.ignoreIndex, { integer: true, min: -Number.MAX_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER }),
   };
 }
 

@@ -107,7 +107,7 @@ export function resolveLossOptions(o: GrpoLossOptions = {}, op = 'grpoLoss', ext
         ? p.importanceSamplingLevel ?? 'token'
         : checkEnum(op, 'options.importanceSamplingLevel', o.importanceSamplingLevel, ['token', 'sequence', 'sequenceToken'] as const),
     epsilonLow: num('epsilonLow', epsilon, { min: 0, max: 1 }),
-    epsilonHigh: num('epsilonHigh', o.epsilon !== undefined && p.epsilonHigh === undefined ? epsilon : p.epsilonHigh ?? epsilon, { min: 0 }),
+    epsilonHigh: 0, // set below, once the surrogate is known
     delta: o.delta === undefined ? null : checkNumber(op, 'options.delta', o.delta, { gt: 1 }),
     tauPos: num('tauPos', 1.0, { gt: 0 }),
     tauNeg: num('tauNeg', 1.05, { gt: 0 }),
@@ -123,6 +123,10 @@ export function resolveLossOptions(o: GrpoLossOptions = {}, op = 'grpoLoss', ext
     maskTruncatedCompletions: o.maskTruncatedCompletions === undefined ? false : checkBoolean(op, 'options.maskTruncatedCompletions', o.maskTruncatedCompletions),
     topEntropyQuantile: num('topEntropyQuantile', 1, { gt: 0, max: 1 }),
   };
+  // epsilonHigh: explicit > epsilon > the preset's > the surrogate's default (cispo's is an
+  // absolute cap on ρ, 5, not a clip width).
+  const highDefault = o.epsilon !== undefined ? epsilon : p.epsilonHigh ?? (r.surrogate === 'cispo' ? 5 : epsilon);
+  r.epsilonHigh = num('epsilonHigh', highDefault, { min: 0 });
   if (r.delta !== null && r.surrogate === 'clip' && r.delta <= 1 + r.epsilonHigh)
     fail('GK_INVALID_ARG', `${op}: options.delta must be > 1 + epsilonHigh (${1 + r.epsilonHigh}), got ${r.delta}`);
   return r;

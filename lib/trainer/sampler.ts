@@ -1,4 +1,6 @@
+import { describe, fail } from '../errors';
 import { sampleTokens } from '../ops/sampling';
+import { Tensor } from '../tensor';
 import { Rng } from '../random';
 import type { Policy } from './policy';
 
@@ -54,6 +56,8 @@ export async function sampleCompletions(
       return c;
     });
     const logits = await policy.nextTokenLogits(contexts);
+    if (!(logits instanceof Tensor) || logits.shape.length !== 2 || logits.shape[0] !== contexts.length || logits.shape[1] !== policy.vocabSize)
+      fail('GK_SHAPE', `policy.nextTokenLogits must return a Tensor [${contexts.length}, ${policy.vocabSize}], got ${logits instanceof Tensor ? `[${logits.shape.join(', ')}]` : describe(logits)}`);
     const s = await sampleTokens(logits, {
       temperature: o.temperature,
       ...(o.topK !== undefined ? { topK: o.topK } : {}),

@@ -249,7 +249,9 @@ export class GRPOTrainer<S = unknown> {
       for (let b = 0; b < order.length; b += mb) minibatches.push(order.slice(b, b + mb).map((i) => rollouts[i]!));
       for (let g0 = 0; g0 < minibatches.length; g0 += accum) {
             const group = minibatches.slice(g0, g0 + accum);
-        // Global normalisers of this optimizer step: tokens for tokenMean, sequences otherwise.
+        // Global normalisers of this optimizer step: tokens for tokenMean (local per minibatch
+        // for lossType 'bnpo', as spec §4 says), sequences otherwise.
+        const globalTokens = this.loss.aggregation === 'tokenMean' && o.lossType !== 'bnpo';
         const groupTokens = group.reduce((s, m) => s + m.reduce((t, r) => t + valid(r), 0), 0);
         const groupSeqs = group.reduce((s, m) => s + m.length, 0);
         for (const m of group) {
@@ -266,7 +268,7 @@ export class GRPOTrainer<S = unknown> {
             ...this.lossOptions,
             temperature: T,
             inPlace: true,
-            ...(this.loss.aggregation === 'tokenMean' ? { normalizer: this.loss.normalizer ?? Math.max(1, groupTokens) } : {}),
+            ...(globalTokens ? { normalizer: this.loss.normalizer ?? Math.max(1, groupTokens) } : {}),
           };
           const targets = new Int32Array(offsets[m.length]!);
           m.forEach((r, i) => targets.set(r.tokens, offsets[i]!));
@@ -279,9 +281,10 @@ export class GRPOTrainer<S = unknown> {
             ...(this.loss.beta > 0 ? { refLogp: cat((r) => r.refLogp!) } : {}),
             truncated: m.map((r) => r.truncated),
           }, lossOptions);
-          // tokenMean already divides by the step's global token count; the per-sequence
+          // dapo/cispo-style tokenMean already divides by the step's global token count; bnpo
+          // (local tokenMean) averages its minibatch means; the per-sequence
           // aggregations divide by this minibatch's S, so rescale to the step's S.
-          const scale = this.loss.aggregation === 'tokenMean' ? 1 : m.length / groupSeqs;
+          const scale = globalTokens ? 1 : this.loss.aggregation === 'tokenMean' ? 1 / group.length : m.length / groupSeqs;
           await o.policy.backward(res.gradLogits, scale);
           lossSum += res.loss * scale;
           const w = res.metrics.tokens;

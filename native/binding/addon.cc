@@ -70,7 +70,17 @@ Arr GetArray(const Napi::Object& o, const char* key, const std::initializer_list
   if (a.length != expect_len)
     throw ArgError{gk::kShape, std::string("'") + key + "' has " + std::to_string(a.length) + " elements, expected " +
                                    std::to_string(expect_len)};
-  a.data = (char*)ta.ArrayBuffer().Data() + ta.ByteOffset();
+  // napi_get_typedarray_info also covers SharedArrayBuffer-backed arrays.
+  void* data = nullptr;
+  napi_typedarray_type type;
+  size_t len = 0;
+  napi_value buf;
+  size_t off = 0;
+  if (napi_get_typedarray_info(o.Env(), ta, &type, &len, &data, &buf, &off) != napi_ok)
+    throw ArgError{gk::kInvalid, std::string("'") + key + "' could not be read"};
+  // An empty array may have no storage; point it at a harmless dummy so "given" stays non-null.
+  static uint64_t empty_storage[2] = {0, 0};
+  a.data = data ? data : (void*)empty_storage;
   return a;
 }
 
@@ -88,8 +98,24 @@ double Num(const Napi::Object& o, const char* key, double dflt) {
 
 int64_t Int(const Napi::Object& o, const char* key, int64_t dflt) {
   const double d = Num(o, key, (double)dflt);
-  if (d != (double)(int64_t)d) throw ArgError{gk::kInvalid, std::string("'") + key + "' must be an integer"};
+  // |d| < 2^63 before the cast (the cast of NaN, inf or larger values is undefined).
+  if (!(d > -9.2233720368547758e18 && d < 9.2233720368547758e18) || d != (double)(int64_t)d)
+    throw ArgError{gk::kInvalid, std::string("'") + key + "' must be an integer below 2^63"};
   return (int64_t)d;
+}
+
+int32_t Enum(const Napi::Object& o, const char* key, int32_t dflt, int32_t count) {
+  const int64_t v = Int(o, key, dflt);
+  if (v < 0 || v >= count) throw ArgError{gk::kInvalid, std::string("'") + key + "' is not a known value"};
+  return (int32_t)v;
+}
+
+// a * b as an element count, rejecting products that do not fit.
+size_t Count(int64_t a, int64_t b) {
+  uint64_t r = 0;
+  if (a < 0 || b < 0 || __builtin_mul_overflow((uint64_t)a, (uint64_t)b, &r) || r > ((uint64_t)1 << 48))
+    throw ArgError{gk::kShape, "tensor too large: " + std::to_string(a) + " x " + std::to_string(b) + " elements"};
+  return (size_t)r;
 }
 
 // Runs `work` off the JS thread; resolves with `done(env)` or rejects with a coded error.
@@ -168,7 +194,7 @@ gk::LogitsView ReadLogitsView(const Napi::Object& o) {
   if (x.n < 0 || x.v < 1) throw ArgError{gk::kShape, "logits must have N >= 0 rows and V >= 1 columns"};
   if (x.dtype != gk::kF32 && x.dtype != gk::kF16 && x.dtype != gk::kBF16)
     throw ArgError{gk::kDtype, "logits dtype must be float32, float16 or bfloat16"};
-  x.logits = GetArray(o, "logits", LogitsTypes(x.dtype), (size_t)(x.n * x.v)).data;
+  x.logits = GetArray(o, "logits", LogitsTypes(x.dtype), Count(x.n, x.v)).data;
   Arr t = GetArray(o, "targets", {napi_int32_array, napi_bigint64_array}, (size_t)x.n);
   x.targets = t.data;
   x.target_dtype = t.type == napi_int32_array ? gk::kI32 : gk::kI64;
@@ -204,7 +230,7 @@ Napi::Value TokenLogProbsBackward(const Napi::CallbackInfo& info) {
     a->gh = Opt<float>(o, "gradEntropy", kF32, n);
     a->lse = Opt<float>(o, "lse", kF32, n);
     a->entropy = Opt<float>(o, "entropy", kF32, n);
-    a->grad = GetArray(o, "grad", LogitsTypes(a->in.dtype), n * (size_t)a->in.v).data;
+    a->grad = GetArray(o, "grad", LogitsTypes(a->in.dtype), Count(a->in.n, a->in.v)).data;
     return Queue(env, o, [a] { return gk::cpu::token_logprobs_backward(*a); }, Undefined);
   });
 }
@@ -217,10 +243,10 @@ Napi::Value GroupAdvantages(const Napi::CallbackInfo& info) {
     a->group = Int(o, "groupSize", 1);
     if (a->k < 1 || a->n < 1 || a->group < 1 || a->n % a->group != 0)
       throw ArgError{gk::kShape, "rewards must be k >= 1 functions of n samples, n divisible by groupSize"};
-    a->rewards = (const double*)GetArray(o, "rewards", {napi_float64_array}, (size_t)(a->k * a->n)).data;
+    a->rewards = (const double*)GetArray(o, "rewards", {napi_float64_array}, Count(a->k, a->n)).data;
     a->weights = Opt<double>(o, "weights", {napi_float64_array}, (size_t)a->k);
-    a->opt.scale = (int32_t)Int(o, "scale", gk::kScaleGroup);
-    a->opt.estimator = (int32_t)Int(o, "estimator", gk::kEstGrpo);
+    a->opt.scale = Enum(o, "scale", gk::kScaleGroup, 3);
+    a->opt.estimator = Enum(o, "estimator", gk::kEstGrpo, 2);
     a->opt.eps = Num(o, "eps", 1e-4);
     a->advantages = (float*)GetArray(o, "advantages", kF32, (size_t)a->n).data;
     a->combined = (double*)GetArray(o, "combined", {napi_float64_array}, (size_t)a->n).data;
@@ -235,10 +261,10 @@ Napi::Value GroupAdvantages(const Napi::CallbackInfo& info) {
 void ReadLossOptions(const Napi::Object& root, gk::LossOptions* o) {
   if (!Has(root, "options") || !root.Get("options").IsObject()) throw ArgError{gk::kInvalid, "missing 'options'"};
   Napi::Object p = root.Get("options").As<Napi::Object>();
-  o->surrogate = (int32_t)Int(p, "surrogate", gk::kClip);
-  o->is_level = (int32_t)Int(p, "importanceSamplingLevel", gk::kIsToken);
-  o->kl = (int32_t)Int(p, "klEstimator", gk::kK3);
-  o->aggregation = (int32_t)Int(p, "aggregation", gk::kSeqMeanTokenMean);
+  o->surrogate = Enum(p, "surrogate", gk::kClip, 3);
+  o->is_level = Enum(p, "importanceSamplingLevel", gk::kIsToken, 3);
+  o->kl = Enum(p, "klEstimator", gk::kK3, 3);
+  o->aggregation = Enum(p, "aggregation", gk::kSeqMeanTokenMean, 4);
   o->epsilon_low = Num(p, "epsilonLow", 0.2);
   o->epsilon_high = Num(p, "epsilonHigh", 0.2);
   o->delta = Num(p, "delta", 0.0);
@@ -250,6 +276,8 @@ void ReadLossOptions(const Napi::Object& root, gk::LossOptions* o) {
   o->max_completion_length = Num(p, "maxCompletionLength", 0.0);
   o->mask_truncated = Has(p, "maskTruncatedCompletions") && p.Get("maskTruncatedCompletions").ToBoolean().Value();
   o->top_entropy_quantile = Num(p, "topEntropyQuantile", 1.0);
+  if (!(o->top_entropy_quantile > 0.0 && o->top_entropy_quantile <= 1.0))
+    throw ArgError{gk::kInvalid, "'topEntropyQuantile' must be in (0, 1]"};
 }
 
 // The sequence layout and per-token inputs shared by the step and the fused op.
@@ -304,7 +332,7 @@ Napi::Value GrpoLossFused(const Napi::CallbackInfo& info) {
     a->fwd.entropy = (float*)GetArray(o, "entropy", kF32, n).data;
     a->fwd.lse = (float*)GetArray(o, "lse", kF32, n).data;
     ReadLossInputs(o, a->fwd.in.n, &a->step);
-    a->grad = GetArray(o, "grad", LogitsTypes(a->fwd.in.dtype), n * (size_t)a->fwd.in.v).data;
+    a->grad = GetArray(o, "grad", LogitsTypes(a->fwd.in.dtype), Count(a->fwd.in.n, a->fwd.in.v)).data;
     return Queue(env, o, [a] { return gk::cpu::grpo_loss_fused(*a); },
                  [a](Napi::Env env) { return MetricsObject(env, a->step.out); });
   });
@@ -321,7 +349,7 @@ Napi::Value SampleTokens(const Napi::CallbackInfo& info) {
     if (x.n < 0 || x.v < 1 || x.v > INT32_MAX) throw ArgError{gk::kShape, "logits must have N >= 0 rows and 1 <= V < 2^31 columns"};
     if (x.dtype != gk::kF32 && x.dtype != gk::kF16 && x.dtype != gk::kBF16)
       throw ArgError{gk::kDtype, "logits dtype must be float32, float16 or bfloat16"};
-    x.logits = GetArray(o, "logits", LogitsTypes(x.dtype), (size_t)(x.n * x.v)).data;
+    x.logits = GetArray(o, "logits", LogitsTypes(x.dtype), Count(x.n, x.v)).data;
     x.temperature = (float)Num(o, "temperature", 1.0);
     if (!(x.temperature > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
     a->greedy = Has(o, "greedy") && o.Get("greedy").ToBoolean().Value();

@@ -96,14 +96,14 @@ GK_HD KlTerm kl_term(int32_t estimator, double ref_lp, double lp) {
     k.kl = 0.5 * x * x;
     k.dkl_dlogp = x * dx;
   } else {
-    const double ex = exp(x);
-    const double v = ex - x - 1.0;
+    const double em1 = expm1(x);  // exp(x) - 1 without cancellation for small x
+    const double v = em1 - x;
     if (v > 10.0) {
       k.kl = 10.0;
       k.dkl_dlogp = 0.0;
     } else {
       k.kl = v < 0.0 ? 0.0 : v;
-      k.dkl_dlogp = (ex - 1.0) * dx;
+      k.dkl_dlogp = em1 * dx;
     }
   }
   return k;

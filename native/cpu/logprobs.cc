@@ -71,12 +71,12 @@ Status token_logprobs_backward(const LogProbBackwardArgs& a) {
       const int64_t y = read_target(x.targets, x.target_dtype, r);
       const float gl = a.gl ? a.gl[r] : 0.0f;
       const float gh = a.gh ? a.gh[r] : 0.0f;
-      if (y == x.ignore_index || (gl == 0.0f && gh == 0.0f)) {
+      if (y != x.ignore_index && (y < 0 || y >= v)) {
+        bad_target.report(r);
         zero_row(x.dtype, v, g);
         continue;
       }
-      if (y < 0 || y >= v) {
-        bad_target.report(r);
+      if (y == x.ignore_index || (gl == 0.0f && gh == 0.0f)) {
         zero_row(x.dtype, v, g);
         continue;
       }

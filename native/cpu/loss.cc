@@ -2,6 +2,7 @@
 // Sequences run in parallel; their float64 partial sums are reduced in sequence order, so the
 // result is bit-identical run to run and for any thread count.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -61,8 +62,9 @@ Status grpo_loss_step(LossStepArgs& a) {
     for (int64_t s = 0; s < S; ++s) {
       if (seq_dropped(s)) continue;
       for (int64_t t = off[s]; t < off[s + 1]; ++t)
-        if (tok_valid(t)) h.push_back(a.entropy[t]);
+        if (tok_valid(t) && !std::isnan(a.entropy[t])) h.push_back(a.entropy[t]);  // NaN has no rank
     }
+    if (h.empty()) h.push_back(INFINITY);
     const double pos = (1.0 - o.top_entropy_quantile) * (double)(h.size() - 1);
     const size_t lo = (size_t)pos;
     std::nth_element(h.begin(), h.begin() + (long)lo, h.end());
