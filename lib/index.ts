@@ -33,3 +33,4 @@ export {
 } from './trainer';
 export { bradleyTerryLoss, type BradleyTerryInputs, type BradleyTerryOptions, type BradleyTerryResult } from './ops/preference';
 export { sampleTokens, type SampleOptions as SampleTokensOptions, type SampleResult } from './ops/sampling';
+export { distillationLoss, type DistillationInputs, type DistillationOptions, type DistillationResult, type Divergence } from './ops/distill';

@@ -30,6 +30,7 @@ export const EstimatorCode = { grpo: 0, rloo: 1 } as const;
 export const SurrogateCode = { clip: 0, cispo: 1, sapo: 2 } as const;
 export const IsLevelCode = { token: 0, sequence: 1, sequenceToken: 2 } as const;
 export const KlCode = { k1: 0, k2: 1, k3: 2 } as const;
+export const DivergenceCode = { forwardKL: 0, reverseKL: 1, jsd: 2 } as const;
 export const AggregationCode = { seqMeanTokenMean: 0, tokenMean: 1, constant: 2, seqMeanTokenSum: 3 } as const;
 
 type Targets = Int32Array | BigInt64Array;
@@ -111,6 +112,11 @@ export interface NativeAddon {
     advantages: Float32Array; combined: Float64Array; groupMean: Float64Array; groupStd: Float64Array;
   }): Promise<number>;
   grpoLossStep(a: NativeLossInputs & { n: number; logp: Float32Array; entropy?: Float32Array; dlogp: Float32Array; dentropy?: Float32Array }): Promise<NativeLossMetrics>;
+  distillLoss(a: {
+    n: number; v: number; student: Logits; studentDtype: number; teacher: Logits; teacherDtype: number; targets?: Targets; ignoreIndex: number;
+    mask?: Uint8Array; s: number; seqOffsets: BigInt64Array; divergence: number; beta: number; temperature: number; hardLabelWeight: number;
+    aggregation: number; normalizer: number; maxCompletionLength: number; grad?: Logits; rowLoss?: Float32Array;
+  }): Promise<{ loss: number; tokens: number }>;
   sampleTokens(a: {
     logits: Logits; dtype: number; n: number; v: number; temperature: number; greedy: boolean; topK: number; topP: number; minP: number;
     seed: number; step: number; rowOffset: number; rowIds?: BigInt64Array; tokens: Int32Array; logp: Float32Array; logpTruncated: Float32Array;

@@ -154,3 +154,31 @@ export function checkMask(op: string, name: string, x: unknown, length: number):
   }
   return out;
 }
+
+/**
+ * The sequence layout of N token rows: packed (S+1 `seqOffsets`, starting at 0, non-decreasing,
+ * ending at N) or, without offsets, padded (S sequences of N/S rows). Returns the offsets as
+ * int64 and the longest sequence.
+ */
+export function checkLayout(op: string, so: ArrayLike<number> | BigInt64Array | undefined, s: number, n: number): { seqOffsets: BigInt64Array; maxLen: number } {
+  const seqOffsets = new BigInt64Array(s + 1);
+  let maxLen = 0;
+  if (so !== undefined) {
+    if (!(Array.isArray(so) || ArrayBuffer.isView(so)) || so.length !== s + 1)
+      fail('GK_SHAPE', `${op}: inputs.seqOffsets must have S+1 = ${s + 1} entries, got ${describe(so)}`);
+    for (let i = 0; i <= s; i++) {
+      const v = Number(so[i]);
+      if (!Number.isInteger(v)) fail('GK_INVALID_ARG', `${op}: inputs.seqOffsets[${i}] must be an integer, got ${describe(so[i])}`, i);
+      if (i === 0 && v !== 0) fail('GK_SHAPE', `${op}: inputs.seqOffsets[0] must be 0, got ${v}`, 0);
+      if (i > 0 && v < Number(seqOffsets[i - 1])) fail('GK_SHAPE', `${op}: inputs.seqOffsets must be non-decreasing; [${i}] = ${v} < [${i - 1}] = ${seqOffsets[i - 1]}`, i);
+      seqOffsets[i] = BigInt(v);
+      if (i > 0) maxLen = Math.max(maxLen, v - Number(seqOffsets[i - 1]));
+    }
+    if (Number(seqOffsets[s]) !== n) fail('GK_SHAPE', `${op}: inputs.seqOffsets must end at N = ${n} rows, got ${seqOffsets[s]}`, s);
+  } else {
+    if (n % s !== 0) fail('GK_SHAPE', `${op}: ${n} token rows do not split into ${s} sequences of equal length; pass seqOffsets for a packed layout`);
+    maxLen = n / s;
+    for (let i = 0; i <= s; i++) seqOffsets[i] = BigInt(i * maxLen);
+  }
+  return { seqOffsets, maxLen };
+}

@@ -5,6 +5,7 @@
 #include "core/advantages.h"
 #include "core/loss.h"
 #include "core/preference.h"
+#include "core/distill.h"
 
 namespace gk {
 
@@ -113,7 +114,33 @@ struct SampleArgs {
   float* logp_truncated = nullptr;  // n: under the truncated, renormalised one
 };
 
+// Spec §7: distillation loss from student and teacher logits [n, v] (dtypes may differ), with
+// an optional hard-label term, aggregated like spec §4, and ∂loss/∂student-logits.
+struct DistillArgs {
+  const void* student = nullptr;
+  int32_t student_dtype = kF32;
+  const void* teacher = nullptr;
+  int32_t teacher_dtype = kF32;
+  int64_t n = 0, v = 0;
+  const void* targets = nullptr;     // optional (ignoreIndex rows, hard-label term)
+  int32_t target_dtype = kI64;
+  int64_t ignore_index = -100;
+  const uint8_t* mask = nullptr;     // per row, or null
+  const int64_t* seq_offsets = nullptr;  // S+1
+  int64_t s = 0;
+  int32_t divergence = kForwardKl;
+  double beta = 0.5;
+  float temperature = 1.0f;
+  double hard_label_weight = 0.0;
+  int32_t aggregation = kTokenMean;
+  double normalizer = 0.0, max_completion_length = 0.0;
+  void* grad = nullptr;              // student dtype, may alias the student logits; null: no gradient
+  float* row_loss = nullptr;         // per row (unweighted), optional
+  double loss = 0.0, tokens = 0.0;   // out
+};
+
 namespace cpu {
+Status distill_loss(DistillArgs& a);
 Status sample_tokens(const SampleArgs& a);
 Status bradley_terry_loss(PreferenceArgs& a);
 Status token_logprobs(const LogProbArgs& a);

@@ -6,7 +6,7 @@ import {
 } from '../native';
 import { Tensor } from '../tensor';
 import {
-  checkBoolean, checkEnum, checkFloats, checkKnownKeys, checkLogits, checkMask, checkNumber, checkObject, checkTargets,
+  checkBoolean, checkEnum, checkFloats, checkKnownKeys, checkLayout, checkLogits, checkMask, checkNumber, checkObject, checkTargets,
   type FloatInput, type TargetsInput,
 } from '../validate';
 import { readRowOptions } from './logprobs';
@@ -212,26 +212,7 @@ function readSequenceInputs(op: string, inp: GrpoSequenceInputs, n: number, opts
   if (typeof s !== 'number') fail('GK_INVALID_ARG', `${op}: inputs.advantages (one per sequence) is required, got ${describe(advRaw)}`);
   if (s < 1) fail('GK_SHAPE', `${op}: at least one sequence is required (inputs.advantages is empty)`);
   const advantages = checkFloats(op, 'inputs.advantages', advRaw, s, { finite: true });
-  const seqOffsets = new BigInt64Array(s + 1);
-  let maxLen = 0;
-  if (inp.seqOffsets !== undefined) {
-    const so = inp.seqOffsets;
-    if (!(Array.isArray(so) || ArrayBuffer.isView(so)) || so.length !== s + 1)
-      fail('GK_SHAPE', `${op}: inputs.seqOffsets must have S+1 = ${s + 1} entries, got ${describe(so)}`);
-    for (let i = 0; i <= s; i++) {
-      const v = Number(so[i]);
-      if (!Number.isInteger(v)) fail('GK_INVALID_ARG', `${op}: inputs.seqOffsets[${i}] must be an integer, got ${describe(so[i])}`, i);
-      if (i === 0 && v !== 0) fail('GK_SHAPE', `${op}: inputs.seqOffsets[0] must be 0, got ${v}`, 0);
-      if (i > 0 && v < Number(seqOffsets[i - 1])) fail('GK_SHAPE', `${op}: inputs.seqOffsets must be non-decreasing; [${i}] = ${v} < [${i - 1}] = ${seqOffsets[i - 1]}`, i);
-      seqOffsets[i] = BigInt(v);
-      if (i > 0) maxLen = Math.max(maxLen, v - Number(seqOffsets[i - 1]));
-    }
-    if (Number(seqOffsets[s]) !== n) fail('GK_SHAPE', `${op}: inputs.seqOffsets must end at N = ${n} rows, got ${seqOffsets[s]}`, s);
-  } else {
-    if (n % s !== 0) fail('GK_SHAPE', `${op}: ${n} token rows do not split into ${s} sequences of equal length; pass seqOffsets for a packed layout`);
-    maxLen = n / s;
-    for (let i = 0; i <= s; i++) seqOffsets[i] = BigInt(i * maxLen);
-  }
+  const { seqOffsets, maxLen } = checkLayout(op, inp.seqOffsets, s, n);
   const out: Omit<NativeLossInputs, 'options'> & { maxLen: number } = { s, seqOffsets, advantages, maxLen };
   if (inp.completionMask !== undefined) out.mask = checkMask(op, 'inputs.completionMask', inp.completionMask, n);
   if (inp.oldLogp !== undefined) out.oldLogp = checkFloats(op, 'inputs.oldLogp', inp.oldLogp, n);

@@ -338,6 +338,50 @@ Napi::Value GrpoLossFused(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value DistillLoss(const Napi::CallbackInfo& info) {
+  return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto a = std::make_shared<gk::DistillArgs>();
+    a->n = Int(o, "n", 0);
+    a->v = Int(o, "v", 0);
+    if (a->n < 0 || a->v < 1) throw ArgError{gk::kShape, "logits must have N >= 0 rows and V >= 1 columns"};
+    a->student_dtype = (int32_t)Int(o, "studentDtype", gk::kF32);
+    a->teacher_dtype = (int32_t)Int(o, "teacherDtype", gk::kF32);
+    for (int32_t d : {a->student_dtype, a->teacher_dtype})
+      if (d != gk::kF32 && d != gk::kF16 && d != gk::kBF16) throw ArgError{gk::kDtype, "logits dtype must be float32, float16 or bfloat16"};
+    const size_t nv = Count(a->n, a->v), n = (size_t)a->n;
+    a->student = GetArray(o, "student", LogitsTypes(a->student_dtype), nv).data;
+    a->teacher = GetArray(o, "teacher", LogitsTypes(a->teacher_dtype), nv).data;
+    if (Has(o, "targets")) {
+      Arr t = GetArray(o, "targets", {napi_int32_array, napi_bigint64_array}, n);
+      a->targets = t.data;
+      a->target_dtype = t.type == napi_int32_array ? gk::kI32 : gk::kI64;
+    }
+    a->ignore_index = Int(o, "ignoreIndex", -100);
+    a->mask = Opt<uint8_t>(o, "mask", kU8, n);
+    a->s = Int(o, "s", 0);
+    if (a->s < 1) throw ArgError{gk::kShape, "at least one sequence is required"};
+    a->seq_offsets = (const int64_t*)GetArray(o, "seqOffsets", {napi_bigint64_array}, (size_t)a->s + 1).data;
+    a->divergence = Enum(o, "divergence", gk::kForwardKl, 3);
+    a->beta = Num(o, "beta", 0.5);
+    if (a->divergence == gk::kJsd && !(a->beta > 0.0 && a->beta < 1.0)) throw ArgError{gk::kInvalid, "'beta' must be in (0, 1)"};
+    a->temperature = (float)Num(o, "temperature", 1.0);
+    if (!(a->temperature > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
+    a->hard_label_weight = Num(o, "hardLabelWeight", 0.0);
+    if (a->hard_label_weight != 0.0 && !a->targets) throw ArgError{gk::kInvalid, "hardLabelWeight needs targets"};
+    a->aggregation = Enum(o, "aggregation", gk::kTokenMean, 4);
+    a->normalizer = Num(o, "normalizer", 0.0);
+    a->max_completion_length = Num(o, "maxCompletionLength", 0.0);
+    if (Has(o, "grad")) a->grad = GetArray(o, "grad", LogitsTypes(a->student_dtype), nv).data;
+    a->row_loss = Opt<float>(o, "rowLoss", kF32, n);
+    return Queue(env, o, [a] { return gk::cpu::distill_loss(*a); }, [a](Napi::Env env) {
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("loss", a->loss);
+      r.Set("tokens", a->tokens);
+      return r;
+    });
+  });
+}
+
 Napi::Value SampleTokens(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
     auto a = std::make_shared<gk::SampleArgs>();
@@ -429,6 +473,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("groupAdvantages", Napi::Function::New(env, GroupAdvantages));
   exports.Set("grpoLossStep", Napi::Function::New(env, GrpoLossStep));
   exports.Set("grpoLossFused", Napi::Function::New(env, GrpoLossFused));
+  exports.Set("distillLoss", Napi::Function::New(env, DistillLoss));
   exports.Set("sampleTokens", Napi::Function::New(env, SampleTokens));
   exports.Set("bradleyTerryLoss", Napi::Function::New(env, BradleyTerryLoss));
   return exports;

@@ -8,6 +8,7 @@ import { decodeBF16, decodeF16 } from './dtype';
 import { refGrpoLossFromLogits } from './fused';
 import { refTokenLogProbs, refTokenLogProbsBackward } from './logprobs';
 import { refGrpoLoss, type RefLossMetrics, type RefLossOptions } from './loss';
+import { refDistill, type RefDistillOptions } from './distill';
 import { refBradleyTerry } from './preference';
 import { Rng } from './random';
 import { refSampleTokens, type RefSampleOptions } from './sampling';
@@ -429,6 +430,57 @@ export function samplingCases(full: boolean): SamplingCase[] {
   return out;
 }
 
+// ---------------------------------------------------------------- §7 distillation
+
+export interface DistillCase {
+  s: number;
+  l: number;
+  v: number;
+  student: FloatDType;
+  teacher: FloatDType;
+  options: Partial<RefDistillOptions>;
+  packed?: boolean;
+  ignored?: boolean;
+  inPlace?: boolean;
+}
+
+export async function runDistillCase(seed: number, c: DistillCase): Promise<CaseResult> {
+  const rng = new Rng(seed);
+  const seq = makeSequences(rng, c);
+  const n = seq.n;
+  const st = makeLogits(rng, { n, v: c.v, dtype: c.student });
+  const te = makeLogits(rng, { n, v: c.v, dtype: c.teacher });
+  const targets = makeTargets(rng, st.values, n, c.v, c.ignored ? [0, Math.floor(n / 2)] : []);
+  const o: RefDistillOptions = {
+    divergence: 'forwardKL', beta: 0.5, temperature: 1, ignoreIndex: -100, hardLabelWeight: 0, aggregation: 'tokenMean', normalizer: null,
+    maxCompletionLength: c.l, ...c.options,
+  };
+  const { normalizer, ...rest } = o;
+  const out = await gk.distillationLoss(
+    { student: st.tensor, teacher: te.tensor, targets, ...(c.packed ? { seqOffsets: seq.offsets } : { completionMask: seq.mask, seqOffsets: seq.offsets }) },
+    { ...rest, ...(normalizer !== null ? { normalizer } : {}), inPlace: !!c.inPlace, rowLoss: true },
+  );
+  const ref = refDistill(st.values, te.values, n, c.v, targets, c.packed ? null : seq.mask, seq.offsets, o);
+  return result('distillationLoss', `${c.student}/${c.teacher} V=${c.v} S=${c.s} L=${c.l}${c.packed ? ' packed' : ''}${c.inPlace ? ' in place' : ''} ${JSON.stringify(c.options).replace(/"/g, '')}`, [
+    compareScalar('loss', out.loss, ref.loss, 1e-5),
+    compareScalar('tokens', out.tokens, ref.tokens, 0),
+    compare('rowLoss', out.rowLoss!.data as Float32Array, ref.rowLoss, 1e-5),
+    compare('gradStudent', out.gradStudent!.toFloat32(), ref.grad, TOLERANCE[c.student].grad),
+  ]);
+}
+
+export function distillCases(full: boolean): DistillCase[] {
+  const out: DistillCase[] = [];
+  for (const dtype of DT) {
+    out.push({ s: 3, l: 4, v: 1, student: dtype, teacher: dtype, options: {} });
+    out.push({ s: 4, l: 5, v: 37, student: dtype, teacher: 'float32', options: { divergence: 'reverseKL', temperature: 0.8 }, ignored: true });
+    out.push({ s: 4, l: 5, v: 301, student: dtype, teacher: 'bfloat16', options: { divergence: 'jsd', beta: 0.3, aggregation: 'seqMeanTokenMean' }, inPlace: true });
+    out.push({ s: 1, l: 2, v: 151936, student: dtype, teacher: dtype, options: { hardLabelWeight: 0.5, temperature: 2 } });
+    if (full) out.push({ s: 6, l: 7, v: 1001, student: dtype, teacher: 'float16', packed: true, options: { divergence: 'jsd', beta: 0.9, aggregation: 'constant', hardLabelWeight: 0.1 }, ignored: true });
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- the case lists
 
 const DT: FloatDType[] = ['float32', 'float16', 'bfloat16'];
@@ -541,5 +593,6 @@ export async function runAll(seed: number, full: boolean, onResult?: (r: CaseRes
   await run('grpoLoss(logits)', fusedCases(full), runFusedCase);
   await run('bradleyTerryLoss', preferenceCases(full), runPreferenceCase);
   await run('sampleTokens', samplingCases(full), runSamplingCase);
+  await run('distillationLoss', distillCases(full), runDistillCase);
   return results;
 }

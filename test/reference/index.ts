@@ -9,3 +9,4 @@ export * from './fused';
 export * from './fd';
 export * from './preference';
 export * from './sampling';
+export * from './distill';

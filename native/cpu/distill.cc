@@ -1,0 +1,131 @@
+// Spec §7 on the CPU: distillation loss + ∂loss/∂student-logits, per row: one pass for both
+// rows' log-normalisers, one for the divergence (and its row statistics), one that writes the
+// gradient. Rows stay in per-thread float32 scratch; extra memory is O(threads·V + N).
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "../backend.h"
+#include "../core/dtype.h"
+#include "pool.h"
+#include "rows.h"
+
+namespace gk {
+namespace cpu {
+
+namespace {
+void store(int32_t dtype, void* row, int64_t j, float g) {
+  if (dtype == kBF16) ((uint16_t*)row)[j] = f32_to_bf16(g);
+  else if (dtype == kF16) ((uint16_t*)row)[j] = f32_to_f16(g);
+  else ((float*)row)[j] = g;
+}
+}  // namespace
+
+Status distill_loss(DistillArgs& a) {
+  Status st;
+  const int64_t v = a.v, n = a.n, S = a.s;
+  const int64_t* off = a.seq_offsets;
+  if (S < 1 || off[0] != 0 || off[S] != n) {
+    st.code = kShape;
+    snprintf(st.message, sizeof(st.message), "seqOffsets must start at 0 and end at N=%lld", (long long)n);
+    return st;
+  }
+  // Valid rows and the aggregation weight of each (spec §4, as the GRPO loss).
+  std::vector<double> weight((size_t)n, 0.0);
+  LossOptions agg{};
+  agg.aggregation = a.aggregation;
+  agg.normalizer = a.normalizer;
+  agg.max_completion_length = a.max_completion_length;
+  double tokens = 0.0, longest = 0.0;
+  std::vector<double> count((size_t)S, 0.0);
+  FirstRow bad_target, bad_value;
+  for (int64_t s = 0; s < S; ++s) {
+    if (off[s + 1] < off[s]) {
+      st.code = kShape;
+      snprintf(st.message, sizeof(st.message), "seqOffsets must be non-decreasing (at sequence %lld)", (long long)s);
+      return st;
+    }
+    longest = std::fmax(longest, (double)(off[s + 1] - off[s]));
+    for (int64_t t = off[s]; t < off[s + 1]; ++t) {
+      bool ok = !a.mask || a.mask[t] != 0;
+      if (a.targets) {
+        const int64_t y = read_target(a.targets, a.target_dtype, t);
+        if (y == a.ignore_index) ok = false;
+        else if (y < 0 || y >= v) bad_target.report(t);
+      }
+      weight[(size_t)t] = ok ? 1.0 : 0.0;
+      count[(size_t)s] += ok ? 1.0 : 0.0;
+    }
+    tokens += count[(size_t)s];
+  }
+  if (bad_target.any()) {
+    st.code = kTargetRange;
+    st.row = bad_target.row.load();
+    snprintf(st.message, sizeof(st.message), "target id outside [0, V) at row %lld", (long long)st.row);
+    return st;
+  }
+  for (int64_t s = 0; s < S; ++s) {
+    const double w = aggregation_weight(agg, count[(size_t)s], (double)S, tokens, longest);
+    for (int64_t t = off[s]; t < off[s + 1]; ++t) weight[(size_t)t] *= w;
+  }
+
+  const float inv_t = 1.0f / a.temperature;
+  const int threads = num_threads();
+  Scratch su(threads, v), tu(threads, v);
+  std::vector<double> row_value((size_t)n, 0.0);
+  parallel_for(n, row_grain(v), [&](int64_t b, int64_t e, int slot) {
+    float* us = su.get(slot);
+    float* ut = tu.get(slot);
+    for (int64_t r = b; r < e; ++r) {
+      const double w = weight[(size_t)r];
+      void* g = a.grad ? row_ptr(a.grad, a.student_dtype, r, v) : nullptr;
+      if (w == 0.0) {
+        if (g) zero_row(a.student_dtype, v, g);
+        if (a.row_loss) a.row_loss[r] = 0.0f;
+        continue;
+      }
+      load_row(row_ptr(a.student, a.student_dtype, r, v), a.student_dtype, v, inv_t, us);
+      load_row(row_ptr(a.teacher, a.teacher_dtype, r, v), a.teacher_dtype, v, inv_t, ut);
+      const RowStats ss = row_stats(us, v, false), ts = row_stats(ut, v, false);
+      const double lse_s = (double)ss.m + std::log((double)ss.s);
+      const double lse_t = (double)ts.m + std::log((double)ts.s);
+      double d = 0.0, kl_sm = 0.0;
+      for (int64_t j = 0; j < v; ++j) {
+        const PairProbs p = pair_probs(us[j], ut[j], lse_s, lse_t);
+        d += divergence_term(a.divergence, a.beta, p);
+        if (a.divergence == kJsd) kl_sm += kl_student_mixture_term(a.beta, p);
+      }
+      int64_t y = -1;
+      double value = d;
+      if (a.targets && a.hard_label_weight != 0.0) {
+        y = read_target(a.targets, a.target_dtype, r);
+        value += a.hard_label_weight * (lse_s - (double)us[y]);
+      }
+      row_value[(size_t)r] = value;
+      if (a.row_loss) a.row_loss[r] = (float)value;
+      if (!std::isfinite(value)) bad_value.report(r);
+      if (!g) continue;
+      // Every element is read (into us) before its gradient is written: g may alias the student.
+      const double scale = w / (double)a.temperature;
+      for (int64_t j = 0; j < v; ++j) {
+        const PairProbs p = pair_probs(us[j], ut[j], lse_s, lse_t);
+        double gj = divergence_grad(a.divergence, a.beta, p, d, kl_sm);
+        if (y >= 0) gj += a.hard_label_weight * (p.ps - (j == y ? 1.0 : 0.0));
+        store(a.student_dtype, g, j, (float)(gj * scale));
+      }
+    }
+  });
+  double loss = 0.0;
+  for (int64_t r = 0; r < n; ++r) loss += weight[(size_t)r] * row_value[(size_t)r];
+  a.loss = loss;
+  a.tokens = tokens;
+  if (bad_value.any()) {
+    st.code = kNonFinite;
+    st.row = bad_value.row.load();
+    snprintf(st.message, sizeof(st.message), "non-finite divergence at row %lld (a row with no finite logit, or teacher mass where the student has none)", (long long)st.row);
+  }
+  return st;
+}
+
+}  // namespace cpu
+}  // namespace gk
