@@ -2,6 +2,7 @@
 // Element terms in float64 given each row's log-normalisers; backends own the loops.
 #pragma once
 #include "common.h"
+#include "softmax.h"
 
 namespace gk {
 
@@ -15,8 +16,8 @@ GK_HD PairProbs pair_probs(float us, float ut, double lse_s, double lse_t) {
   PairProbs p;
   p.ls = (double)us - lse_s;
   p.lt = (double)ut - lse_t;
-  p.ps = exp(p.ls);
-  p.pt = exp(p.lt);
+  p.ps = (double)exp_nonpos((float)p.ls);  // float exp (~2e-7 relative), sums stay float64
+  p.pt = (double)exp_nonpos((float)p.lt);
   return p;
 }
 

@@ -71,11 +71,13 @@ Status distill_loss(DistillArgs& a) {
 
   const float inv_t = 1.0f / a.temperature;
   const int threads = num_threads();
-  Scratch su(threads, v), tu(threads, v);
+  Scratch su(threads, v), tu(threads, v), sp(threads, v), tp(threads, v);
   std::vector<double> row_value((size_t)n, 0.0);
   parallel_for(n, row_grain(v), [&](int64_t b, int64_t e, int slot) {
     float* us = su.get(slot);
     float* ut = tu.get(slot);
+    float* ps = sp.get(slot);  // p_S and p_T of the row, kept for the gradient pass
+    float* pt = tp.get(slot);
     for (int64_t r = b; r < e; ++r) {
       const double w = weight[(size_t)r];
       void* g = a.grad ? row_ptr(a.grad, a.student_dtype, r, v) : nullptr;
@@ -92,6 +94,8 @@ Status distill_loss(DistillArgs& a) {
       double d = 0.0, kl_sm = 0.0;
       for (int64_t j = 0; j < v; ++j) {
         const PairProbs p = pair_probs(us[j], ut[j], lse_s, lse_t);
+        ps[j] = (float)p.ps;
+        pt[j] = (float)p.pt;
         d += divergence_term(a.divergence, a.beta, p);
         if (a.divergence == kJsd) kl_sm += kl_student_mixture_term(a.beta, p);
       }
@@ -108,7 +112,7 @@ Status distill_loss(DistillArgs& a) {
       // Every element is read (into us) before its gradient is written: g may alias the student.
       const double scale = w / (double)a.temperature;
       for (int64_t j = 0; j < v; ++j) {
-        const PairProbs p = pair_probs(us[j], ut[j], lse_s, lse_t);
+        const PairProbs p{(double)us[j] - lse_s, (double)ut[j] - lse_t, (double)ps[j], (double)pt[j]};
         double gj = divergence_grad(a.divergence, a.beta, p, d, kl_sm);
         if (y >= 0) gj += a.hard_label_weight * (p.ps - (j == y ? 1.0 : 0.0));
         store(a.student_dtype, g, j, (float)(gj * scale));

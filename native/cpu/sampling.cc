@@ -59,23 +59,31 @@ Status sample_tokens(const SampleArgs& a) {
       }
       if (a.top_p < 1.0) {
         // Smallest prefix, by descending probability, whose mass reaches top_p (the token that
-        // crosses it is kept).
+        // crosses it is kept). The prefix is found among the k most likely tokens, k growing
+        // 4x until it holds enough mass: peaked distributions never sort the whole row.
         idx.clear();
         double z = 0.0;
         for (int64_t j = 0; j < v; ++j)
           if (keep[j]) {
             idx.push_back((int32_t)j);
-            z += std::exp((double)(u[j] - m));
+            z += (double)exp_nonpos(u[j] - m);
           }
-        std::sort(idx.begin(), idx.end(), [&](int32_t p, int32_t q) { return u[p] > u[q] || (u[p] == u[q] && p < q); });
-        double cum = 0.0;
+        auto before = [&](int32_t p, int32_t q) { return u[p] > u[q] || (u[p] == u[q] && p < q); };
         size_t cut = idx.size();
-        for (size_t i = 0; i < idx.size(); ++i) {
-          cum += std::exp((double)(u[idx[i]] - m)) / z;
-          if (cum >= a.top_p) {
-            cut = i + 1;
-            break;
+        for (size_t k = 256;; k *= 4) {
+          const size_t kk = k < idx.size() ? k : idx.size();
+          std::partial_sort(idx.begin(), idx.begin() + (long)kk, idx.end(), before);
+          double cum = 0.0;
+          bool found = false;
+          for (size_t i = 0; i < kk; ++i) {
+            cum += (double)exp_nonpos(u[idx[i]] - m) / z;
+            if (cum >= a.top_p) {
+              cut = i + 1;
+              found = true;
+              break;
+            }
           }
+          if (found || kk == idx.size()) break;
         }
         for (size_t i = cut; i < idx.size(); ++i) keep[idx[i]] = 0;
       }
@@ -83,15 +91,17 @@ Status sample_tokens(const SampleArgs& a) {
         const double floor_u = (double)m + std::log(a.min_p);
         for (int64_t j = 0; j < v; ++j) keep[j] = (uint8_t)(keep[j] && (double)u[j] >= floor_u);
       }
+      // Kept mass and the inverse-CDF scan use the same per-element values, so the scan always
+      // ends on a kept token.
       double zk = 0.0;
-      for (int64_t j = 0; j < v; ++j) if (keep[j]) zk += std::exp((double)(u[j] - m));
+      for (int64_t j = 0; j < v; ++j) if (keep[j]) zk += (double)exp_nonpos(u[j] - m);
       const double target = philox_uniform(a.seed, (uint64_t)(a.row_ids ? a.row_ids[r] : a.row_offset + r), a.step) * zk;
       double cum = 0.0;
       int64_t tok = -1;
       for (int64_t j = 0; j < v; ++j) {
         if (!keep[j]) continue;
         tok = j;
-        cum += std::exp((double)(u[j] - m));
+        cum += (double)exp_nonpos(u[j] - m);
         if (cum > target) break;
       }
       a.tokens[r] = (int32_t)tok;
