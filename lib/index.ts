@@ -28,7 +28,7 @@ export {
 } from './rewards';
 export {
   GRPOTrainer, sampleCompletions, SplitRng, Rng,
-  type GRPOTrainerOptions, type Prompt, type Rollout, type StepMetrics, type Policy, type ReferencePolicy, type RolloutBatch,
+  type GRPOTrainerOptions, type CustomCompletion, type Prompt, type Rollout, type StepMetrics, type Policy, type ReferencePolicy, type RolloutBatch,
   type SampledCompletion, type SampleOptions,
 } from './trainer';
 export { bradleyTerryLoss, type BradleyTerryInputs, type BradleyTerryOptions, type BradleyTerryResult } from './ops/preference';

@@ -121,6 +121,31 @@ t.test('KL to a reference, metrics callback and JSONL, abort between steps', asy
   t.equal(lines[1].step, 1);
 });
 
+t.test('a user sampler and reference log-probs by function', async (t) => {
+  const p = new Bandit(1);
+  let calls = 0;
+  const tr = make(p, {
+    numGenerations: 2,
+    sampler: (ps, g) => {
+      calls++;
+      return ps.flatMap((_, i) => Array.from({ length: g }, (_, k) => ({ tokens: [k % 3, (i + k) % 3], ...(k === 0 ? { logp: [-1, -1] } : {}) })));
+    },
+    reference: (rs) => rs.map((r) => new Float32Array(r.tokens.length).fill(-1.2)),
+    beta: 0.1,
+  });
+  const m = await tr.step(prompts(3));
+  t.equal(calls, 1);
+  t.same(Array.from(tr.lastRollouts[0]!.tokens), [0, 0]);
+  t.same(Array.from(tr.lastRollouts[0]!.oldLogp), [-1, -1], 'given old log-probs are kept');
+  const r1 = tr.lastRollouts[1]!;
+  const z = Array.from(p.theta); // before the update the sampler's missing logps came from the policy
+  t.ok(r1.oldLogp.every((x) => x < 0) && r1.oldLogp.length === 2, `computed old log-probs ${Array.from(r1.oldLogp)} (θ now ${z})`);
+  t.same(Array.from(tr.lastRollouts[2]!.refLogp!), [Math.fround(-1.2), Math.fround(-1.2)], 'reference log-probs from the function');
+  t.ok(m.klMean! > 0);
+  await rejectsCode(t, () => make(new Bandit(1), { sampler: () => [] }).step(prompts(1)), 'GK_SHAPE', /sampler must return 6 completions/);
+  await rejectsCode(t, () => make(new Bandit(1), { beta: 0.1, reference: () => [] }).step(prompts(1)), 'GK_SHAPE', /one log-prob array per rollout/);
+});
+
 t.test('bad options', async (t) => {
   const p = new Bandit(1);
   await rejectsCode(t, () => new GRPOTrainer(undefined as never), 'GK_INVALID_ARG');

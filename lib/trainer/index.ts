@@ -1,4 +1,4 @@
 export type { Policy, ReferencePolicy, RolloutBatch } from './policy';
 export { sampleCompletions, SplitRng, type SampledCompletion, type SampleOptions } from './sampler';
 export { Rng } from '../random';
-export { GRPOTrainer, type GRPOTrainerOptions, type Prompt, type Rollout, type StepMetrics } from './trainer';
+export { GRPOTrainer, type CustomCompletion, type GRPOTrainerOptions, type Prompt, type Rollout, type StepMetrics } from './trainer';

@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { fail } from '../errors';
+import { describe, fail } from '../errors';
 import { groupAdvantages, type AdvantageEstimator, type AdvantageScale } from '../ops/advantages';
 import { tokenLogProbs } from '../ops/logprobs';
 import { grpoLoss, resolveLossOptions, type GrpoLossFromLogitsOptions, type GrpoLossOptions, type ResolvedLossOptions } from '../ops/loss';
@@ -30,8 +30,17 @@ export interface Rollout<S = unknown> {
 
 export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
   policy: Policy;
-  /** Frozen reference policy for the KL term (needed when beta > 0). */
-  reference?: ReferencePolicy;
+  /**
+   * The KL reference (needed when beta > 0): a frozen policy (forward only), or a function giving
+   * each rollout's reference log-probs (one Float32Array per rollout, one entry per token).
+   */
+  reference?: ReferencePolicy | ((rollouts: readonly Rollout<S>[]) => Promise<Float32Array[]> | Float32Array[]);
+  /**
+   * Your own sampler: G completions for each prompt, prompt-major (prompt 0's G, then prompt 1's …).
+   * Without `logp`, the old log-probs are computed from the policy's logits. Default: the
+   * built-in sampler (sampleTokens on policy.nextTokenLogits).
+   */
+  sampler?: (prompts: readonly Prompt<S>[], numGenerations: number) => Promise<CustomCompletion[]> | CustomCompletion[];
   /** Reward functions (sync or async, weighted; NaN/undefined = not applicable). */
   rewards: NamedReward<S>[];
   /** G: completions per prompt. */
@@ -66,6 +75,15 @@ export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
   metricsFile?: string;
 }
 
+/** A completion from a user-provided sampler. */
+export interface CustomCompletion {
+  tokens: Int32Array | readonly number[];
+  /** Log-prob of each token under the sampling policy (the old log-probs). */
+  logp?: Float32Array | readonly number[];
+  /** The completion hit the length limit without finishing. Default false. */
+  truncated?: boolean;
+}
+
 export interface StepMetrics {
   step: number;
   loss: number;
@@ -94,7 +112,7 @@ export interface StepMetrics {
 }
 
 const TRAINER_KEYS = [
-  'policy', 'reference', 'rewards', 'numGenerations', 'numIterations', 'miniBatchSize', 'gradientAccumulationSteps',
+  'policy', 'reference', 'sampler', 'rewards', 'numGenerations', 'numIterations', 'miniBatchSize', 'gradientAccumulationSteps',
   'maxCompletionLength', 'temperature', 'topK', 'topP', 'minP', 'eosTokenId', 'stop', 'decode', 'scaleRewards', 'advantageEstimator', 'advantageEps',
   'seed', 'onStep', 'metricsFile',
 ];
@@ -188,7 +206,7 @@ export class GRPOTrainer<S = unknown> {
         index.push(i);
       }
     });
-    const sampled: SampledCompletion[] = await sampleCompletions(o.policy, contexts, index, {
+    const sampled: SampledCompletion[] = o.sampler ? await this.customSamples(prompts, contexts, index) : await sampleCompletions(o.policy, contexts, index, {
       maxCompletionLength: o.maxCompletionLength,
       temperature: T,
       ...(o.topK !== undefined ? { topK: o.topK } : {}),
@@ -221,18 +239,18 @@ export class GRPOTrainer<S = unknown> {
       reward: adv.rewards[k]!, advantage: A[k]!,
     }));
 
-    // 3. Reference log-probs (frozen policy), once per step.
-    if (o.reference && (this.loss.beta > 0)) {
-      const batch = packBatch(rollouts);
-      const logits = await o.reference.forward(batch);
-      const targets = Int32Array.from(rollouts.flatMap((r) => Array.from(r.tokens)));
-      const { logp } = await tokenLogProbs(logits, targets, { temperature: T });
-      const lp = logp.data as Float32Array;
-      let off = 0;
-      for (const r of rollouts) {
-        r.refLogp = lp.slice(off, off + r.tokens.length);
-        off += r.tokens.length;
-      }
+    // 3. Reference log-probs, once per step.
+    if (o.reference && this.loss.beta > 0) {
+      const ref = o.reference;
+      const per = typeof ref === 'function' ? await ref(rollouts) : await this.logpOf(ref, rollouts, T);
+      if (!Array.isArray(per) || per.length !== rollouts.length)
+        fail('GK_SHAPE', `GRPOTrainer: the reference must give one log-prob array per rollout (${rollouts.length}), got ${describe(per)}`);
+      rollouts.forEach((r, i) => {
+        const lp = per[i];
+        if (!(lp instanceof Float32Array) || lp.length !== r.tokens.length)
+          fail('GK_SHAPE', `GRPOTrainer: reference log-probs of rollout ${i} must be a Float32Array of ${r.tokens.length}, got ${describe(lp)}`);
+        r.refLogp = lp;
+      });
     }
 
     // 4. μ passes over shuffled minibatches; accumulate gradients over minibatches.
@@ -340,6 +358,44 @@ export class GRPOTrainer<S = unknown> {
     o.onStep?.(m);
     if (o.metricsFile) fs.appendFileSync(o.metricsFile, JSON.stringify(m) + '\n');
     return m;
+  }
+
+  /** Per-rollout log-probs of the rollouts' tokens under a policy's logits. */
+  private async logpOf(policy: ReferencePolicy, rollouts: readonly Rollout<S>[], temperature: number): Promise<Float32Array[]> {
+    const logits = await policy.forward(packBatch([...rollouts]));
+    const targets = Int32Array.from(rollouts.flatMap((r) => Array.from(r.tokens)));
+    const lp = (await tokenLogProbs(logits, targets, { temperature })).logp.data as Float32Array;
+    const out: Float32Array[] = [];
+    let off = 0;
+    for (const r of rollouts) {
+      out.push(lp.slice(off, off + r.tokens.length));
+      off += r.tokens.length;
+    }
+    return out;
+  }
+
+  /** Completions from the user's sampler, with old log-probs from the policy where it gives none. */
+  private async customSamples(prompts: Prompt<S>[], contexts: Int32Array[], index: number[]): Promise<SampledCompletion[]> {
+    const G = this.options.numGenerations;
+    const got = await this.options.sampler!(prompts, G);
+    if (!Array.isArray(got) || got.length !== contexts.length)
+      fail('GK_SHAPE', `GRPOTrainer: options.sampler must return ${contexts.length} completions (${G} per prompt), got ${describe(got)}`);
+    const out: SampledCompletion[] = got.map((c) => ({
+      tokens: Int32Array.from(c.tokens),
+      logp: c.logp ? Float32Array.from(c.logp) : new Float32Array(0),
+      truncated: !!c.truncated,
+    }));
+    out.forEach((c, k) => {
+      if (c.logp.length !== 0 && c.logp.length !== c.tokens.length)
+        fail('GK_SHAPE', `GRPOTrainer: completion ${k} has ${c.tokens.length} tokens but ${c.logp.length} log-probs`);
+    });
+    const missing = out.map((c, k) => (c.logp.length === 0 && c.tokens.length > 0 ? k : -1)).filter((k) => k >= 0);
+    if (missing.length) {
+      const stub = missing.map((k) => ({ prompt: prompts[index[k]!]!, tokens: out[k]!.tokens }) as Rollout<S>);
+      const lps = await this.logpOf(this.options.policy, stub, this.options.temperature ?? 1);
+      missing.forEach((k, i) => (out[k]!.logp = lps[i]!));
+    }
+    return out;
   }
 
   /**
