@@ -1,0 +1,372 @@
+// Spec §3-5 on the GPU: a deterministic version of native/cpu/loss.cc.
+//
+// Four small kernels on the stream, all O(N):
+//   1. count   (one block per sequence): validates the sequence layout into the device flags,
+//              counts the valid tokens of each sequence, and (topEntropyQuantile < 1) marks the
+//              valid tokens in a byte array;
+//   2. global  (one block): total tokens, longest sequence, and the entropy threshold — the
+//              (1 - q) quantile of H over valid tokens (NaN entropies left out, as on the CPU)
+//              by an exact radix select on the float bits (two order statistics, linear
+//              interpolation as numpy/torch, like the CPU);
+//   3. seq     (one block per sequence): the per-token terms of core/loss.h, dlogp/dentropy/
+//              token_loss, and the sequence's float64 partial sums (fixed-order block reduction);
+//   4. final   (one block): the sums of all sequences, each thread over a fixed stride, then a
+//              fixed tree.
+// No floating-point atomics anywhere, so the result is bit-identical run to run. (It is not
+// bit-identical to the CPU backend, whose sums are sequential; both are float64 and agree far
+// inside the 1e-5 tolerance.)
+#include "loss.cuh"
+
+namespace gk {
+namespace cuda {
+namespace {
+
+using detail::DeviceFlags;
+using detail::LossResult;
+using detail::ReduceSmem;
+
+constexpr int kSeqThreads = 256;
+constexpr int kOneBlockThreads = 1024;
+
+struct LossParams {
+  const float* logp;
+  const float* old_logp;
+  const float* ref_logp;
+  const float* entropy;
+  const float* advantages;
+  const int64_t* off;
+  int64_t S, n;
+  const uint8_t* mask;
+  const uint8_t* truncated;
+  LossOptions o;
+  bool use_q;
+  float* dlogp;
+  float* dentropy;
+  float* token_loss;
+  double* count;   // S: valid tokens per sequence
+  double* length;  // S: off[s + 1] - off[s]
+  LossSums* part;  // S: per-sequence sums
+  uint8_t* valid;  // n, only when use_q
+  LossResult* result;
+  DeviceFlags* flags;
+};
+
+// Shared memory for types with non-trivial constructors (LossSums) is declared as raw bytes.
+template <class T>
+__device__ __forceinline__ ReduceSmem<T>& smem_as(unsigned char* raw) {
+  return *reinterpret_cast<ReduceSmem<T>*>(raw);
+}
+
+// The rows of sequence s, clamped into [0, n] so that a bad layout (reported through the flags)
+// never reads out of bounds.
+__device__ __forceinline__ void seq_range(const LossParams& p, int64_t s, int64_t* b, int64_t* e) {
+  int64_t lo = p.off[s], hi = p.off[s + 1];
+  lo = lo < 0 ? 0 : (lo > p.n ? p.n : lo);
+  hi = hi < lo ? lo : (hi > p.n ? p.n : hi);
+  *b = lo;
+  *e = hi;
+}
+
+__device__ __forceinline__ bool seq_dropped(const LossParams& p, int64_t s) {
+  return p.o.mask_truncated && p.truncated && p.truncated[s];
+}
+__device__ __forceinline__ bool tok_valid(const LossParams& p, int64_t t) { return !p.mask || p.mask[t] != 0; }
+
+// 1. Per-sequence counts and layout checks.
+__global__ void __launch_bounds__(kSeqThreads) count_kernel(const LossParams p) {
+  __shared__ ReduceSmem<long long> sm;
+  for (int64_t s = blockIdx.x; s < p.S; s += gridDim.x) {
+    const int64_t b0 = p.off[s], e0 = p.off[s + 1];
+    if (threadIdx.x == 0) {
+      if ((s == 0 && b0 != 0) || (s == p.S - 1 && e0 != p.n)) atomicMin(&p.flags->seq_ends, 0ull);
+      if (e0 < b0) detail::flag_row(&p.flags->seq_order, s);
+    }
+    int64_t b, e;
+    seq_range(p, s, &b, &e);
+    const bool dropped = seq_dropped(p, s);
+    long long c = 0;
+    if (!dropped) {
+      for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads) {
+        const bool v = tok_valid(p, t);
+        c += v ? 1 : 0;
+        if (p.valid) p.valid[t] = (v && !isnan(p.entropy[t])) ? 1 : 0;  // NaN has no rank
+      }
+    }
+    c = detail::block_sum<kSeqThreads>(c, sm);
+    if (threadIdx.x == 0) {
+      p.count[s] = (double)c;
+      p.length[s] = (double)(e0 - b0);
+    }
+  }
+}
+
+// Order-preserving map of float bits to unsigned keys (and back).
+__device__ __forceinline__ uint32_t float_key(float f) {
+  const uint32_t u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float key_float(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k);
+}
+
+struct SelectSmem {
+  unsigned int hist[256];
+  uint32_t prefix;
+  long long k;
+};
+
+// The k-th smallest (0-based) entropy among the valid tokens: four 8-bit radix passes, each a
+// shared-memory histogram (integer atomics: exact, order-independent counts) of the keys that
+// match the digits chosen so far. All threads of the block call it; all get the result.
+__device__ float select_kth(const LossParams& p, long long k, SelectSmem& sm) {
+  uint32_t prefix = 0, mask = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += kOneBlockThreads) sm.hist[i] = 0;
+    __syncthreads();
+    for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads) {
+      if (!p.valid[t]) continue;
+      const uint32_t key = float_key(p.entropy[t]);
+      if ((key & mask) == prefix) atomicAdd(&sm.hist[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      long long cum = 0;
+      int d = 0;
+      for (; d < 255; ++d) {
+        if (cum + (long long)sm.hist[d] > k) break;
+        cum += sm.hist[d];
+      }
+      sm.k = k - cum;
+      sm.prefix = prefix | ((uint32_t)d << shift);
+    }
+    __syncthreads();
+    k = sm.k;
+    prefix = sm.prefix;
+    mask |= 0xFFu << shift;
+  }
+  return key_float(prefix);
+}
+
+// 2. Global counts and the entropy threshold.
+__global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const LossParams p) {
+  __shared__ ReduceSmem<double> sm;
+  __shared__ ReduceSmem<long long> sml;
+  __shared__ SelectSmem sel;
+  double tokens = 0.0, longest = 0.0;
+  for (int64_t s = threadIdx.x; s < p.S; s += kOneBlockThreads) {
+    tokens += p.count[s];
+    longest = p.length[s] > longest ? p.length[s] : longest;
+  }
+  tokens = detail::block_sum<kOneBlockThreads>(tokens, sm);
+  longest = detail::block_max<kOneBlockThreads>(longest, sm, 0.0);
+  double threshold = -INFINITY;
+  if (p.use_q && tokens > 0.0) {  // block-uniform
+    // Rankable tokens: valid, with a non-NaN entropy. None: the CPU ranks a single +inf.
+    long long ranked = 0;
+    for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads) ranked += p.valid[t];
+    ranked = detail::block_sum<kOneBlockThreads>(ranked, sml);
+    const long long size = ranked > 0 ? ranked : 1;
+    const double pos = (1.0 - p.o.top_entropy_quantile) * (double)(size - 1);
+    long long lo = (long long)pos;
+    if (lo > size - 1) lo = size - 1;
+    if (lo < 0) lo = 0;
+    const double vlo = ranked > 0 ? (double)select_kth(p, lo, sel) : (double)INFINITY;
+    const double vhi = ranked > 0 && lo + 1 < size ? (double)select_kth(p, lo + 1, sel) : vlo;
+    threshold = vlo + (pos - (double)lo) * (vhi - vlo);  // the CPU's formula (NaN when nothing ranks)
+  }
+  if (threadIdx.x == 0) {
+    p.result->tokens = tokens;
+    p.result->longest = longest;
+    p.result->threshold = threshold;
+  }
+}
+
+// 3. Per-token terms and per-sequence sums (the loop body is native/cpu/loss.cc's).
+__global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
+  __shared__ ReduceSmem<double> smd;
+  __shared__ __align__(16) unsigned char raw[sizeof(ReduceSmem<LossSums>)];
+  ReduceSmem<LossSums>& sml = smem_as<LossSums>(raw);
+  const LossOptions& o = p.o;
+  const double tokens = p.result->tokens, longest = p.result->longest, threshold = p.result->threshold;
+  for (int64_t s = blockIdx.x; s < p.S; s += gridDim.x) {
+    int64_t b, e;
+    seq_range(p, s, &b, &e);
+    const bool dropped = seq_dropped(p, s);
+    const double cnt = p.count[s];
+    const double w = aggregation_weight(o, cnt, (double)p.S, tokens, longest);
+    const double adv = p.advantages[s];
+    Ratio seq_ratio{1.0, 1.0};
+    if (o.is_level != kIsToken) {  // block-uniform
+      double lr = 0.0;
+      if (!dropped)
+        for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads)
+          if (tok_valid(p, t)) lr += (double)p.logp[t] - (p.old_logp ? (double)p.old_logp[t] : (double)p.logp[t]);
+      lr = detail::block_sum<kSeqThreads>(lr, smd);
+      seq_ratio = ratio_from_log(lr / (cnt > 1.0 ? cnt : 1.0));
+    }
+    LossSums acc;
+    double g_seq = 0.0;
+    for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads) {
+      if (dropped || !tok_valid(p, t)) {
+        p.dlogp[t] = 0.0f;
+        if (p.dentropy) p.dentropy[t] = 0.0f;
+        if (p.token_loss) p.token_loss[t] = 0.0f;
+        continue;
+      }
+      const double lp = p.logp[t];
+      const double old = p.old_logp ? (double)p.old_logp[t] : lp;
+      const Ratio r = o.is_level == kIsToken ? ratio_from_log(lp - old) : seq_ratio;
+      const PolicyTerm pt = policy_term(o, r.value, adv, lp);
+      const double pm = p.use_q ? ((double)p.entropy[t] >= threshold ? 1.0 : 0.0) : 1.0;
+      double l = -pm * pt.j;
+      double d = -pm * pt.dj_dlogp;
+      if (o.is_level == kIsSequence) g_seq += -pm * pt.dj_drho;
+      else d += -pm * pt.dj_drho * r.dvalue;
+      if (p.ref_logp) {
+        const KlTerm k = kl_term(o.kl, p.ref_logp[t], lp);
+        acc.kl += k.kl;
+        if (o.beta != 0.0) {
+          l += o.beta * k.kl;
+          d += o.beta * k.dkl_dlogp;
+        }
+      }
+      if (p.entropy) acc.entropy += p.entropy[t];
+      if (o.entropy_coef != 0.0) l -= o.entropy_coef * p.entropy[t];
+      if (p.dentropy) p.dentropy[t] = (float)(-w * o.entropy_coef);
+      p.dlogp[t] = (float)(w * d);
+      if (p.token_loss) p.token_loss[t] = (float)l;
+      acc.loss += w * l;
+      acc.tokens += 1.0;
+      acc.ratio += r.value;
+      acc.clip_low += pt.clipped_low ? 1.0 : 0.0;
+      acc.clip_high += pt.clipped_high ? 1.0 : 0.0;
+      acc.clip_any += (pt.clipped_low || pt.clipped_high) ? 1.0 : 0.0;
+    }
+    acc = detail::block_reduce<kSeqThreads>(acc, detail::LossSumsOp{}, LossSums{}, sml);
+    if (o.is_level == kIsSequence && cnt > 0.0) {  // block-uniform
+      const double g = detail::block_sum<kSeqThreads>(g_seq, smd);
+      const double extra = w * g * seq_ratio.dvalue / cnt;
+      // The same threads wrote these dlogp above: no barrier is needed between the two loops.
+      for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads)
+        if (tok_valid(p, t)) p.dlogp[t] = (float)((double)p.dlogp[t] + extra);
+    }
+    if (threadIdx.x == 0) p.part[s] = acc;
+  }
+}
+
+// 4. The sums of all sequences, in a fixed order.
+__global__ void __launch_bounds__(kOneBlockThreads) final_kernel(const LossParams p) {
+  __shared__ __align__(16) unsigned char raw[sizeof(ReduceSmem<LossSums>)];
+  ReduceSmem<LossSums>& sml = smem_as<LossSums>(raw);
+  LossSums acc;
+  const detail::LossSumsOp add;
+  for (int64_t s = threadIdx.x; s < p.S; s += kOneBlockThreads) acc = add(acc, p.part[s]);
+  acc = detail::block_reduce<kOneBlockThreads>(acc, add, LossSums{}, sml);
+  if (threadIdx.x == 0) p.result->total = acc;
+}
+
+// Flags and results in one allocation, copied back with one memcpy.
+struct StepBlock {
+  DeviceFlags flags;
+  LossResult result;
+};
+
+}  // namespace
+
+namespace detail {
+
+void fill_metrics(const LossResult& r, LossMetrics* out) {
+  const LossSums& tot = r.total;
+  const double denom = tot.tokens > 1.0 ? tot.tokens : 1.0;
+  out->loss = tot.loss;
+  out->tokens = tot.tokens;
+  out->kl_mean = tot.kl / denom;
+  out->ratio_mean = tot.ratio / denom;
+  out->clip_low = tot.clip_low / denom;
+  out->clip_high = tot.clip_high / denom;
+  out->clip = tot.clip_any / denom;
+  out->entropy_mean = tot.entropy / denom;
+  out->entropy_threshold = r.threshold;
+}
+
+Status check_loss_args(const LossStepArgs& a) {
+  if (a.s < 1 || a.n < 0) {
+    char buf[120];
+    snprintf(buf, sizeof(buf), "seqOffsets must start at 0 and end at N=%lld", (long long)a.n);
+    return make_status(kShape, buf);
+  }
+  const LossOptions& o = a.opt;
+  if ((o.top_entropy_quantile < 1.0 || o.entropy_coef != 0.0) && !a.entropy)
+    return make_status(kInvalid, "entropy is required for entropyCoef != 0 or topEntropyQuantile < 1");
+  if (o.beta != 0.0 && !a.ref_logp) return make_status(kInvalid, "refLogp is required when beta != 0");
+  if (!a.seq_offsets || !a.advantages || (a.n > 0 && (!a.logp || !a.dlogp)))
+    return make_status(kInvalid, "logp, advantages, seqOffsets and the dlogp output are required");
+  return Status{};
+}
+
+Status enqueue_loss_step(const LossStepArgs& a, DeviceFlags* flags, LossResult* result, cudaStream_t s) {
+  GK_RETURN_IF_ERROR(check_loss_args(a));
+  const int64_t S = a.s, n = a.n;
+  const bool use_q = a.opt.top_entropy_quantile < 1.0;
+  const size_t count_b = align256(sizeof(double) * (size_t)S);
+  const size_t part_b = align256(sizeof(LossSums) * (size_t)S);
+  const size_t valid_b = use_q ? align256((size_t)n) : 0;
+  DeviceScratch scratch;
+  GK_CUDA_CHECK(scratch.alloc(2 * count_b + part_b + valid_b, s));
+
+  LossParams p;
+  p.logp = a.logp;
+  p.old_logp = a.old_logp;
+  p.ref_logp = a.ref_logp;
+  p.entropy = a.entropy;
+  p.advantages = a.advantages;
+  p.off = a.seq_offsets;
+  p.S = S;
+  p.n = n;
+  p.mask = a.mask;
+  p.truncated = a.truncated;
+  p.o = a.opt;
+  p.use_q = use_q;
+  p.dlogp = a.dlogp;
+  p.dentropy = a.dentropy;
+  p.token_loss = a.token_loss;
+  p.count = scratch.as<double>(0);
+  p.length = scratch.as<double>(count_b);
+  p.part = scratch.as<LossSums>(2 * count_b);
+  p.valid = use_q ? scratch.as<uint8_t>(2 * count_b + part_b) : nullptr;
+  p.result = result;
+  p.flags = flags;
+  if (use_q && n > 0) GK_CUDA_CHECK(cudaMemsetAsync(p.valid, 0, (size_t)n, s));
+
+  const unsigned seq_grid = grid_for(S, 8);
+  count_kernel<<<seq_grid, kSeqThreads, 0, s>>>(p);
+  GK_CUDA_CHECK_LAUNCH();
+  global_kernel<<<1, kOneBlockThreads, 0, s>>>(p);
+  GK_CUDA_CHECK_LAUNCH();
+  seq_kernel<<<seq_grid, kSeqThreads, 0, s>>>(p);
+  GK_CUDA_CHECK_LAUNCH();
+  final_kernel<<<1, kOneBlockThreads, 0, s>>>(p);
+  GK_CUDA_CHECK_LAUNCH();
+  return Status{};  // scratch is freed in stream order, after the kernels
+}
+
+}  // namespace detail
+
+Status grpo_loss_step(LossStepArgs& a, cudaStream_t stream) {
+  GK_RETURN_IF_ERROR(detail::check_loss_args(a));
+  detail::DeviceScratch blk;
+  GK_CUDA_CHECK(blk.alloc(sizeof(StepBlock), stream));
+  StepBlock* d = blk.as<StepBlock>();
+  GK_CUDA_CHECK(cudaMemsetAsync(&d->flags, 0xFF, sizeof(DeviceFlags), stream));
+  GK_RETURN_IF_ERROR(detail::enqueue_loss_step(a, &d->flags, &d->result, stream));
+  StepBlock h;
+  GK_CUDA_CHECK(cudaMemcpyAsync(&h, d, sizeof(h), cudaMemcpyDeviceToHost, stream));
+  GK_CUDA_CHECK(cudaStreamSynchronize(stream));
+  const Status st = detail::flags_to_status(h.flags, a.n);
+  if (!st.ok()) return st;
+  detail::fill_metrics(h.result, &a.out);
+  return st;
+}
+
+}  // namespace cuda
+}  // namespace gk
