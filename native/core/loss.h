@@ -125,4 +125,42 @@ struct LossSums {
   double loss = 0, tokens = 0, kl = 0, ratio = 0, clip_low = 0, clip_high = 0, clip_any = 0, entropy = 0;
 };
 
+// One valid token of the loss step (spec §3-5): adds its metrics to `acc` and its weighted
+// loss, writes ∂loss/∂logp (w-scaled; for 'sequence' the cross-token part is accumulated into
+// g_seq and added by the caller once the sequence is done), ∂loss/∂H and the token's loss.
+struct TokenInputs {
+  double lp, old, adv;
+  const float* ref_lp;   // this token's reference log-prob, or null
+  const float* entropy;  // this token's entropy, or null
+};
+GK_HD void token_step(const LossOptions& o, const TokenInputs& x, double w, Ratio seq_ratio, bool use_q, double threshold,
+                      LossSums& acc, double& g_seq, float* dlogp, float* dentropy, float* token_loss) {
+  const Ratio r = o.is_level == kIsToken ? ratio_from_log(x.lp - x.old) : seq_ratio;
+  const PolicyTerm p = policy_term(o, r.value, x.adv, x.lp);
+  const double pm = use_q ? ((double)*x.entropy >= threshold ? 1.0 : 0.0) : 1.0;
+  double l = -pm * p.j;
+  double d = -pm * p.dj_dlogp;
+  if (o.is_level == kIsSequence) g_seq += -pm * p.dj_drho;
+  else d += -pm * p.dj_drho * r.dvalue;
+  if (x.ref_lp) {
+    const KlTerm k = kl_term(o.kl, *x.ref_lp, x.lp);
+    acc.kl += k.kl;
+    if (o.beta != 0.0) {
+      l += o.beta * k.kl;
+      d += o.beta * k.dkl_dlogp;
+    }
+  }
+  if (x.entropy) acc.entropy += *x.entropy;
+  if (o.entropy_coef != 0.0) l -= o.entropy_coef * *x.entropy;
+  if (dentropy) *dentropy = (float)(-w * o.entropy_coef);
+  *dlogp = (float)(w * d);
+  if (token_loss) *token_loss = (float)l;
+  acc.loss += w * l;
+  acc.tokens += 1.0;
+  acc.ratio += r.value;
+  acc.clip_low += p.clipped_low ? 1.0 : 0.0;
+  acc.clip_high += p.clipped_high ? 1.0 : 0.0;
+  acc.clip_any += (p.clipped_low || p.clipped_high) ? 1.0 : 0.0;
+}
+
 }  // namespace gk

@@ -99,33 +99,10 @@ Status grpo_loss_step(LossStepArgs& a) {
           continue;
         }
         const double lp = a.logp[t];
-        const double old = a.old_logp ? (double)a.old_logp[t] : lp;
-        const Ratio r = o.is_level == kIsToken ? ratio_from_log(lp - old) : seq_ratio;
-        const PolicyTerm p = policy_term(o, r.value, adv, lp);
-        const double pm = use_q ? (a.entropy[t] >= threshold ? 1.0 : 0.0) : 1.0;
-        double l = -pm * p.j;
-        double d = -pm * p.dj_dlogp;
-        if (o.is_level == kIsSequence) g_seq += -pm * p.dj_drho;
-        else d += -pm * p.dj_drho * r.dvalue;
-        if (a.ref_logp) {
-          const KlTerm k = kl_term(o.kl, a.ref_logp[t], lp);
-          acc.kl += k.kl;
-          if (o.beta != 0.0) {
-            l += o.beta * k.kl;
-            d += o.beta * k.dkl_dlogp;
-          }
-        }
-        if (a.entropy) acc.entropy += a.entropy[t];
-        if (o.entropy_coef != 0.0) l -= o.entropy_coef * a.entropy[t];
-        if (a.dentropy) a.dentropy[t] = (float)(-w * o.entropy_coef);
-        a.dlogp[t] = (float)(w * d);
-        if (a.token_loss) a.token_loss[t] = (float)l;
-        acc.loss += w * l;
-        acc.tokens += 1.0;
-        acc.ratio += r.value;
-        acc.clip_low += p.clipped_low ? 1.0 : 0.0;
-        acc.clip_high += p.clipped_high ? 1.0 : 0.0;
-        acc.clip_any += (p.clipped_low || p.clipped_high) ? 1.0 : 0.0;
+        const TokenInputs x{lp, a.old_logp ? (double)a.old_logp[t] : lp, adv, a.ref_logp ? a.ref_logp + t : nullptr,
+                            a.entropy ? a.entropy + t : nullptr};
+        token_step(o, x, w, seq_ratio, use_q, threshold, acc, g_seq, a.dlogp + t, a.dentropy ? a.dentropy + t : nullptr,
+                   a.token_loss ? a.token_loss + t : nullptr);
       }
       if (o.is_level == kIsSequence && cnt > 0.0) {
         const double extra = w * g_seq * seq_ratio.dvalue / cnt;

@@ -214,33 +214,10 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
         continue;
       }
       const double lp = p.logp[t];
-      const double old = p.old_logp ? (double)p.old_logp[t] : lp;
-      const Ratio r = o.is_level == kIsToken ? ratio_from_log(lp - old) : seq_ratio;
-      const PolicyTerm pt = policy_term(o, r.value, adv, lp);
-      const double pm = p.use_q ? ((double)p.entropy[t] >= threshold ? 1.0 : 0.0) : 1.0;
-      double l = -pm * pt.j;
-      double d = -pm * pt.dj_dlogp;
-      if (o.is_level == kIsSequence) g_seq += -pm * pt.dj_drho;
-      else d += -pm * pt.dj_drho * r.dvalue;
-      if (p.ref_logp) {
-        const KlTerm k = kl_term(o.kl, p.ref_logp[t], lp);
-        acc.kl += k.kl;
-        if (o.beta != 0.0) {
-          l += o.beta * k.kl;
-          d += o.beta * k.dkl_dlogp;
-        }
-      }
-      if (p.entropy) acc.entropy += p.entropy[t];
-      if (o.entropy_coef != 0.0) l -= o.entropy_coef * p.entropy[t];
-      if (p.dentropy) p.dentropy[t] = (float)(-w * o.entropy_coef);
-      p.dlogp[t] = (float)(w * d);
-      if (p.token_loss) p.token_loss[t] = (float)l;
-      acc.loss += w * l;
-      acc.tokens += 1.0;
-      acc.ratio += r.value;
-      acc.clip_low += pt.clipped_low ? 1.0 : 0.0;
-      acc.clip_high += pt.clipped_high ? 1.0 : 0.0;
-      acc.clip_any += (pt.clipped_low || pt.clipped_high) ? 1.0 : 0.0;
+      const TokenInputs x{lp, p.old_logp ? (double)p.old_logp[t] : lp, adv, p.ref_logp ? p.ref_logp + t : nullptr,
+                          p.entropy ? p.entropy + t : nullptr};
+      token_step(o, x, w, seq_ratio, p.use_q, threshold, acc, g_seq, p.dlogp + t, p.dentropy ? p.dentropy + t : nullptr,
+                 p.token_loss ? p.token_loss + t : nullptr);
     }
     acc = detail::block_reduce<kSeqThreads>(acc, detail::LossSumsOp{}, LossSums{}, sml);
     if (o.is_level == kIsSequence && cnt > 0.0) {  // block-uniform
