@@ -59,9 +59,7 @@ Status distill_loss(DistillArgs& a) {
     tokens += count[(size_t)s];
   }
   if (bad_target.any()) {
-    st.code = kTargetRange;
-    st.row = bad_target.row.load();
-    snprintf(st.message, sizeof(st.message), "target id outside [0, V) at row %lld", (long long)st.row);
+    set_row_error(&st, kTargetRange, bad_target.row.load(), "target id outside [0, V)");
     return st;
   }
   for (int64_t s = 0; s < S; ++s) {
@@ -123,11 +121,8 @@ Status distill_loss(DistillArgs& a) {
   for (int64_t r = 0; r < n; ++r) loss += weight[(size_t)r] * row_value[(size_t)r];
   a.loss = loss;
   a.tokens = tokens;
-  if (bad_value.any()) {
-    st.code = kNonFinite;
-    st.row = bad_value.row.load();
-    snprintf(st.message, sizeof(st.message), "non-finite divergence at row %lld (a row with no finite logit, or teacher mass where the student has none)", (long long)st.row);
-  }
+  if (bad_value.any())
+    set_row_error(&st, kNonFinite, bad_value.row.load(), "non-finite divergence (no finite logit, or teacher mass where the student has none)");
   return st;
 }
 

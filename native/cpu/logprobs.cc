@@ -8,13 +8,6 @@
 namespace gk {
 namespace cpu {
 
-namespace {
-void set_row_error(Status* st, int32_t code, int64_t row, const char* what) {
-  st->code = code;
-  st->row = row;
-  snprintf(st->message, sizeof(st->message), "%s at row %lld", what, (long long)row);
-}
-}  // namespace
 
 Status token_logprobs(const LogProbArgs& a) {
   Status st;

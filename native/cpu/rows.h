@@ -48,6 +48,13 @@ struct FirstRow {
   bool any() const { return row.load() != INT64_MAX; }
 };
 
+// A status naming the first bad row: "<what> at row R".
+inline void set_row_error(Status* st, int32_t code, int64_t row, const char* what) {
+  st->code = code;
+  st->row = row;
+  snprintf(st->message, sizeof(st->message), "%s at row %lld", what, (long long)row);
+}
+
 // Per-thread float32 scratch rows.
 struct Scratch {
   std::vector<std::vector<float>> rows;

@@ -109,11 +109,7 @@ Status sample_tokens(const SampleArgs& a) {
       a.logp_truncated[r] = (float)((double)(u[tok] - m) - std::log(zk));
     }
   });
-  if (bad.any()) {
-    st.code = kNonFinite;
-    st.row = bad.row.load();
-    snprintf(st.message, sizeof(st.message), "row %lld has no finite distribution (NaN/+inf logit or all -inf)", (long long)st.row);
-  }
+  if (bad.any()) set_row_error(&st, kNonFinite, bad.row.load(), "no finite distribution (a NaN/+inf logit, or all -inf)");
   return st;
 }
 
