@@ -65,3 +65,54 @@ export function plainAdvantages(r: Float32Array, g: number, eps: number, out: Fl
     for (let i = 0; i < g; i++) out[b + i] = (r[b + i]! - mean) / (std + eps);
   }
 }
+
+/** Forward KL(p_T‖p_S) per row with its student gradient, written into grad (token mean). */
+export function plainForwardKl(s: Float32Array, t: Float32Array, n: number, v: number, grad: Float32Array): number {
+  let loss = 0;
+  for (let r = 0; r < n; r++) {
+    const o = r * v;
+    let ms = -Infinity;
+    let mt = -Infinity;
+    for (let j = 0; j < v; j++) {
+      if (s[o + j]! > ms) ms = s[o + j]!;
+      if (t[o + j]! > mt) mt = t[o + j]!;
+    }
+    let zs = 0;
+    let zt = 0;
+    for (let j = 0; j < v; j++) {
+      zs += Math.exp(s[o + j]! - ms);
+      zt += Math.exp(t[o + j]! - mt);
+    }
+    const ls = ms + Math.log(zs);
+    const lt = mt + Math.log(zt);
+    for (let j = 0; j < v; j++) {
+      const lps = s[o + j]! - ls;
+      const lpt = t[o + j]! - lt;
+      const pt = Math.exp(lpt);
+      loss += pt * (lpt - lps);
+      grad[o + j] = (Math.exp(lps) - pt) / n;
+    }
+  }
+  return loss / n;
+}
+
+/** Inverse-CDF sampling of one token per row from softmax(z). */
+export function plainSample(z: Float32Array, n: number, v: number, u: () => number, out: Int32Array): void {
+  for (let r = 0; r < n; r++) {
+    const o = r * v;
+    let m = -Infinity;
+    for (let j = 0; j < v; j++) if (z[o + j]! > m) m = z[o + j]!;
+    let s = 0;
+    for (let j = 0; j < v; j++) s += Math.exp(z[o + j]! - m);
+    let target = u() * s;
+    let tok = v - 1;
+    for (let j = 0; j < v; j++) {
+      target -= Math.exp(z[o + j]! - m);
+      if (target <= 0) {
+        tok = j;
+        break;
+      }
+    }
+    out[r] = tok;
+  }
+}

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as gk from '../lib/index';
 import { Rng } from '../lib/random';
-import { plainAdvantages, plainBackward, plainLogProbs, plainLossStep } from './plain';
+import { plainAdvantages, plainBackward, plainForwardKl, plainLogProbs, plainLossStep, plainSample } from './plain';
 
 interface Row {
   op: string;
@@ -132,6 +132,16 @@ async function main() {
   const fusedInputs = { targets: y, advantages: adv, oldLogp: old, refLogp: ref };
   add('grpoLoss from logits (+grad)', shape, 'float32', n * v, await median(reps, () => gk.grpoLoss({ logits: logits32, ...fusedInputs }, { beta: 0.04 })), pFused);
   add('grpoLoss from logits (+grad)', shape, 'bfloat16', n * v, await median(reps, () => gk.grpoLoss({ logits: logitsBf, ...fusedInputs }, { beta: 0.04 })), null);
+
+  // Distillation (forward KL + student gradient) and sampling over the same logits.
+  const zT = randomLogits(n, v, 3);
+  const teacher32 = gk.Tensor.from(zT, { shape: [n, v] });
+  const pKl = await median(plainReps, () => plainForwardKl(z, zT, n, v, grad));
+  add('distillationLoss fwd KL (+grad)', shape, 'float32', n * v, await median(reps, () => gk.distillationLoss({ student: logits32, teacher: teacher32 })), pKl);
+  const sampled = new Int32Array(n);
+  const pSample = await median(plainReps, () => plainSample(z, n, v, r0, sampled));
+  add('sampleTokens', shape, 'float32', n * v, await median(reps, () => gk.sampleTokens(logits32, { seed: 1 })), pSample);
+  add('sampleTokens topP 0.9', shape, 'float32', n * v, await median(reps, () => gk.sampleTokens(logits32, { seed: 1, topP: 0.9 })), null);
 
   // Per-token loss step and advantages at large token counts.
   const nt = 1 << 20;
