@@ -2,7 +2,7 @@
 //   x = [E[w_1], …, E[w_K]]  (K·D)    h = tanh(W1·x + b1)  (H)    z = W2·h + b2  (V_out)
 // Forward and backward are plain TypeScript loops (float64 arithmetic, float32 parameters);
 // the optimizer is the demos' Adam over one flat parameter vector.
-import { SplitRng } from '../trainer/sampler';
+import { Rng } from '../random';
 import { Adam } from './adam';
 
 export interface WindowMlpShape {
@@ -31,7 +31,6 @@ export class WindowMlp {
   private readonly oB2: number;
   // What the backward needs from the last forward.
   private lastWindows = new Int32Array(0);
-  private lastX = new Float64Array(0);
   private lastH = new Float64Array(0);
   private lastRows = 0;
 
@@ -49,7 +48,7 @@ export class WindowMlp {
       this.params = o.params.slice();
     } else {
       this.params = new Float32Array(n);
-      const rng = new SplitRng(o.seed ?? 0);
+      const rng = new Rng(o.seed ?? 0);
       const gauss = () => {
         const u = Math.max(rng.next(), 1e-12);
         return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rng.next());
@@ -71,30 +70,41 @@ export class WindowMlp {
   /**
    * Logits for `rows` windows (`windows` holds rows·K token ids, oldest first), as float64.
    * Keeps the activations for `backward`.
+   *
+   * The window's input is one embedding per slot, so the hidden layer's input is a sum of K
+   * per-(slot, token) vectors: P[k][t] = W1[:, slot k] · E[t], tabulated once per call
+   * (K·V_in·H·D operations) and then looked up per row (K·H additions instead of K·D·H).
    */
   forward(windows: Int32Array, rows: number): Float64Array {
     const { outputVocab: V, window: K, embedDim: D, hidden: H, inputVocab: Vi } = this.shape;
     const KD = K * D;
     if (windows.length !== rows * K) throw new Error(`WindowMlp.forward: expected ${rows * K} window ids, got ${windows.length}`);
+    for (let i = 0; i < windows.length; i++)
+      if (!(windows[i]! >= 0 && windows[i]! < Vi)) throw new Error(`WindowMlp.forward: token id ${windows[i]} out of range [0, ${Vi})`);
     const p = this.params;
-    const x = new Float64Array(rows * KD);
+    const P = new Float64Array(K * Vi * H);
+    for (let k = 0; k < K; k++)
+      for (let t = 0; t < Vi; t++) {
+        const po = (k * Vi + t) * H;
+        const eo = this.oE + t * D;
+        for (let j = 0; j < H; j++) {
+          const wo = this.oW1 + j * KD + k * D;
+          let s = 0;
+          for (let d = 0; d < D; d++) s += p[wo + d]! * p[eo + d]!;
+          P[po + j] = s;
+        }
+      }
     const h = new Float64Array(rows * H);
     const z = new Float64Array(rows * V);
+    const pre = new Float64Array(H);
     for (let r = 0; r < rows; r++) {
-      const xo = r * KD;
+      for (let j = 0; j < H; j++) pre[j] = p[this.oB1 + j]!;
       for (let k = 0; k < K; k++) {
-        const id = windows[r * K + k]!;
-        if (!(id >= 0 && id < Vi)) throw new Error(`WindowMlp.forward: token id ${id} out of range [0, ${Vi})`);
-        const eo = this.oE + id * D;
-        for (let d = 0; d < D; d++) x[xo + k * D + d] = p[eo + d]!;
+        const po = (k * Vi + windows[r * K + k]!) * H;
+        for (let j = 0; j < H; j++) pre[j] = pre[j]! + P[po + j]!;
       }
       const ho = r * H;
-      for (let j = 0; j < H; j++) {
-        const wo = this.oW1 + j * KD;
-        let s = p[this.oB1 + j]!;
-        for (let i = 0; i < KD; i++) s += p[wo + i]! * x[xo + i]!;
-        h[ho + j] = Math.tanh(s);
-      }
+      for (let j = 0; j < H; j++) h[ho + j] = Math.tanh(pre[j]!);
       const zo = r * V;
       for (let v = 0; v < V; v++) {
         const wo = this.oW2 + v * H;
@@ -104,7 +114,6 @@ export class WindowMlp {
       }
     }
     this.lastWindows = windows.slice();
-    this.lastX = x;
     this.lastH = h;
     this.lastRows = rows;
     return z;
@@ -112,17 +121,17 @@ export class WindowMlp {
 
   /** Accumulates ∂loss/∂params into `grads` from ∂loss/∂logits ([rows, V]) of the last forward, times `scale`. */
   backward(gradLogits: ArrayLike<number>, scale: number): void {
-    const { outputVocab: V, window: K, embedDim: D, hidden: H } = this.shape;
+    const { outputVocab: V, window: K, embedDim: D, hidden: H, inputVocab: Vi } = this.shape;
     const KD = K * D;
     const rows = this.lastRows;
     if (gradLogits.length !== rows * V) throw new Error(`WindowMlp.backward: expected ${rows * V} gradients, got ${gradLogits.length}`);
     const p = this.params;
     const g = this.grads;
-    const x = this.lastX;
     const h = this.lastH;
     const dz = new Float64Array(V);
     const dpre = new Float64Array(H);
-    const dx = new Float64Array(KD);
+    // ∂loss/∂P[k][t], turned into ∂W1 and ∂E after the rows.
+    const dP = new Float64Array(K * Vi * H);
     for (let r = 0; r < rows; r++) {
       let any = false;
       for (let v = 0; v < V; v++) {
@@ -131,7 +140,6 @@ export class WindowMlp {
       }
       if (!any) continue;
       const ho = r * H;
-      const xo = r * KD;
       // Output layer.
       dpre.fill(0);
       for (let v = 0; v < V; v++) {
@@ -145,28 +153,39 @@ export class WindowMlp {
         }
       }
       // tanh' = 1 - h².
-      for (let j = 0; j < H; j++) dpre[j] = dpre[j]! * (1 - h[ho + j]! * h[ho + j]!);
-      // Hidden layer.
-      dx.fill(0);
       for (let j = 0; j < H; j++) {
-        const d = dpre[j]!;
+        const d = dpre[j]! * (1 - h[ho + j]! * h[ho + j]!);
+        dpre[j] = d;
         g[this.oB1 + j] = g[this.oB1 + j]! + d;
-        const wo = this.oW1 + j * KD;
-        for (let i = 0; i < KD; i++) {
-          g[wo + i] = g[wo + i]! + d * x[xo + i]!;
-          dx[i] = dx[i]! + d * p[wo + i]!;
-        }
       }
-      // Embeddings (one row per window slot).
       for (let k = 0; k < K; k++) {
-        const eo = this.oE + this.lastWindows[r * K + k]! * D;
-        for (let d = 0; d < D; d++) g[eo + d] = g[eo + d]! + dx[k * D + d]!;
+        const po = (k * Vi + this.lastWindows[r * K + k]!) * H;
+        for (let j = 0; j < H; j++) dP[po + j] = dP[po + j]! + dpre[j]!;
       }
     }
+    // P[k][t][j] = Σ_d W1[j][k·D + d] · E[t][d].
+    for (let k = 0; k < K; k++)
+      for (let t = 0; t < Vi; t++) {
+        const po = (k * Vi + t) * H;
+        const eo = this.oE + t * D;
+        for (let j = 0; j < H; j++) {
+          const d = dP[po + j]!;
+          if (d === 0) continue;
+          const wo = this.oW1 + j * KD + k * D;
+          for (let e = 0; e < D; e++) {
+            g[wo + e] = g[wo + e]! + d * p[eo + e]!;
+            g[eo + e] = g[eo + e]! + d * p[wo + e]!;
+          }
+        }
+      }
   }
+
+  /** When true, step() leaves the embeddings and the hidden layer as they are (only the output layer learns). */
+  freezeFeatures = false;
 
   /** One Adam step; zeroes the gradients. */
   step(): void {
+    if (this.freezeFeatures) this.grads.fill(0, 0, this.oW2);
     this.adam.step();
   }
 }
