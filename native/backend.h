@@ -27,6 +27,7 @@ struct LogProbArgs {
   float* logp = nullptr;
   float* entropy = nullptr;
   float* lse = nullptr;
+  double* logp64 = nullptr;  // optional: the log-probs before rounding (the fused step uses them)
 };
 
 // Spec §1 backward. gl/gh may be null (zero). lse/entropy may be null: then they are
@@ -62,6 +63,7 @@ struct LossMetrics {
 // Spec §3-5 on per-token log-probs. Sequences are rows seq_offsets[s] .. seq_offsets[s+1]-1.
 struct LossStepArgs {
   const float* logp = nullptr;
+  const double* logp64 = nullptr;    // optional, preferred over logp (unrounded log-probs)
   const float* old_logp = nullptr;   // null: on-policy
   const float* ref_logp = nullptr;   // null: no KL
   const float* entropy = nullptr;    // needed for entropyCoef and topEntropyQuantile

@@ -295,7 +295,10 @@ export class GRPOTrainer<S = unknown> {
             targets,
             advantages: m.map((r) => r.advantage),
             seqOffsets: offsets,
-            oldLogp: cat((r) => r.oldLogp),
+            // Until the first optimizer step of this step the policy is the one that sampled:
+            // the ratio is then exactly 1 (old = sg[new], as TRL does). A user sampler may be
+            // another model, so its log-probs are always used.
+            ...(optimizerSteps === 0 && !o.sampler ? {} : { oldLogp: cat((r) => r.oldLogp) }),
             ...(this.loss.beta > 0 ? { refLogp: cat((r) => r.refLogp!) } : {}),
             truncated: m.map((r) => r.truncated),
           }, lossOptions);

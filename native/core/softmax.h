@@ -58,17 +58,20 @@ GK_HD RowStats merge_stats(RowStats a, RowStats b) {
 
 struct RowResult {
   float lse, logp, entropy;
+  double logp64;  // the log-prob before its rounding to float32
 };
 
-// u_target is the temperature-scaled logit of the target.
+// u_target is the temperature-scaled logit of the target. The row's final scalars are formed in
+// float64 and rounded once (logp = (u_y − m) − log s), so |logp| ~ 10 keeps half-ulp accuracy.
 GK_HD RowResult finalize_row(RowStats st, float u_target) {
   RowResult r;
-  const float log_s = logf(st.s);
-  r.lse = st.m + log_s;
-  const float lp = u_target - r.lse;
-  r.logp = lp > 0.0f ? 0.0f : lp;                    // never above 0; NaN stays NaN
-  const float h = log_s - st.t / st.s;
-  r.entropy = h < 0.0f ? 0.0f : h;                   // rounding can give -1e-8; NaN stays NaN
+  const double log_s = log((double)st.s);
+  r.lse = (float)((double)st.m + log_s);
+  const double lp = ((double)u_target - (double)st.m) - log_s;
+  r.logp64 = lp > 0.0 ? 0.0 : lp;                    // never above 0; NaN stays NaN
+  r.logp = (float)r.logp64;
+  const double h = log_s - (double)st.t / (double)st.s;
+  r.entropy = (float)(h < 0.0 ? 0.0 : h);            // rounding can give -1e-8; NaN stays NaN
   return r;
 }
 

@@ -11,7 +11,10 @@ namespace cpu {
 
 Status grpo_loss_fused(FusedLossArgs& a) {
   LogProbArgs& f = a.fwd;
+  std::vector<double> logp64((size_t)f.in.n);  // unrounded log-probs for the loss step
+  f.logp64 = logp64.data();
   Status st = token_logprobs(f);
+  f.logp64 = nullptr;
   if (!st.ok()) return st;
 
   // A row counts only where the mask allows it and its target is not ignored.
@@ -24,6 +27,7 @@ Status grpo_loss_fused(FusedLossArgs& a) {
   std::vector<float> dentropy(a.step.opt.entropy_coef != 0.0 ? (size_t)x.n : 0);
   LossStepArgs& s = a.step;
   s.logp = f.logp;
+  s.logp64 = logp64.data();
   s.entropy = f.entropy;
   s.mask = mask.data();
   s.dlogp = dlogp.data();
@@ -39,6 +43,7 @@ Status grpo_loss_fused(FusedLossArgs& a) {
   b.entropy = f.entropy;
   b.grad = a.grad;
   s.dlogp = nullptr;
+  s.logp64 = nullptr;
   s.dentropy = nullptr;
   s.mask = nullptr;
   return token_logprobs_backward(b);

@@ -22,6 +22,7 @@ Status token_logprobs(const LogProbArgs& a) {
       const int64_t y = read_target(x.targets, x.target_dtype, r);
       if (y == x.ignore_index) {
         a.logp[r] = 0.0f;
+        if (a.logp64) a.logp64[r] = 0.0;
         if (a.entropy) a.entropy[r] = 0.0f;
         if (a.lse) a.lse[r] = 0.0f;
         continue;
@@ -29,6 +30,7 @@ Status token_logprobs(const LogProbArgs& a) {
       if (y < 0 || y >= v) {
         bad_target.report(r);
         a.logp[r] = NAN;
+        if (a.logp64) a.logp64[r] = NAN;
         if (a.entropy) a.entropy[r] = NAN;
         if (a.lse) a.lse[r] = NAN;
         continue;
@@ -41,6 +43,7 @@ Status token_logprobs(const LogProbArgs& a) {
       }
       const RowResult res = finalize_row(row_stats(u, v, a.entropy != nullptr), u[y]);
       a.logp[r] = res.logp;
+      if (a.logp64) a.logp64[r] = res.logp64;
       if (a.entropy) a.entropy[r] = res.entropy;
       if (a.lse) a.lse[r] = res.lse;
       if (a.check_finite && !(isfinite(res.lse) && isfinite(res.logp))) bad_value.report(r);

@@ -41,6 +41,7 @@ Status grpo_loss_step(LossStepArgs& a) {
   }
   auto seq_dropped = [&](int64_t s) { return o.mask_truncated && a.truncated && a.truncated[s]; };
   auto tok_valid = [&](int64_t t) { return !a.mask || a.mask[t] != 0; };
+  auto logp_at = [&](int64_t t) { return a.logp64 ? a.logp64[t] : (double)a.logp[t]; };
 
   std::vector<double> count((size_t)S, 0.0);
   double tokens = 0.0, longest = 0.0;
@@ -87,7 +88,7 @@ Status grpo_loss_step(LossStepArgs& a) {
       if (o.is_level != kIsToken) {
         double lr = 0.0;
         for (int64_t t = off[s]; t < off[s + 1]; ++t)
-          if (!dropped && tok_valid(t)) lr += (double)a.logp[t] - (a.old_logp ? (double)a.old_logp[t] : (double)a.logp[t]);
+          if (!dropped && tok_valid(t)) lr += logp_at(t) - (a.old_logp ? (double)a.old_logp[t] : logp_at(t));
         seq_ratio = ratio_from_log(lr / (cnt > 1.0 ? cnt : 1.0));
       }
       double g_seq = 0.0;  // Σ_t w·(-pm·dJ/dρ) of the sequence, for 'sequence'
@@ -98,7 +99,7 @@ Status grpo_loss_step(LossStepArgs& a) {
           if (a.token_loss) a.token_loss[t] = 0.0f;
           continue;
         }
-        const double lp = a.logp[t];
+        const double lp = logp_at(t);
         const TokenInputs x{lp, a.old_logp ? (double)a.old_logp[t] : lp, adv, a.ref_logp ? a.ref_logp + t : nullptr,
                             a.entropy ? a.entropy + t : nullptr};
         token_step(o, x, w, seq_ratio, use_q, threshold, acc, g_seq, a.dlogp + t, a.dentropy ? a.dentropy + t : nullptr,
