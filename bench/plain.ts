@@ -20,13 +20,19 @@ export function plainLogProbs(z: Float32Array, n: number, v: number, y: Int32Arr
   }
 }
 
+/** Max and Σ exp(z − max) of the row at offset o (the two passes every softmax loop starts with). */
+function maxAndSum(z: Float32Array, o: number, v: number): { m: number; s: number } {
+  let m = -Infinity;
+  for (let j = 0; j < v; j++) if (z[o + j]! > m) m = z[o + j]!;
+  let s = 0;
+  for (let j = 0; j < v; j++) s += Math.exp(z[o + j]! - m);
+  return { m, s };
+}
+
 export function plainBackward(z: Float32Array, n: number, v: number, y: Int32Array, gl: Float32Array, grad: Float32Array): void {
   for (let r = 0; r < n; r++) {
     const o = r * v;
-    let m = -Infinity;
-    for (let j = 0; j < v; j++) if (z[o + j]! > m) m = z[o + j]!;
-    let s = 0;
-    for (let j = 0; j < v; j++) s += Math.exp(z[o + j]! - m);
+    const { m, s } = maxAndSum(z, o, v);
     const lse = m + Math.log(s);
     const g = gl[r]!;
     for (let j = 0; j < v; j++) grad[o + j] = -g * Math.exp(z[o + j]! - lse);
@@ -100,10 +106,7 @@ export function plainForwardKl(s: Float32Array, t: Float32Array, n: number, v: n
 export function plainSample(z: Float32Array, n: number, v: number, u: () => number, out: Int32Array): void {
   for (let r = 0; r < n; r++) {
     const o = r * v;
-    let m = -Infinity;
-    for (let j = 0; j < v; j++) if (z[o + j]! > m) m = z[o + j]!;
-    let s = 0;
-    for (let j = 0; j < v; j++) s += Math.exp(z[o + j]! - m);
+    const { m, s } = maxAndSum(z, o, v);
     let target = u() * s;
     let tok = v - 1;
     for (let j = 0; j < v; j++) {

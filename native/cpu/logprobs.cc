@@ -8,7 +8,6 @@
 namespace gk {
 namespace cpu {
 
-
 Status token_logprobs(const LogProbArgs& a) {
   Status st;
   const LogitsView& x = a.in;
