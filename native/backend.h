@@ -7,6 +7,8 @@
 #include "core/preference.h"
 #include "core/distill.h"
 
+struct CUstream_st;  // cudaStream_t, without the CUDA headers
+
 namespace gk {
 
 // Logits [n, v] of one dtype with one target id per row (int32 or int64), read as u = z / T.
@@ -166,6 +168,44 @@ struct DeviceInfo {
 };
 bool compiled();                   // false when the addon was built without CUDA
 void probe(DeviceInfo* info);
+
+// The ops on the GPU. Every pointer in the args is device memory of the current device; the
+// work is enqueued on `stream` (a cudaStream_t) and the call returns after synchronising it,
+// with the same Status, outputs and scalars as the gk::cpu function of the same name. Built
+// without CUDA, each returns kCuda.
+using Stream = CUstream_st*;
+Status token_logprobs(const LogProbArgs& a, Stream stream);
+Status token_logprobs_backward(const LogProbBackwardArgs& a, Stream stream);
+Status group_advantages(AdvantageArgs& a, Stream stream);
+Status grpo_loss_step(LossStepArgs& a, Stream stream);
+Status grpo_loss_fused(FusedLossArgs& a, Stream stream);
+Status distill_loss(DistillArgs& a, Stream stream);
+Status sample_tokens(const SampleArgs& a, Stream stream);
+Status bradley_terry_loss(PreferenceArgs& a, Stream stream);
+
+// The device runtime (native/cuda/runtime.cu). A Context is created once per device and lives
+// as long as the process; the binding runs one job at a time per device, so a context is used
+// by one thread at a time. Host copies go through pinned staging and return when done.
+struct Context;
+struct MemoryInfo {
+  int64_t used = 0, peak = 0, reserved = 0;  // the device's stream-ordered pool
+  int64_t free = 0, total = 0;               // the whole device (cudaMemGetInfo)
+};
+Status context(int32_t index, Context** out);
+Stream stream_of(Context* c);
+Status activate(Context* c);  // makes the context's device current on this thread
+Status malloc_async(Context* c, size_t bytes, void** out);  // kOom when the device is full
+void free_async(Context* c, void* p);
+Status copy_to_device(Context* c, void* dst, const void* host, size_t bytes);
+Status copy_to_host(Context* c, void* host, const void* src, size_t bytes);
+Status copy_device(Context* c, void* dst, const void* src, size_t bytes);
+Status wait_external(Context* c, uint64_t external_stream);  // our stream waits for work queued on it
+Status synchronize(Context* c);
+Status memory_info(Context* c, MemoryInfo* m);
+Status reset_peak(Context* c);
+// GPU time of the op run between the two calls (cudaEvents; see detail::sync_stream).
+Status timer_start(Context* c);
+Status timer_stop(Context* c, double* ms);
 }  // namespace cuda
 
 }  // namespace gk

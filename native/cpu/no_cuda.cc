@@ -1,5 +1,5 @@
 // Stand-in for native/cuda when the addon is built without CUDA (no nvcc, GK_CUDA=OFF, or
-// the node-gyp fallback).
+// the node-gyp fallback): the probe says why, every device entry point returns kCuda.
 #include <stdio.h>
 
 #include "../backend.h"
@@ -7,11 +7,44 @@
 #ifndef GK_WITH_CUDA
 namespace gk {
 namespace cuda {
-bool compiled() { return false; }
-void probe(DeviceInfo* info) {
-  snprintf(info->error, sizeof(info->error),
-           "this build of the addon has no CUDA backend (nvcc was not found or GK_CUDA=OFF at build time)");
+
+namespace {
+const char* kWhy = "this build of the addon has no CUDA backend (nvcc was not found or GK_CUDA=OFF at build time)";
+Status no_cuda() {
+  Status st;
+  st.code = kCuda;
+  snprintf(st.message, sizeof(st.message), "%s", kWhy);
+  return st;
 }
+}  // namespace
+
+bool compiled() { return false; }
+void probe(DeviceInfo* info) { snprintf(info->error, sizeof(info->error), "%s", kWhy); }
+
+Status token_logprobs(const LogProbArgs&, Stream) { return no_cuda(); }
+Status token_logprobs_backward(const LogProbBackwardArgs&, Stream) { return no_cuda(); }
+Status group_advantages(AdvantageArgs&, Stream) { return no_cuda(); }
+Status grpo_loss_step(LossStepArgs&, Stream) { return no_cuda(); }
+Status grpo_loss_fused(FusedLossArgs&, Stream) { return no_cuda(); }
+Status distill_loss(DistillArgs&, Stream) { return no_cuda(); }
+Status sample_tokens(const SampleArgs&, Stream) { return no_cuda(); }
+Status bradley_terry_loss(PreferenceArgs&, Stream) { return no_cuda(); }
+
+Status context(int32_t, Context**) { return no_cuda(); }
+Stream stream_of(Context*) { return nullptr; }
+Status activate(Context*) { return no_cuda(); }
+Status malloc_async(Context*, size_t, void**) { return no_cuda(); }
+void free_async(Context*, void*) {}
+Status copy_to_device(Context*, void*, const void*, size_t) { return no_cuda(); }
+Status copy_to_host(Context*, void*, const void*, size_t) { return no_cuda(); }
+Status copy_device(Context*, void*, const void*, size_t) { return no_cuda(); }
+Status wait_external(Context*, uint64_t) { return no_cuda(); }
+Status synchronize(Context*) { return no_cuda(); }
+Status memory_info(Context*, MemoryInfo*) { return no_cuda(); }
+Status reset_peak(Context*) { return no_cuda(); }
+Status timer_start(Context*) { return no_cuda(); }
+Status timer_stop(Context*, double*) { return no_cuda(); }
+
 }  // namespace cuda
 }  // namespace gk
 #endif

@@ -32,6 +32,9 @@ inline Status make_status(int32_t code, const char* msg, int64_t row = -1) {
 }
 
 inline Status cuda_status(cudaError_t e, const char* what, const char* file, int line) {
+  // Clear the thread's last error (a failed allocation is not sticky; a later launch check on
+  // this thread must not report it again).
+  cudaGetLastError();
   Status st;
   st.code = (e == cudaErrorMemoryAllocation) ? kOom : kCuda;
   const char* base = file;
@@ -93,6 +96,31 @@ class DeviceScratch {
   void* ptr_ = nullptr;
   cudaStream_t stream_ = nullptr;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Op timing for benchmarks: native/cuda/runtime.cu arms a start event on this thread before an
+// op; every synchronisation of the op (sync_stream) records the stop event again right before
+// it, so the span ends after the op's last kernel, without the final host round trip (an op
+// that synchronises midway includes that gap: it is part of the op's latency).
+struct OpTimer {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  bool armed = false, stopped = false;
+};
+inline OpTimer& op_timer() {
+  static thread_local OpTimer t;
+  return t;
+}
+
+// The ops' final synchronisation (after the D2H copy of their flags and scalars).
+inline cudaError_t sync_stream(cudaStream_t s) {
+  OpTimer& t = op_timer();
+  if (t.armed) {
+    const cudaError_t e = cudaEventRecord(t.stop, s);
+    if (e != cudaSuccess) return e;
+    t.stopped = true;
+  }
+  return cudaStreamSynchronize(s);
+}
 
 // Rounds a byte count up to a multiple of 256 (keeps sub-allocations of one scratch aligned).
 inline size_t align256(size_t b) { return (b + 255) & ~size_t(255); }

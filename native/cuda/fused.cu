@@ -42,17 +42,22 @@ Status grpo_loss_fused(FusedLossArgs& a, cudaStream_t stream) {
   const size_t mask_b = detail::align256((size_t)n);
   const size_t dlogp_b = detail::align256(sizeof(float) * (size_t)n);
   const size_t dent_b = with_dentropy ? dlogp_b : 0;
+  const size_t lp64_b = detail::align256(sizeof(double) * (size_t)n);
   detail::DeviceScratch scratch;
-  GK_CUDA_CHECK(scratch.alloc(blk_b + mask_b + dlogp_b + dent_b, stream));
+  GK_CUDA_CHECK(scratch.alloc(blk_b + mask_b + dlogp_b + dent_b + lp64_b, stream));
   FusedBlock* blk = scratch.as<FusedBlock>(0);
   uint8_t* mask = scratch.as<uint8_t>(blk_b);
   float* dlogp = scratch.as<float>(blk_b + mask_b);
   float* dentropy = with_dentropy ? scratch.as<float>(blk_b + mask_b + dlogp_b) : nullptr;
+  double* logp64 = scratch.as<double>(blk_b + mask_b + dlogp_b + dent_b);  // the loss step's unrounded log-probs
+  LogProbArgs fwd = f;
+  fwd.logp64 = logp64;
 
   // The loss step reads the forward's outputs and writes the scratch; check its arguments before
   // anything runs.
   LossStepArgs step = st;
   step.logp = f.logp;
+  step.logp64 = logp64;
   step.entropy = f.entropy;
   step.mask = mask;
   step.dlogp = dlogp;
@@ -61,7 +66,7 @@ Status grpo_loss_fused(FusedLossArgs& a, cudaStream_t stream) {
   GK_CUDA_CHECK(cudaMemsetAsync(&blk->flags, 0xFF, sizeof(DeviceFlags), stream));
 
   // 1. lse, logp, H (one read of the logits).
-  GK_RETURN_IF_ERROR(detail::enqueue_token_logprobs(f, &blk->flags, stream));
+  GK_RETURN_IF_ERROR(detail::enqueue_token_logprobs(fwd, &blk->flags, stream));
 
   // 2. The token mask.
   if (n > 0) {
@@ -85,7 +90,7 @@ Status grpo_loss_fused(FusedLossArgs& a, cudaStream_t stream) {
 
   FusedBlock h;
   GK_CUDA_CHECK(cudaMemcpyAsync(&h, blk, sizeof(h), cudaMemcpyDeviceToHost, stream));
-  GK_CUDA_CHECK(cudaStreamSynchronize(stream));
+  GK_CUDA_CHECK(detail::sync_stream(stream));
 
   // As native/cpu/fused.cc leaves the step args: logp/entropy from the forward, scratch cleared.
   st.logp = f.logp;

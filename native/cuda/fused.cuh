@@ -15,7 +15,7 @@ namespace cuda {
 // (bad target, non-finite row with check_finite, bad seqOffsets) the backward kernel writes
 // nothing, so aliased logits stay intact, and the error is returned (in the CPU's order).
 // Scratch (cudaMallocAsync on the stream): mask N bytes, dlogp N floats, dentropy N floats when
-// entropyCoef != 0, and O(S) for the loss step.
+// entropyCoef != 0, the unrounded log-probs (N doubles), and O(S) for the loss step.
 Status grpo_loss_fused(FusedLossArgs& a, cudaStream_t stream);
 
 }  // namespace cuda

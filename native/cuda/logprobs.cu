@@ -210,6 +210,7 @@ struct FwdParams {
   bool target_i32;
   bool check_finite;
   float* logp;
+  double* logp64;  // optional: the log-probs before rounding (the fused op's loss step reads them)
   float* entropy;  // null: not computed (kEntropy false)
   float* lse;
   unsigned long long* bad_target;
@@ -228,6 +229,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const FwdParams p) {
     if (y == p.ignore_index) {
       if (lead) {
         p.logp[r] = 0.0f;
+        if (p.logp64) p.logp64[r] = 0.0;
         if (kEntropy) p.entropy[r] = 0.0f;
         if (p.lse) p.lse[r] = 0.0f;
       }
@@ -236,6 +238,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const FwdParams p) {
     if (y < 0 || y >= p.v) {  // never read: report the row and write NaN
       if (lead) {
         p.logp[r] = NAN;
+        if (p.logp64) p.logp64[r] = NAN;
         if (kEntropy) p.entropy[r] = NAN;
         if (p.lse) p.lse[r] = NAN;
         detail::flag_row(p.bad_target, r);
@@ -249,6 +252,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const FwdParams p) {
       const float ut = DevElem<T>::load(row[y]) * p.inv_t;
       const RowResult res = finalize_row(st, ut);
       p.logp[r] = res.logp;
+      if (p.logp64) p.logp64[r] = res.logp64;
       if (kEntropy) p.entropy[r] = res.entropy;
       if (p.lse) p.lse[r] = res.lse;
       if (p.check_finite && !(isfinite(res.lse) && isfinite(res.logp))) detail::flag_row(p.bad_value, r);
@@ -390,7 +394,7 @@ Status run_with_flags(int64_t n, cudaStream_t s, Fn enqueue) {
   GK_RETURN_IF_ERROR(enqueue(fl.as<DeviceFlags>()));
   DeviceFlags h;
   GK_CUDA_CHECK(cudaMemcpyAsync(&h, fl.as<void>(), sizeof(h), cudaMemcpyDeviceToHost, s));
-  GK_CUDA_CHECK(cudaStreamSynchronize(s));
+  GK_CUDA_CHECK(detail::sync_stream(s));
   return detail::flags_to_status(h, n);
 }
 
@@ -413,6 +417,7 @@ Status enqueue_token_logprobs(const LogProbArgs& a, DeviceFlags* flags, cudaStre
   p.target_i32 = x.target_dtype == kI32;
   p.check_finite = a.check_finite;
   p.logp = a.logp;
+  p.logp64 = a.logp64;
   p.entropy = a.entropy;
   p.lse = a.lse;
   p.bad_target = &flags->bad_target;

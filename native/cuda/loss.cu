@@ -30,6 +30,7 @@ constexpr int kOneBlockThreads = 1024;
 
 struct LossParams {
   const float* logp;
+  const double* logp64;  // optional, preferred (the fused op's unrounded log-probs)
   const float* old_logp;
   const float* ref_logp;
   const float* entropy;
@@ -50,6 +51,11 @@ struct LossParams {
   LossResult* result;
   DeviceFlags* flags;
 };
+
+// The log-prob of token t: unrounded where the fused op gives it (as native/cpu/loss.cc).
+__device__ __forceinline__ double logp_at(const LossParams& p, int64_t t) {
+  return p.logp64 ? p.logp64[t] : (double)p.logp[t];
+}
 
 // Shared memory for types with non-trivial constructors (LossSums) is declared as raw bytes.
 template <class T>
@@ -200,7 +206,7 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
       double lr = 0.0;
       if (!dropped)
         for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads)
-          if (tok_valid(p, t)) lr += (double)p.logp[t] - (p.old_logp ? (double)p.old_logp[t] : (double)p.logp[t]);
+          if (tok_valid(p, t)) lr += logp_at(p, t) - (p.old_logp ? (double)p.old_logp[t] : logp_at(p, t));
       lr = detail::block_sum<kSeqThreads>(lr, smd);
       seq_ratio = ratio_from_log(lr / (cnt > 1.0 ? cnt : 1.0));
     }
@@ -213,7 +219,7 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
         if (p.token_loss) p.token_loss[t] = 0.0f;
         continue;
       }
-      const double lp = p.logp[t];
+      const double lp = logp_at(p, t);
       const TokenInputs x{lp, p.old_logp ? (double)p.old_logp[t] : lp, adv, p.ref_logp ? p.ref_logp + t : nullptr,
                           p.entropy ? p.entropy + t : nullptr};
       token_step(o, x, w, seq_ratio, p.use_q, threshold, acc, g_seq, p.dlogp + t, p.dentropy ? p.dentropy + t : nullptr,
@@ -293,6 +299,7 @@ Status enqueue_loss_step(const LossStepArgs& a, DeviceFlags* flags, LossResult* 
 
   LossParams p;
   p.logp = a.logp;
+  p.logp64 = a.logp64;
   p.old_logp = a.old_logp;
   p.ref_logp = a.ref_logp;
   p.entropy = a.entropy;
@@ -338,7 +345,7 @@ Status grpo_loss_step(LossStepArgs& a, cudaStream_t stream) {
   GK_RETURN_IF_ERROR(detail::enqueue_loss_step(a, &d->flags, &d->result, stream));
   StepBlock h;
   GK_CUDA_CHECK(cudaMemcpyAsync(&h, d, sizeof(h), cudaMemcpyDeviceToHost, stream));
-  GK_CUDA_CHECK(cudaStreamSynchronize(stream));
+  GK_CUDA_CHECK(detail::sync_stream(stream));
   const Status st = detail::flags_to_status(h.flags, a.n);
   if (!st.ok()) return st;
   detail::fill_metrics(h.result, &a.out);

@@ -1,0 +1,252 @@
+// Spec §2 on the GPU: group-relative advantages in float64, bit-identical to
+// native/cpu/advantages.cc.
+//
+// Kernels (all O(n), enqueued back to back, one synchronisation at the end):
+//   1. combine  (fixed partition of the samples into <= 1024 blocks): combined[i] = the weighted
+//               sum of the applicable rewards; with scale 'batch' also each block's sum and count
+//               of the valid values (fixed-order block reduction).
+//   2. batch_ss (scale 'batch' only, same partition): every block reduces the level-1 partials in
+//               the same fixed order (so all see the same batch mean), then the block's
+//               Σ (x - mean)^2.
+//   3. batch_std (scale 'batch' only, one block): the std from the level-2 partials.
+//   4. groups   (one thread per group, grid-stride): the CPU's per-group loop verbatim — mean, std,
+//               zero-variance test, advantages — with the group count reduced by integer atomics.
+// The partition depends on n only (not on the device), so the batch std is the same on every GPU.
+// No floating-point atomics anywhere.
+//
+// About reusing core/advantages.h: advantage() is called as is. combine_rewards() and
+// group_stats() are restated here with __dmul_rn/__dadd_rn, because nvcc contracts `s += w * v`
+// and `ss += d * d` into FMAs (it has no FP_CONTRACT pragma) while the CPU build rounds the
+// product first; with the FMA, `combined` and the group std could differ in the last bit and the
+// exact-equality zero-variance test could even flip. The restatements are the core code line for
+// line, with only those roundings spelled out.
+#include "advantages.cuh"
+
+namespace gk {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;          // combine / batch_ss / groups blocks
+constexpr int kFinalThreads = 1024;    // batch_std block
+constexpr int64_t kPerBlock = 4096;    // samples per block of the fixed partition (at least)
+constexpr int64_t kMaxBlocks = 1024;
+
+// core/advantages.h combine_rewards with the product rounded before the sum (as on the CPU).
+__device__ __forceinline__ double combine_rewards_rn(const double* r, int64_t k_count, int64_t stride, int64_t i,
+                                                     const double* w) {
+  double sum = 0.0;
+  bool any = false;
+  for (int64_t k = 0; k < k_count; ++k) {
+    const double v = r[k * stride + i];
+    if (v == v) {
+      sum = __dadd_rn(sum, __dmul_rn(w ? w[k] : 1.0, v));
+      any = true;
+    }
+  }
+  return any ? sum : NAN;
+}
+
+// core/advantages.h group_stats with (v - mean)^2 rounded before the sum (as on the CPU).
+__device__ __forceinline__ GroupStats group_stats_rn(const double* r, int64_t g) {
+  GroupStats st{0.0, 0.0, 0, true};
+  double first = 0.0;
+  double sum = 0.0;
+  for (int64_t i = 0; i < g; ++i) {
+    const double v = r[i];
+    if (v != v) continue;
+    if (st.valid == 0) first = v;
+    else if (v != first) st.zero_variance = false;
+    sum += v;
+    ++st.valid;
+  }
+  if (st.valid < 2) st.zero_variance = true;
+  if (st.valid == 0) return st;
+  st.mean = sum / (double)st.valid;
+  if (st.valid >= 2) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < g; ++i) {
+      const double v = r[i];
+      if (v == v) ss = __dadd_rn(ss, __dmul_rn(v - st.mean, v - st.mean));
+    }
+    st.std = sqrt(ss / (double)(st.valid - 1));
+  }
+  return st;
+}
+
+struct Params {
+  const double* rewards;
+  const double* weights;
+  int64_t k, n, group;
+  AdvOptions opt;
+  float* advantages;
+  double* combined;
+  double* group_mean;
+  double* group_std;
+  // Fixed partition for the batch statistics.
+  int64_t nb, chunk;
+  double* part_sum;              // nb, null unless scale 'batch'
+  long long* part_cnt;           // nb
+  double* part_ss;               // nb
+  double* batch_std;             // 1, null unless scale 'batch'
+  unsigned long long* zero_groups;  // 1
+};
+
+__device__ __forceinline__ void block_range(const Params& p, int64_t b, int64_t* lo, int64_t* hi) {
+  const int64_t l = b * p.chunk;
+  *lo = l < p.n ? l : p.n;
+  *hi = l + p.chunk < p.n ? l + p.chunk : p.n;
+}
+
+// 1. combined = Σ_k w_k r_k over the applicable rewards (+ the level-1 batch partials).
+__global__ void __launch_bounds__(kThreads) combine_kernel(const Params p) {
+  __shared__ detail::ReduceSmem<double> smd;
+  __shared__ detail::ReduceSmem<long long> sml;
+  int64_t lo, hi;
+  block_range(p, blockIdx.x, &lo, &hi);
+  double s = 0.0;
+  long long c = 0;
+  for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) {
+    const double x = combine_rewards_rn(p.rewards, p.k, p.n, i, p.weights);
+    p.combined[i] = x;
+    if (x == x) {
+      s += x;
+      ++c;
+    }
+  }
+  if (p.part_sum) {  // kernel-uniform
+    s = detail::block_sum<kThreads>(s, smd);
+    c = detail::block_sum<kThreads>(c, sml);
+    if (threadIdx.x == 0) {
+      p.part_sum[blockIdx.x] = s;
+      p.part_cnt[blockIdx.x] = c;
+    }
+  }
+}
+
+// 2. The batch mean (every block reduces all level-1 partials in the same order), then the
+// block's Σ (x - mean)^2 over its valid values.
+__global__ void __launch_bounds__(kThreads) batch_ss_kernel(const Params p) {
+  __shared__ detail::ReduceSmem<double> smd;
+  __shared__ detail::ReduceSmem<long long> sml;
+  double s = 0.0;
+  long long c = 0;
+  for (int64_t t = threadIdx.x; t < p.nb; t += kThreads) {
+    s += p.part_sum[t];
+    c += p.part_cnt[t];
+  }
+  s = detail::block_sum<kThreads>(s, smd);
+  c = detail::block_sum<kThreads>(c, sml);
+  const double mean = c > 0 ? s / (double)c : 0.0;
+  int64_t lo, hi;
+  block_range(p, blockIdx.x, &lo, &hi);
+  double ss = 0.0;
+  for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) {
+    const double x = p.combined[i];
+    if (x == x) ss += (x - mean) * (x - mean);
+  }
+  ss = detail::block_sum<kThreads>(ss, smd);
+  if (threadIdx.x == 0) p.part_ss[blockIdx.x] = ss;
+}
+
+// 3. batch std = sqrt(Σ (x - mean)^2 / (valid - 1)), 0 with fewer than two valid values.
+__global__ void __launch_bounds__(kFinalThreads) batch_std_kernel(const Params p) {
+  __shared__ detail::ReduceSmem<double> smd;
+  __shared__ detail::ReduceSmem<long long> sml;
+  double ss = 0.0;
+  long long c = 0;
+  for (int64_t t = threadIdx.x; t < p.nb; t += kFinalThreads) {
+    ss += p.part_ss[t];
+    c += p.part_cnt[t];
+  }
+  ss = detail::block_sum<kFinalThreads>(ss, smd);
+  c = detail::block_sum<kFinalThreads>(c, sml);
+  if (threadIdx.x == 0) *p.batch_std = c >= 2 ? sqrt(ss / (double)(c - 1)) : 0.0;
+}
+
+// 4. One thread per group: native/cpu/advantages.cc's group loop.
+__global__ void __launch_bounds__(kThreads) groups_kernel(const Params p) {
+  __shared__ detail::ReduceSmem<long long> sml;
+  const int64_t groups = p.n / p.group;
+  const double batch_std = p.batch_std ? *p.batch_std : 0.0;
+  long long zero = 0;
+  for (int64_t gi = (int64_t)blockIdx.x * kThreads + threadIdx.x; gi < groups; gi += (int64_t)gridDim.x * kThreads) {
+    const int64_t g0 = gi * p.group;
+    const double* r = p.combined + g0;
+    const GroupStats gs = group_stats_rn(r, p.group);
+    double gsum = 0.0;
+    for (int64_t i = 0; i < p.group; ++i)
+      if (!isnan(r[i])) gsum += r[i];
+    if (gs.zero_variance) ++zero;
+    if (p.group_mean) p.group_mean[gi] = gs.mean;
+    if (p.group_std) p.group_std[gi] = gs.std;
+    for (int64_t i = 0; i < p.group; ++i) p.advantages[g0 + i] = (float)advantage(r[i], gs, gsum, batch_std, p.opt);
+  }
+  zero = detail::block_sum<kThreads>(zero, sml);
+  if (threadIdx.x == 0 && zero > 0) atomicAdd(p.zero_groups, (unsigned long long)zero);  // integers: exact
+}
+
+}  // namespace
+
+Status group_advantages(AdvantageArgs& a, cudaStream_t stream) {
+  Status st;
+  if (a.group < 1 || a.n % a.group != 0) {  // the CPU's check and message
+    st.code = kShape;
+    snprintf(st.message, sizeof(st.message), "groupSize %lld does not divide %lld samples", (long long)a.group,
+             (long long)a.n);
+    return st;
+  }
+  a.zero_variance_groups = 0;
+  if (a.n <= 0) return st;
+  if (!a.rewards || !a.advantages || !a.combined)
+    return detail::make_status(kInvalid, "rewards and the advantages/combined outputs are required");
+
+  const bool batch = a.opt.scale == kScaleBatch;
+  Params p;
+  p.rewards = a.rewards;
+  p.weights = a.weights;
+  p.k = a.k;
+  p.n = a.n;
+  p.group = a.group;
+  p.opt = a.opt;
+  p.advantages = a.advantages;
+  p.combined = a.combined;
+  p.group_mean = a.group_mean;
+  p.group_std = a.group_std;
+  int64_t nb = (a.n + kPerBlock - 1) / kPerBlock;
+  nb = nb < 1 ? 1 : (nb > kMaxBlocks ? kMaxBlocks : nb);
+  p.nb = nb;
+  p.chunk = (a.n + nb - 1) / nb;
+
+  // Scratch: the zero-variance counter and the batch std, then the per-block partials.
+  const size_t head_b = detail::align256(2 * sizeof(double));
+  const size_t part_b = detail::align256(sizeof(double) * (size_t)nb);
+  detail::DeviceScratch scratch;
+  GK_CUDA_CHECK(scratch.alloc(head_b + (batch ? 3 * part_b : 0), stream));
+  p.zero_groups = scratch.as<unsigned long long>(0);
+  p.batch_std = batch ? scratch.as<double>(sizeof(double)) : nullptr;
+  p.part_sum = batch ? scratch.as<double>(head_b) : nullptr;
+  p.part_cnt = batch ? scratch.as<long long>(head_b + part_b) : nullptr;
+  p.part_ss = batch ? scratch.as<double>(head_b + 2 * part_b) : nullptr;
+  GK_CUDA_CHECK(cudaMemsetAsync(p.zero_groups, 0, sizeof(unsigned long long), stream));
+
+  combine_kernel<<<(unsigned)nb, kThreads, 0, stream>>>(p);
+  GK_CUDA_CHECK_LAUNCH();
+  if (batch) {
+    batch_ss_kernel<<<(unsigned)nb, kThreads, 0, stream>>>(p);
+    GK_CUDA_CHECK_LAUNCH();
+    batch_std_kernel<<<1, kFinalThreads, 0, stream>>>(p);
+    GK_CUDA_CHECK_LAUNCH();
+  }
+  const int64_t groups = a.n / a.group;
+  groups_kernel<<<detail::grid_for((groups + kThreads - 1) / kThreads, 8), kThreads, 0, stream>>>(p);
+  GK_CUDA_CHECK_LAUNCH();
+
+  unsigned long long zero = 0;
+  GK_CUDA_CHECK(cudaMemcpyAsync(&zero, p.zero_groups, sizeof(zero), cudaMemcpyDeviceToHost, stream));
+  GK_CUDA_CHECK(detail::sync_stream(stream));
+  a.zero_variance_groups = (int64_t)zero;
+  return st;
+}
+
+}  // namespace cuda
+}  // namespace gk

@@ -1,0 +1,211 @@
+// The device runtime under the binding: one context per GPU (a non-blocking stream, the
+// device's stream-ordered memory pool kept warm, pinned staging buffers for host copies, op
+// timing). The binding serialises the work of one device (one job at a time, in call order),
+// so a context is only ever used by one thread at a time.
+#include <cuda_runtime.h>
+
+#include <mutex>
+
+#include "../backend.h"
+#include "common.cuh"
+
+namespace gk {
+namespace cuda {
+
+struct Context {
+  int index = 0;
+  cudaStream_t stream = nullptr;
+  cudaMemPool_t pool = nullptr;
+  // Two pinned chunks, alternated so that the host copy of one chunk overlaps the DMA of the other.
+  static constexpr size_t kChunk = size_t(8) << 20;
+  void* pinned[2] = {nullptr, nullptr};
+  cudaEvent_t chunk_done[2] = {nullptr, nullptr};
+  cudaEvent_t t0 = nullptr, t1 = nullptr;
+};
+
+namespace {
+
+constexpr int kMaxDevices = 8;
+std::mutex g_mutex;
+Context* g_contexts[kMaxDevices] = {nullptr};
+
+Status create(int index, Context** out) {
+  int count = 0;
+  GK_CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (index < 0 || index >= count || index >= kMaxDevices) {
+    char buf[120];
+    snprintf(buf, sizeof(buf), "CUDA device index %d is out of range (%d device(s) found)", index, count);
+    return detail::make_status(kInvalid, buf);
+  }
+  GK_CUDA_CHECK(cudaSetDevice(index));
+  int pools = 0;
+  GK_CUDA_CHECK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, index));
+  if (!pools) return detail::make_status(kCuda, "this GPU or driver does not support stream-ordered memory pools");
+  Context* c = new Context();
+  c->index = index;
+  GK_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+  GK_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&c->pool, index));
+  // Keep freed blocks in the pool (a training loop then never goes back to the driver).
+  uint64_t keep = ~0ull;
+  GK_CUDA_CHECK(cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  for (int i = 0; i < 2; ++i) GK_CUDA_CHECK(cudaEventCreateWithFlags(&c->chunk_done[i], cudaEventDisableTiming));
+  GK_CUDA_CHECK(cudaEventCreate(&c->t0));
+  GK_CUDA_CHECK(cudaEventCreate(&c->t1));
+  *out = c;
+  return Status{};
+}
+
+Status ensure_pinned(Context* c) {
+  for (int i = 0; i < 2; ++i)
+    if (!c->pinned[i]) GK_CUDA_CHECK(cudaHostAlloc(&c->pinned[i], Context::kChunk, cudaHostAllocDefault));
+  return Status{};
+}
+
+}  // namespace
+
+Status context(int32_t index, Context** out) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (index >= 0 && index < kMaxDevices && g_contexts[index]) {
+    *out = g_contexts[index];
+    return Status{};
+  }
+  Context* c = nullptr;
+  GK_RETURN_IF_ERROR(create(index, &c));
+  g_contexts[index] = c;
+  *out = c;
+  return Status{};
+}
+
+Stream stream_of(Context* c) { return c->stream; }
+
+Status activate(Context* c) {
+  GK_CUDA_CHECK(cudaSetDevice(c->index));
+  return Status{};
+}
+
+Status malloc_async(Context* c, size_t bytes, void** out) {
+  *out = nullptr;
+  GK_CUDA_CHECK(cudaMallocAsync(out, bytes > 0 ? bytes : 1, c->stream));
+  return Status{};
+}
+
+void free_async(Context* c, void* p) {
+  if (!p) return;
+  cudaSetDevice(c->index);
+  cudaFreeAsync(p, c->stream);
+}
+
+Status copy_to_device(Context* c, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return Status{};
+  GK_RETURN_IF_ERROR(ensure_pinned(c));
+  bool used[2] = {false, false};
+  for (size_t off = 0, k = 0; off < bytes; off += Context::kChunk, ++k) {
+    const int b = (int)(k & 1);
+    const size_t len = bytes - off < Context::kChunk ? bytes - off : Context::kChunk;
+    if (used[b]) GK_CUDA_CHECK(cudaEventSynchronize(c->chunk_done[b]));  // its last DMA is done
+    memcpy(c->pinned[b], (const char*)src + off, len);
+    GK_CUDA_CHECK(cudaMemcpyAsync((char*)dst + off, c->pinned[b], len, cudaMemcpyHostToDevice, c->stream));
+    GK_CUDA_CHECK(cudaEventRecord(c->chunk_done[b], c->stream));
+    used[b] = true;
+  }
+  GK_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+  return Status{};
+}
+
+Status copy_to_host(Context* c, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return Status{};
+  GK_RETURN_IF_ERROR(ensure_pinned(c));
+  // Chunk k+1's DMA runs while chunk k is copied out of its pinned buffer.
+  const size_t chunks = (bytes + Context::kChunk - 1) / Context::kChunk;
+  auto len_of = [&](size_t k) {
+    const size_t off = k * Context::kChunk;
+    return bytes - off < Context::kChunk ? bytes - off : Context::kChunk;
+  };
+  auto issue = [&](size_t k) -> Status {
+    const int b = (int)(k & 1);
+    GK_CUDA_CHECK(cudaMemcpyAsync(c->pinned[b], (const char*)src + k * Context::kChunk, len_of(k), cudaMemcpyDeviceToHost,
+                                  c->stream));
+    GK_CUDA_CHECK(cudaEventRecord(c->chunk_done[b], c->stream));
+    return Status{};
+  };
+  GK_RETURN_IF_ERROR(issue(0));
+  for (size_t k = 0; k < chunks; ++k) {
+    if (k + 1 < chunks) GK_RETURN_IF_ERROR(issue(k + 1));
+    const int b = (int)(k & 1);
+    GK_CUDA_CHECK(cudaEventSynchronize(c->chunk_done[b]));
+    memcpy((char*)dst + k * Context::kChunk, c->pinned[b], len_of(k));
+  }
+  return Status{};
+}
+
+Status copy_device(Context* c, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return Status{};
+  GK_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+  GK_CUDA_CHECK(detail::sync_stream(c->stream));
+  return Status{};
+}
+
+Status wait_external(Context* c, uint64_t external_stream) {
+  // Work queued so far on the caller's stream comes first (the legacy default stream is 0).
+  cudaEvent_t e;
+  GK_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  cudaError_t err = cudaEventRecord(e, (cudaStream_t)(uintptr_t)external_stream);
+  if (err == cudaSuccess) err = cudaStreamWaitEvent(c->stream, e, 0);
+  cudaEventDestroy(e);
+  GK_CUDA_CHECK(err);
+  return Status{};
+}
+
+Status synchronize(Context* c) {
+  GK_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+  return Status{};
+}
+
+Status memory_info(Context* c, MemoryInfo* m) {
+  uint64_t used = 0, peak = 0, reserved = 0;
+  GK_CUDA_CHECK(cudaMemPoolGetAttribute(c->pool, cudaMemPoolAttrUsedMemCurrent, &used));
+  GK_CUDA_CHECK(cudaMemPoolGetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &peak));
+  GK_CUDA_CHECK(cudaMemPoolGetAttribute(c->pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+  size_t free_b = 0, total_b = 0;
+  GK_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  m->used = (int64_t)used;
+  m->peak = (int64_t)peak;
+  m->reserved = (int64_t)reserved;
+  m->free = (int64_t)free_b;
+  m->total = (int64_t)total_b;
+  return Status{};
+}
+
+Status reset_peak(Context* c) {
+  GK_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+  uint64_t zero = 0;
+  GK_CUDA_CHECK(cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &zero));
+  return Status{};
+}
+
+Status timer_start(Context* c) {
+  detail::OpTimer& t = detail::op_timer();
+  t.start = c->t0;
+  t.stop = c->t1;
+  t.stopped = false;
+  GK_CUDA_CHECK(cudaEventRecord(c->t0, c->stream));
+  t.armed = true;
+  return Status{};
+}
+
+Status timer_stop(Context* c, double* ms) {
+  detail::OpTimer& t = detail::op_timer();
+  const bool stopped = t.stopped;
+  t.armed = false;
+  t.stopped = false;
+  // An op that returned before its final synchronisation (an argument error) has no stop event.
+  if (!stopped) GK_CUDA_CHECK(cudaEventRecord(c->t1, c->stream));
+  GK_CUDA_CHECK(cudaEventSynchronize(c->t1));
+  float f = 0.0f;
+  GK_CUDA_CHECK(cudaEventElapsedTime(&f, c->t0, c->t1));
+  *ms = (double)f;
+  return Status{};
+}
+
+}  // namespace cuda
+}  // namespace gk
