@@ -2,7 +2,8 @@
 import { parseArgs } from 'node:util';
 import { runAll, type CaseResult } from '../test/reference/cases';
 import { freshSeed } from '../test/reference/random';
-import { backendInfo, resolveDevice, type DeviceRequest } from './device';
+import { backendInfo, Device, resolveDevice, setDefaultDevice, type DeviceRequest } from './device';
+import { runDeviceChecks } from '../test/reference/device-cases';
 import { GrpoKernelsError } from './errors';
 
 const HELP = `grpo-kernels: fused GRPO kernels for Node.js
@@ -14,7 +15,7 @@ Usage:
   grpo-kernels selftest [--device auto|cpu|cuda] [--seed N] [--quick] [--json]
       Runs every op's cases on fresh random data against the float64 reference with the
       spec's tolerances; prints a pass/fail table; exits 1 on any failure.
-  grpo-kernels demo [cat|arithmetic] [--steps N] [--seed N] [--out FILE.svg]
+  grpo-kernels demo [cat|arithmetic] [--steps N] [--seed N] [--out FILE.svg] [--device auto|cpu|cuda]
       Demo 1 (default, 'cat'): a cat learns by GRPO to reach the meat in a house; draws the
       learned policy and writes a reward-curve chart. Demo 2 ('arithmetic'): R1-Zero in
       miniature, a tiny language model learns a+b= with a format and an accuracy reward.
@@ -60,12 +61,18 @@ async function selftest(device: DeviceRequest, seed: number, quick: boolean, jso
     out(`grpo-kernels selftest: backend ${backend}, seed ${seed}${quick ? ', quick' : ''} (rerun with --seed ${seed})`);
     out(`${'op'.padEnd(22)} ${'case'.padEnd(64)} ${'worst err/tol'.padStart(13)}  result`);
   }
-  const results = await runAll(seed, !quick, (r) => {
+  const show = (r: CaseResult) => {
     if (json) return;
     const w = worst(r);
     const name = r.name.length > 64 ? r.name.slice(0, 63) + '…' : r.name;
     out(`${r.op.padEnd(22)} ${name.padEnd(64)} ${(Number.isFinite(w.ratio) ? w.ratio.toFixed(3) : 'inf').padStart(13)}  ${r.pass ? 'pass' : `FAIL  ${w.detail}`}`);
-  });
+  };
+  // On a GPU every op case runs there (host inputs uploaded, results read back), then the
+  // device runtime's own checks.
+  const dev = backend === 'cuda' ? setDefaultDevice(Device.open('cuda')) : undefined;
+  if (dev && !json) out(`device: ${dev.toString()}`);
+  const results = await runAll(seed, !quick, show);
+  if (dev) results.push(...(await runDeviceChecks(dev, seed, show)));
   const failed = results.filter((r) => !r.pass);
   const checks = results.reduce((s, r) => s + r.checks.length, 0);
   if (json) out(JSON.stringify({ backend, seed, cases: results.length, failed: failed.length, results }, null, 2));
@@ -80,9 +87,12 @@ function intOption(name: string, v: string | undefined): number | undefined {
   return n;
 }
 
-async function demo(which: string, values: { steps?: string; seed?: string; out?: string }): Promise<number> {
+async function demo(which: string, values: { steps?: string; seed?: string; out?: string; device?: string }): Promise<number> {
   const steps = intOption('steps', values.steps);
   const seed = intOption('seed', values.seed);
+  // The demos' kernels run on the chosen device ('auto': the GPU when one is usable).
+  const dev = setDefaultDevice(Device.open((values.device ?? 'auto') as DeviceRequest));
+  if (dev.kind === 'cuda') out(`kernels on ${dev.toString()}`);
   if (which === 'cat') {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { runCatDemo } = require('./demos/cat') as typeof import('./demos/cat');

@@ -1,16 +1,20 @@
-import { fail } from './errors';
-import { addon, packageVersion, type NativeInfo } from './native';
+// Devices: which backend runs the ops, the CUDA device runtime (device tensors, uploads,
+// downloads, wrapped pointers, memory), and where each op call runs.
+import { allocate, type DType, type HostArray } from './dtype';
+import { describe, fail } from './errors';
+import { addon, packageVersion, type DeviceHandle, type NativeInfo } from './native';
+import { DTYPE_BYTES, shapeSize, Tensor, type TensorOptions } from './tensor';
 
 export type DeviceRequest = 'auto' | 'cpu' | 'cuda';
 
 export interface BackendInfo {
   packageVersion: string;
   addonVersion: string;
-  /** The backend ops run on. */
-  backend: 'cpu';
+  /** The backend `Device.open('auto')` picks. */
+  backend: 'cpu' | 'cuda';
   cpu: { threads: number; simd: string };
   cuda: NativeInfo['cuda'] & {
-    /** Whether the CUDA backend is used, and if not, why. */
+    /** Whether the CUDA backend can be used, and if not, why. */
     used: boolean;
     reason: string;
   };
@@ -20,25 +24,243 @@ export interface BackendInfo {
 export function backendInfo(): BackendInfo {
   const i = addon().info();
   let reason: string;
+  let usable = false;
   if (!i.cuda.compiled) reason = i.cuda.error;
   else if (i.cuda.deviceCount === 0)
     reason = i.cuda.driverVersion === 0 ? `no NVIDIA driver is installed (${i.cuda.error})` : i.cuda.error;
-  else reason = 'CUDA kernels are not part of this version yet: the ops run on the CPU backend';
+  else {
+    usable = true;
+    reason = `${i.cuda.deviceCount} CUDA device(s): ${i.cuda.devices.map((d) => d.name).join(', ')}`;
+  }
   return {
     packageVersion,
     addonVersion: i.version,
-    backend: 'cpu',
+    backend: usable ? 'cuda' : 'cpu',
     cpu: { threads: i.threads, simd: i.simd },
-    cuda: { ...i.cuda, used: false, reason },
+    cuda: { ...i.cuda, used: usable, reason },
   };
 }
 
 /** Resolves a device request to the backend that will run it; 'cuda' fails with GK_DEVICE when CUDA cannot be used. */
-export function resolveDevice(request: DeviceRequest): 'cpu' {
-  if (request === 'cpu' || request === 'auto') return 'cpu';
-  if (request === 'cuda') {
-    const info = backendInfo();
-    fail('GK_DEVICE', `device 'cuda' is not available: ${info.cuda.reason}`);
+export function resolveDevice(request: DeviceRequest): 'cpu' | 'cuda' {
+  if (request !== 'auto' && request !== 'cpu' && request !== 'cuda')
+    fail('GK_INVALID_ARG', `device must be 'auto', 'cpu' or 'cuda', got ${describe(request)}`);
+  if (request === 'cpu') return 'cpu';
+  const info = backendInfo();
+  if (request === 'auto') return info.backend;
+  if (!info.cuda.used) fail('GK_DEVICE', `device 'cuda' is not available: ${info.cuda.reason}`);
+  return 'cuda';
+}
+
+export interface DeviceOpenOptions {
+  /** CUDA device index. Default 0. */
+  index?: number;
+}
+
+export interface DeviceMemory {
+  /** Bytes in use from the device's memory pool (tensors and scratch of running ops). */
+  usedBytes: number;
+  /** The most bytes in use since the last resetPeakMemory(). */
+  peakBytes: number;
+  /** Bytes the pool holds (in use or cached for reuse). */
+  reservedBytes: number;
+  /** Free and total memory of the whole GPU. */
+  freeBytes: number;
+  totalBytes: number;
+}
+
+export interface WrapOptions {
+  shape: readonly number[];
+  dtype: DType;
+  /**
+   * The cudaStream_t (as a BigInt) whose queued work produces this memory: every op that reads
+   * the tensor first waits for the work queued on it so far. Omitted: the memory is ready.
+   */
+  stream?: bigint;
+}
+
+/**
+ * A compute device: the CPU backend or one CUDA GPU. Ops run where their tensors live; host
+ * tensors run on the default device (see setDefaultDevice).
+ */
+export class Device {
+  readonly kind: 'cpu' | 'cuda';
+  /** CUDA device index (-1 for the CPU). */
+  readonly index: number;
+  /** The GPU's name, or the CPU's SIMD level. */
+  readonly name: string;
+
+  private constructor(kind: 'cpu' | 'cuda', index: number, name: string) {
+    this.kind = kind;
+    this.index = index;
+    this.name = name;
   }
-  fail('GK_INVALID_ARG', `device must be 'auto', 'cpu' or 'cuda', got '${String(request)}'`);
+
+  static #cpu: Device | undefined;
+  static #cuda = new Map<number, Device>();
+
+  /** The CPU backend. */
+  static get cpu(): Device {
+    if (!Device.#cpu) Device.#cpu = new Device('cpu', -1, `cpu (${addon().info().simd})`);
+    return Device.#cpu;
+  }
+
+  /**
+   * Opens a device: 'cuda' (fails with GK_DEVICE saying why when none can be used), 'cpu', or
+   * 'auto' (CUDA when usable, else the CPU). The first open of a GPU creates its stream and
+   * memory pool.
+   */
+  static open(request: DeviceRequest = 'auto', options: DeviceOpenOptions = {}): Device {
+    if (options === null || typeof options !== 'object') fail('GK_INVALID_ARG', `Device.open: options must be an object, got ${describe(options)}`);
+    const index = options.index ?? 0;
+    if (!Number.isInteger(index) || index < 0 || index > 7)
+      fail('GK_INVALID_ARG', `Device.open: options.index must be an integer in [0, 7], got ${describe(index)}`);
+    const kind = resolveDevice(request);
+    if (kind === 'cpu') return Device.cpu;
+    const known = Device.#cuda.get(index);
+    if (known) return known;
+    const info = addon().info();
+    const d = info.cuda.devices[index];
+    if (!d) fail('GK_DEVICE', `Device.open: there is no CUDA device ${index} (${info.cuda.deviceCount} found)`);
+    addon().deviceOpen(index);
+    const dev = new Device('cuda', index, d.name);
+    Device.#cuda.set(index, dev);
+    return dev;
+  }
+
+  /** The device a tensor lives on. */
+  static of(t: Tensor): Device {
+    return t.device === 'cuda' ? Device.open('cuda', { index: t.deviceIndex }) : Device.cpu;
+  }
+
+  /** An uninitialised tensor on this device (zeros on the CPU). */
+  empty(shape: readonly number[], dtype: DType = 'float32'): Tensor {
+    if (this.kind === 'cpu') return Tensor.zeros(shape, dtype);
+    return Tensor.fromDevice(this.alloc(dtype, shapeSize(shape)), dtype, shape, this.index);
+  }
+
+  /**
+   * Copies host data to this device (through pinned staging, without blocking the event loop).
+   * On the CPU device it returns a host tensor over the same data (no copy).
+   */
+  async upload(data: HostArray | Tensor, options: TensorOptions = {}): Promise<Tensor> {
+    const host = data instanceof Tensor ? data : Tensor.from(data, options);
+    if (host.device === 'cuda') return host.to(this);
+    if (this.kind === 'cpu') return host;
+    const h = this.alloc(host.dtype, host.size);
+    try {
+      await addon().deviceUpload(h, host.data);
+    } catch (e) {
+      addon().deviceRelease(h);
+      throw e;
+    }
+    return Tensor.fromDevice(h, host.dtype, host.shape, this.index);
+  }
+
+  /** Wraps device memory allocated elsewhere (never freed here). */
+  wrap(pointer: bigint, options: WrapOptions): Tensor {
+    if (this.kind !== 'cuda') fail('GK_DEVICE', 'Device.wrap: only CUDA memory can be wrapped');
+    if (typeof pointer !== 'bigint') fail('GK_INVALID_ARG', `Device.wrap: pointer must be a BigInt, got ${describe(pointer)}`);
+    if (!options || !(options.dtype in DTYPE_BYTES)) fail('GK_DTYPE', `Device.wrap: options.dtype must be one of ${Object.keys(DTYPE_BYTES).join(', ')}, got ${describe(options?.dtype)}`);
+    const size = shapeSize(options.shape);
+    const h = addon().deviceWrap(this.index, pointer, size * DTYPE_BYTES[options.dtype], options.stream);
+    return Tensor.fromDevice(h, options.dtype, options.shape, this.index);
+  }
+
+  /** Resolves when every op queued on this device so far has finished. */
+  async synchronize(): Promise<void> {
+    if (this.kind === 'cuda') await addon().deviceSynchronize(this.index);
+  }
+
+  /** Memory use of the device's pool (and the whole GPU). */
+  async memory(): Promise<DeviceMemory> {
+    if (this.kind !== 'cuda') fail('GK_DEVICE', 'Device.memory: the CPU device has no memory pool');
+    return addon().deviceMemory(this.index);
+  }
+
+  /** Starts a new peak for memory().peakBytes. */
+  async resetPeakMemory(): Promise<void> {
+    if (this.kind !== 'cuda') fail('GK_DEVICE', 'Device.resetPeakMemory: the CPU device has no memory pool');
+    await addon().deviceResetPeak(this.index);
+  }
+
+  /** GPU time in ms of the last op run on this device (CUDA events around its kernels; for benchmarks). */
+  lastOpMs(): number {
+    if (this.kind !== 'cuda') fail('GK_DEVICE', 'Device.lastOpMs: only CUDA ops are timed');
+    return addon().deviceLastOpMs(this.index);
+  }
+
+  /** @internal New device memory for `count` elements of `dtype`. */
+  alloc(dtype: DType, count: number): DeviceHandle {
+    return addon().deviceAlloc(this.index, count * DTYPE_BYTES[dtype]);
+  }
+
+  toString(): string {
+    return this.kind === 'cuda' ? `cuda:${this.index} (${this.name})` : 'cpu';
+  }
+}
+
+let defaultDev: Device | undefined;
+
+/** The device that runs ops on host tensors: the CPU unless setDefaultDevice chose a GPU. */
+export function defaultDevice(): Device {
+  return defaultDev ?? Device.cpu;
+}
+
+/**
+ * Makes `device` run the ops whose inputs are all host tensors: they are uploaded for the call
+ * and the results come back as host tensors. Ops on CUDA tensors always run on their GPU.
+ */
+export function setDefaultDevice(device: Device | DeviceRequest): Device {
+  defaultDev = device instanceof Device ? device : Device.open(device);
+  return defaultDev;
+}
+
+/**
+ * Where one op call runs and where its outputs go: on the GPU of its CUDA tensors (outputs stay
+ * there), else on the default device (outputs come back to the host).
+ */
+export class Placement {
+  /** -1: the CPU backend; k: CUDA device k. */
+  readonly device: number;
+  /** Outputs are CUDA tensors on this device; null: host tensors. */
+  readonly out: Device | null;
+
+  private constructor(device: number, out: Device | null) {
+    this.device = device;
+    this.out = out;
+  }
+
+  /** Placement of a call whose tensor arguments are `inputs` (other values are ignored). */
+  static of(op: string, inputs: readonly unknown[]): Placement {
+    let index = -1;
+    for (const x of inputs) {
+      if (!(x instanceof Tensor) || x.device !== 'cuda') continue;
+      if (index >= 0 && x.deviceIndex !== index)
+        fail('GK_DEVICE', `${op}: the tensors live on different devices (cuda:${index} and cuda:${x.deviceIndex})`);
+      index = x.deviceIndex;
+    }
+    if (index >= 0) return new Placement(index, Device.open('cuda', { index }));
+    const d = defaultDevice();
+    return new Placement(d.kind === 'cuda' ? d.index : -1, null);
+  }
+
+  /** Output storage for `count` elements. */
+  array(dtype: DType, count: number): HostArray | DeviceHandle {
+    return this.out ? this.out.alloc(dtype, count) : allocate(dtype, count);
+  }
+
+  f32(count: number): Float32Array | DeviceHandle {
+    return this.array('float32', count) as Float32Array | DeviceHandle;
+  }
+
+  /** Frees storage from array() that no tensor took (device memory; host arrays are left to the GC). */
+  release(storage: HostArray | DeviceHandle): void {
+    if (this.out) addon().deviceRelease(storage as DeviceHandle);
+  }
+
+  /** The tensor over storage from array(). */
+  tensor(storage: HostArray | DeviceHandle, dtype: DType, shape: readonly number[]): Tensor {
+    return this.out ? Tensor.fromDevice(storage as DeviceHandle, dtype, shape, this.out.index) : Tensor.from(storage as HostArray, { dtype, shape });
+  }
 }

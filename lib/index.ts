@@ -20,7 +20,10 @@ export {
   type GrpoSequenceInputs, type GrpoLossFromLogitsInputs, type GrpoLossFromLogitsOptions, type GrpoLossFromLogitsResult,
   type LossType, type Surrogate, type ImportanceSamplingLevel, type KlEstimator, type Aggregation,
 } from './ops/loss';
-export { backendInfo, resolveDevice, type BackendInfo, type DeviceRequest } from './device';
+export {
+  backendInfo, resolveDevice, Device, defaultDevice, setDefaultDevice,
+  type BackendInfo, type DeviceRequest, type DeviceOpenOptions, type DeviceMemory, type WrapOptions,
+} from './device';
 export { packageVersion as version } from './native';
 export {
   formatReward, tagCountReward, extractAnswer, normalizeNumber, accuracyReward, overlongPenalty, combineRewards, evaluateRewards,

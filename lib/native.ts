@@ -33,10 +33,32 @@ export const KlCode = { k1: 0, k2: 1, k3: 2 } as const;
 export const DivergenceCode = { forwardKL: 0, reverseKL: 1, jsd: 2 } as const;
 export const AggregationCode = { seqMeanTokenMean: 0, tokenMean: 1, constant: 2, seqMeanTokenSum: 3 } as const;
 
-type Targets = Int32Array | BigInt64Array;
-type Logits = Float32Array | Uint16Array;
+/** Opaque handle of device memory (an External from the addon); only lib/ code touches it. */
+export interface DeviceHandle {
+  readonly __gkDeviceBuffer: true;
+}
+/** A native array argument: a typed array, or device memory holding the same elements. */
+type Buf<T> = T | DeviceHandle;
+type Targets = Buf<Int32Array | BigInt64Array>;
+type Logits = Buf<Float32Array | Uint16Array>;
+type F32 = Buf<Float32Array>;
+type F64 = Buf<Float64Array>;
+type U8 = Buf<Uint8Array>;
+type I64 = Buf<BigInt64Array>;
 
-export interface NativeLogitsArgs {
+/** napi_typedarray_type codes, for device buffers whose element type the binding cannot see. */
+export const ArrayTypeCode = { int32: 5, int64: 9 } as const;
+
+/** Where a call runs: -1 the CPU backend, k the CUDA device k. */
+export interface NativePlacement {
+  device?: number;
+  /** Device targets: ArrayTypeCode of their elements. */
+  targetsType?: number;
+  /** Write the gradient over the logits (no separate grad array). */
+  gradInPlace?: boolean;
+}
+
+export interface NativeLogitsArgs extends NativePlacement {
   logits: Logits;
   dtype: number;
   n: number;
@@ -66,13 +88,13 @@ export interface NativeLossOptions {
 
 export interface NativeLossInputs {
   s: number;
-  seqOffsets: BigInt64Array;
-  advantages: Float32Array;
-  oldLogp?: Float32Array;
-  refLogp?: Float32Array;
-  mask?: Uint8Array;
-  truncated?: Uint8Array;
-  tokenLoss?: Float32Array;
+  seqOffsets: I64;
+  advantages: F32;
+  oldLogp?: F32;
+  refLogp?: F32;
+  mask?: U8;
+  truncated?: U8;
+  tokenLoss?: F32;
   options: NativeLossOptions;
 }
 
@@ -105,29 +127,41 @@ export interface NativeInfo {
 
 export interface NativeAddon {
   info(): NativeInfo;
-  tokenLogProbs(a: NativeLogitsArgs & { checkFinite: boolean; logp: Float32Array; entropy?: Float32Array; lse?: Float32Array }): Promise<void>;
-  tokenLogProbsBackward(a: NativeLogitsArgs & { gradLogp?: Float32Array; gradEntropy?: Float32Array; lse?: Float32Array; entropy?: Float32Array; grad: Logits }): Promise<void>;
-  groupAdvantages(a: {
-    rewards: Float64Array; k: number; n: number; groupSize: number; weights?: Float64Array; scale: number; estimator: number; eps: number;
-    advantages: Float32Array; combined: Float64Array; groupMean: Float64Array; groupStd: Float64Array;
+  tokenLogProbs(a: NativeLogitsArgs & { checkFinite: boolean; logp: F32; entropy?: F32; lse?: F32 }): Promise<void>;
+  tokenLogProbsBackward(a: NativeLogitsArgs & { gradLogp?: F32; gradEntropy?: F32; lse?: F32; entropy?: F32; grad?: Logits }): Promise<void>;
+  groupAdvantages(a: NativePlacement & {
+    rewards: F64; k: number; n: number; groupSize: number; weights?: F64; scale: number; estimator: number; eps: number;
+    advantages: F32; combined: F64; groupMean: F64; groupStd: F64;
   }): Promise<number>;
-  grpoLossStep(a: NativeLossInputs & { n: number; logp: Float32Array; entropy?: Float32Array; dlogp: Float32Array; dentropy?: Float32Array }): Promise<NativeLossMetrics>;
-  distillLoss(a: {
+  grpoLossStep(a: NativePlacement & NativeLossInputs & { n: number; logp: F32; entropy?: F32; dlogp: F32; dentropy?: F32 }): Promise<NativeLossMetrics>;
+  distillLoss(a: NativePlacement & {
     n: number; v: number; student: Logits; studentDtype: number; teacher: Logits; teacherDtype: number; targets?: Targets; ignoreIndex: number;
-    mask?: Uint8Array; s: number; seqOffsets: BigInt64Array; divergence: number; beta: number; temperature: number; hardLabelWeight: number;
-    aggregation: number; normalizer: number; maxCompletionLength: number; grad?: Logits; rowLoss?: Float32Array;
+    mask?: U8; s: number; seqOffsets: I64; divergence: number; beta: number; temperature: number; hardLabelWeight: number;
+    aggregation: number; normalizer: number; maxCompletionLength: number; grad?: Logits; rowLoss?: F32;
   }): Promise<{ loss: number; tokens: number }>;
-  sampleTokens(a: {
+  sampleTokens(a: NativePlacement & {
     logits: Logits; dtype: number; n: number; v: number; temperature: number; greedy: boolean; topK: number; topP: number; minP: number;
-    seed: number; step: number; rowOffset: number; rowIds?: BigInt64Array; tokens: Int32Array; logp: Float32Array; logpTruncated: Float32Array;
+    seed: number; step: number; rowOffset: number; rowIds?: I64; tokens: Buf<Int32Array>; logp: F32; logpTruncated: F32;
   }): Promise<void>;
-  bradleyTerryLoss(a: {
-    n: number; chosen: Float32Array; rejected: Float32Array; margins?: Float32Array; margin: number; sum: boolean;
-    gradChosen: Float32Array; gradRejected: Float32Array;
+  bradleyTerryLoss(a: NativePlacement & {
+    n: number; chosen: F32; rejected: F32; margins?: F32; margin: number; sum: boolean;
+    gradChosen: F32; gradRejected: F32;
   }): Promise<{ loss: number; accuracy: number; meanMargin: number }>;
   grpoLossFused(a: NativeLogitsArgs & NativeLossInputs & {
-    checkFinite: boolean; logp: Float32Array; entropy: Float32Array; lse: Float32Array; grad: Logits;
+    checkFinite: boolean; logp: F32; entropy: F32; lse: F32; grad?: Logits;
   }): Promise<NativeLossMetrics>;
+  deviceOpen(index: number): void;
+  deviceAlloc(index: number, bytes: number): DeviceHandle;
+  deviceWrap(index: number, pointer: bigint, bytes: number, stream?: bigint): DeviceHandle;
+  deviceRelease(h: DeviceHandle): void;
+  deviceUpload(h: DeviceHandle, data: ArrayBufferView): Promise<void>;
+  deviceDownload(h: DeviceHandle, data: ArrayBufferView): Promise<void>;
+  deviceCopy(dst: DeviceHandle, src: DeviceHandle, dstOffsetBytes?: number): Promise<void>;
+  devicePointer(h: DeviceHandle): Promise<bigint>;
+  deviceSynchronize(index: number): Promise<void>;
+  deviceMemory(index: number): Promise<{ usedBytes: number; peakBytes: number; reservedBytes: number; freeBytes: number; totalBytes: number }>;
+  deviceResetPeak(index: number): Promise<void>;
+  deviceLastOpMs(index: number): number;
 }
 
 let cached: NativeAddon | undefined;

@@ -1,5 +1,8 @@
 import { allocate, arrayTypeOf, decodeFloats, DTYPES, type DType, type FloatDType, type HostArray } from './dtype';
 import { describe, fail } from './errors';
+import { addon, type DeviceHandle } from './native';
+// Used at call time only (device.ts imports this module).
+import { Device, type DeviceRequest } from './device';
 
 export type DeviceKind = 'cpu' | 'cuda';
 
@@ -25,21 +28,36 @@ export function shapeSize(shape: readonly number[]): number {
   return n;
 }
 
+/** Bytes per element of each dtype. */
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
+  float32: 4, float16: 2, bfloat16: 2, float64: 8, int32: 4, int64: 8, uint8: 1,
+};
+
 /**
  * A typed n-dimensional array on a device. Host (CPU) tensors wrap a typed array without
- * copying it. Release with `dispose()` or a `using` declaration; a disposed tensor throws
- * GK_DISPOSED when used.
+ * copying it; CUDA tensors hold device memory that stays on the GPU between calls (create them
+ * with `Device.upload`, `Device.empty`, `Device.wrap` or `tensor.to(device)`; the ops return
+ * CUDA tensors for CUDA inputs). Release with `dispose()` or a `using` declaration (device memory
+ * also has a finalizer as a safety net); a disposed tensor throws GK_DISPOSED when used.
  */
 export class Tensor {
   readonly dtype: DType;
   readonly shape: readonly number[];
-  readonly device: DeviceKind = 'cpu';
+  /** 'cpu' or 'cuda'. */
+  readonly device: DeviceKind;
+  /** The CUDA device index (-1 for host tensors). */
+  readonly deviceIndex: number;
   #data: HostArray | null;
+  #handle: DeviceHandle | null;
+  #disposed = false;
 
-  private constructor(data: HostArray, dtype: DType, shape: readonly number[]) {
+  private constructor(data: HostArray | null, handle: DeviceHandle | null, dtype: DType, shape: readonly number[], index: number) {
     this.#data = data;
+    this.#handle = handle;
     this.dtype = dtype;
     this.shape = Object.freeze([...shape]);
+    this.device = handle ? 'cuda' : 'cpu';
+    this.deviceIndex = handle ? index : -1;
   }
 
   /** Wraps a typed array (no copy). */
@@ -54,12 +72,15 @@ export class Tensor {
     const want = arrayTypeOf(dtype);
     if (data.constructor.name !== want)
       fail('GK_DTYPE', `Tensor.from: dtype '${dtype}' is stored in a ${want}, got ${describe(data)}`);
-    const shape = options.shape ?? [data.length];
-    if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0))
-      fail('GK_SHAPE', `Tensor.from: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+    const shape = checkShape('Tensor.from', options.shape ?? [data.length]);
     if (shapeSize(shape) !== data.length)
       fail('GK_SHAPE', `Tensor.from: shape [${shape.join(', ')}] holds ${shapeSize(shape)} elements, but the data has ${data.length}`);
-    return new Tensor(data, dtype, shape);
+    return new Tensor(data, null, dtype, shape, -1);
+  }
+
+  /** @internal A tensor over device memory (lib/ code only; users go through Device). */
+  static fromDevice(handle: DeviceHandle, dtype: DType, shape: readonly number[], index: number): Tensor {
+    return new Tensor(null, handle, dtype, checkShape('Tensor', shape), index);
   }
 
   /** A new zero-filled host tensor. */
@@ -72,22 +93,47 @@ export class Tensor {
     return shapeSize(this.shape);
   }
 
-  get disposed(): boolean {
-    return this.#data === null;
+  /** Bytes of storage. */
+  get byteLength(): number {
+    return this.size * DTYPE_BYTES[this.dtype];
   }
 
-  /** The host storage (no copy). Throws GK_DISPOSED after dispose(). */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** The host storage (no copy). Throws GK_DISPOSED after dispose(), GK_DEVICE for a CUDA tensor (use `await toArray()`). */
   get data(): HostArray {
-    if (this.#data === null) fail('GK_DISPOSED', `Tensor [${this.shape.join(', ')}] ${this.dtype} was disposed`);
+    this.#live();
+    if (this.#data === null)
+      fail('GK_DEVICE', `${this.toString()} lives on the GPU; read it with \`await tensor.toArray()\` or move it with \`await tensor.to('cpu')\``);
     return this.#data;
   }
 
-  /** Resolves with the tensor's values (for a host tensor, its own storage). */
-  async toArray(): Promise<HostArray> {
-    return this.data;
+  /** @internal The device memory of a CUDA tensor. */
+  get handle(): DeviceHandle {
+    this.#live();
+    if (this.#handle === null) fail('GK_DEVICE', `${this.toString()} is a host tensor, not device memory`);
+    return this.#handle;
   }
 
-  /** The values as float32 (16-bit floats decoded; float32 storage returned as is). */
+  #live(): void {
+    if (this.#disposed) fail('GK_DISPOSED', `Tensor [${this.shape.join(', ')}] ${this.dtype} was disposed`);
+  }
+
+  /**
+   * Resolves with the tensor's values: for a host tensor its own storage, for a CUDA tensor a new
+   * typed array copied from the GPU after the work queued before this call (the event loop is
+   * not blocked while it waits).
+   */
+  async toArray(): Promise<HostArray> {
+    if (this.#handle === null) return this.data;
+    const out = allocate(this.dtype, this.size);
+    await addon().deviceDownload(this.handle, out);
+    return out;
+  }
+
+  /** The values as float32 (16-bit floats decoded; float32 storage returned as is). Host tensors only. */
   toFloat32(): Float32Array {
     const d = this.data;
     if (this.dtype === 'float32' || this.dtype === 'float16' || this.dtype === 'bfloat16')
@@ -96,9 +142,41 @@ export class Tensor {
     return Float32Array.from(d as ArrayLike<number>);
   }
 
-  /** Releases the storage; further use throws GK_DISPOSED. Idempotent. */
+  /**
+   * This tensor on `target` ('cpu', 'cuda', 'auto' or a Device): itself when it already lives
+   * there, else a copy (host -> GPU through pinned staging, GPU -> host after the queued work).
+   */
+  async to(target: Device | DeviceRequest): Promise<Tensor> {
+    const dev = target instanceof Device ? target : Device.open(target);
+    if (dev.kind === 'cpu') return this.device === 'cpu' ? this : Tensor.from(await this.toArray(), { dtype: this.dtype, shape: this.shape });
+    if (this.device === 'cuda' && this.deviceIndex === dev.index) return this;
+    const host = this.device === 'cpu' ? this : Tensor.from(await this.toArray(), { dtype: this.dtype, shape: this.shape });
+    return dev.upload(host);
+  }
+
+  /** A copy on the same device (device to device for a CUDA tensor). */
+  async clone(): Promise<Tensor> {
+    if (this.device === 'cpu') return Tensor.from(this.data.slice() as HostArray, { dtype: this.dtype, shape: this.shape });
+    const h = addon().deviceAlloc(this.deviceIndex, this.byteLength);
+    await addon().deviceCopy(h, this.handle);
+    return Tensor.fromDevice(h, this.dtype, this.shape, this.deviceIndex);
+  }
+
+  /**
+   * The device address of a CUDA tensor's memory, for handing it to other CUDA code (allocated
+   * first if nothing has written it yet). Valid until the tensor is disposed.
+   */
+  async pointer(): Promise<bigint> {
+    return addon().devicePointer(this.handle);
+  }
+
+  /** Releases the storage (device memory goes back to the pool after the work queued on it); further use throws GK_DISPOSED. Idempotent. */
   dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (this.#handle) addon().deviceRelease(this.#handle);
     this.#data = null;
+    this.#handle = null;
   }
 
   [Symbol.dispose](): void {
@@ -106,8 +184,15 @@ export class Tensor {
   }
 
   toString(): string {
-    return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
+    const where = this.device === 'cuda' ? `cuda:${this.deviceIndex}` : 'cpu';
+    return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${where}${this.disposed ? ', disposed' : ''})`;
   }
+}
+
+function checkShape(op: string, shape: unknown): readonly number[] {
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0))
+    fail('GK_SHAPE', `${op}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+  return shape as number[];
 }
 
 /** Shorthand for Tensor.from. */

@@ -2,6 +2,7 @@
 // GrpoKernelsError naming the argument, what was expected and what was given.
 import type { FloatDType } from './dtype';
 import { describe, fail } from './errors';
+import { ArrayTypeCode, type DeviceHandle } from './native';
 import { Tensor } from './tensor';
 
 export function checkObject(op: string, name: string, v: unknown): void {
@@ -47,7 +48,7 @@ export function checkKnownKeys(op: string, name: string, obj: object | undefined
 }
 
 /** A logits tensor of shape [..., V]: returns N (product of the leading dims) and V. */
-export function checkLogits(op: string, logits: unknown): { n: number; v: number; dtype: FloatDType; data: Float32Array | Uint16Array } {
+export function checkLogits(op: string, logits: unknown): { n: number; v: number; dtype: FloatDType; data: Float32Array | Uint16Array | DeviceHandle } {
   if (!(logits instanceof Tensor)) fail('GK_INVALID_ARG', `${op}: logits must be a Tensor, got ${describe(logits)}`);
   if (logits.dtype !== 'float32' && logits.dtype !== 'float16' && logits.dtype !== 'bfloat16')
     fail('GK_DTYPE', `${op}: logits must be float32, float16 or bfloat16, got ${logits.dtype}`);
@@ -55,7 +56,8 @@ export function checkLogits(op: string, logits: unknown): { n: number; v: number
     fail('GK_SHAPE', `${op}: logits must have shape [N, V] or [S, L, V], got [${logits.shape.join(', ')}]`);
   const v = logits.shape[logits.shape.length - 1]!;
   if (v < 1) fail('GK_SHAPE', `${op}: logits must have V >= 1 columns, got [${logits.shape.join(', ')}]`);
-  return { n: logits.size / v, v, dtype: logits.dtype, data: logits.data as Float32Array | Uint16Array };
+  const data = logits.device === 'cuda' ? logits.handle : (logits.data as Float32Array | Uint16Array);
+  return { n: logits.size / v, v, dtype: logits.dtype, data };
 }
 
 export type TargetsInput = Tensor | Int32Array | BigInt64Array | ArrayLike<number>;
@@ -64,11 +66,16 @@ export type TargetsInput = Tensor | Int32Array | BigInt64Array | ArrayLike<numbe
  * Target ids: one per row, integers in [0, V) or ignoreIndex. Returns an Int32Array or
  * BigInt64Array (int64 kept as is).
  */
-export function checkTargets(op: string, targets: unknown, n: number, v: number, ignoreIndex: number): Int32Array | BigInt64Array {
+export function checkTargets(op: string, targets: unknown, n: number, v: number, ignoreIndex: number): Int32Array | BigInt64Array | DeviceHandle {
   let data: unknown = targets;
   if (targets instanceof Tensor) {
     if (targets.dtype !== 'int32' && targets.dtype !== 'int64')
       fail('GK_DTYPE', `${op}: targets must be int32 or int64, got ${targets.dtype}`);
+    if (targets.device === 'cuda') {
+      // Checked on the GPU: an id outside [0, V) that is not ignoreIndex fails the op with GK_TARGET_RANGE.
+      if (targets.size !== n) fail('GK_SHAPE', `${op}: targets must have ${n} elements (one per logits row), got ${targets.size}`);
+      return targets.handle;
+    }
     data = targets.data;
   }
   if (data instanceof BigInt64Array) {
@@ -104,6 +111,38 @@ export function checkTargets(op: string, targets: unknown, n: number, v: number,
 }
 
 export type FloatInput = Tensor | Float32Array | Float64Array | ArrayLike<number>;
+
+/** The binding's element-type code for CUDA targets (whose typed-array type it cannot see). */
+export function targetsType(targets: unknown): number | undefined {
+  if (!(targets instanceof Tensor) || targets.device !== 'cuda') return undefined;
+  return targets.dtype === 'int32' ? ArrayTypeCode.int32 : ArrayTypeCode.int64;
+}
+
+/** A CUDA tensor argument of a known dtype and element count, as its device memory. */
+function deviceArg(op: string, name: string, x: Tensor, dtype: string, length: number): DeviceHandle {
+  if (x.dtype !== dtype) fail('GK_DTYPE', `${op}: ${name} on the GPU must be ${dtype}, got ${x.dtype}`);
+  if (x.size !== length) fail('GK_SHAPE', `${op}: ${name} must have ${length} elements, got ${x.size}`);
+  return x.handle;
+}
+
+/** checkFloats for an op argument: a float32 CUDA tensor passes as its device memory (not scanned). */
+export function floatArg(op: string, name: string, x: unknown, length: number, opts: { finite?: boolean } = {}): Float32Array | DeviceHandle {
+  if (x instanceof Tensor && x.device === 'cuda') return deviceArg(op, name, x, 'float32', length);
+  return checkFloats(op, name, x, length, opts);
+}
+
+/** checkMask for an op argument: a uint8 CUDA tensor passes as its device memory. */
+export function maskArg(op: string, name: string, x: unknown, length: number): Uint8Array | DeviceHandle {
+  if (x instanceof Tensor && x.device === 'cuda') return deviceArg(op, name, x, 'uint8', length);
+  return checkMask(op, name, x, length);
+}
+
+/** The element count of a per-row input (a Tensor's size or an array's length), or undefined. */
+export function lengthOf(x: unknown): number | undefined {
+  if (x instanceof Tensor) return x.size;
+  const len = (x as ArrayLike<unknown> | undefined)?.length;
+  return typeof len === 'number' ? len : undefined;
+}
 
 /**
  * A per-row float vector of a known length, as Float32Array (copied only when needed).

@@ -42,3 +42,18 @@ t.test('the CUDA architectures are sm_75 .. sm_90 plus PTX, set before enable_la
   t.ok(arch < cmake.indexOf('enable_language(CUDA)'));
   t.match(cmake, /CMAKE_CUDA_RUNTIME_LIBRARY Static/);
 });
+
+t.test('the built addon leaves no grpo-kernels symbol undefined (every declared gk:: function is defined)', async (t) => {
+  const { execFileSync } = await import('node:child_process');
+  const addonFile = path.join(root, 'build', 'Release', 'grpo_kernels.node');
+  t.ok(fs.existsSync(addonFile), 'the addon is built');
+  let undefinedSyms: string;
+  try {
+    undefinedSyms = execFileSync('nm', ['-D', '--undefined-only', '-C', addonFile], { encoding: 'utf8' });
+  } catch (e) {
+    t.fail(`nm could not read the addon: ${(e as Error).message}`);
+    return;
+  }
+  const ours = undefinedSyms.split('\n').filter((l) => /\bgk::/.test(l));
+  t.same(ours, [], 'no gk:: symbol is left for the dynamic loader');
+});

@@ -6,14 +6,24 @@ export interface Series {
   points: { x: number; y: number }[];
 }
 
-export async function writeLineChart(file: string, title: string, xTitle: string, yTitle: string, series: Series[]): Promise<string> {
-  // Loaded on demand: only the demos draw charts.
+/** Renders a vega-lite spec to an SVG file (headless). */
+export async function writeVegaLite(file: string, liteSpec: object): Promise<string> {
+  // Loaded on demand: only the demos and the benchmarks draw charts.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const vega = require('vega');
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const vl = require('vega-lite');
+  const spec = vl.compile(liteSpec).spec;
+  const view = new vega.View(vega.parse(spec), { renderer: 'none' });
+  const svg: string = await view.toSVG();
+  view.finalize();
+  fs.writeFileSync(file, svg);
+  return file;
+}
+
+export async function writeLineChart(file: string, title: string, xTitle: string, yTitle: string, series: Series[]): Promise<string> {
   const values = series.flatMap((s) => s.points.map((p) => ({ series: s.name, x: p.x, y: p.y })));
-  const spec = vl.compile({
+  return writeVegaLite(file, {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title,
     width: 640,
@@ -26,10 +36,5 @@ export async function writeLineChart(file: string, title: string, xTitle: string
       y: { field: 'y', type: 'quantitative', title: yTitle },
       color: { field: 'series', type: 'nominal', title: null },
     },
-  }).spec;
-  const view = new vega.View(vega.parse(spec), { renderer: 'none' });
-  const svg: string = await view.toSVG();
-  view.finalize();
-  fs.writeFileSync(file, svg);
-  return file;
+  });
 }

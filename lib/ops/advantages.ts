@@ -1,5 +1,6 @@
 import { describe, fail } from '../errors';
 import { addon, call, EstimatorCode, ScaleCode } from '../native';
+import { Placement } from '../device';
 import { Tensor } from '../tensor';
 import { checkEnum, checkKnownKeys, checkNumber, checkObject } from '../validate';
 
@@ -98,10 +99,12 @@ export async function groupAdvantages(rewards: RewardValues | RewardValues[], op
   const combined = new Float64Array(n);
   const groupMean = new Float64Array(n / g);
   const groupStd = new Float64Array(n / g);
+  // Rewards come from JS: the op runs on the default device and its results come back to the host.
+  const at = Placement.of(op, []);
   const native = addon();
   const zeroVarianceGroups = await call(op, () =>
     native.groupAdvantages({
-      rewards: packed, k, n, groupSize: g, ...(weights ? { weights } : {}), scale: ScaleCode[scale], estimator: EstimatorCode[estimator], eps,
+      device: at.device, rewards: packed, k, n, groupSize: g, ...(weights ? { weights } : {}), scale: ScaleCode[scale], estimator: EstimatorCode[estimator], eps,
       advantages, combined, groupMean, groupStd,
     }),
   );

@@ -1,9 +1,9 @@
-import { allocate } from '../dtype';
+import { Placement } from '../device';
 import { fail } from '../errors';
 import { addon, AggregationCode, call, DivergenceCode, DTypeCode } from '../native';
 import { Tensor } from '../tensor';
 import {
-  checkBoolean, checkEnum, checkKnownKeys, checkLayout, checkLogits, checkMask, checkNumber, checkObject, checkTargets,
+  checkBoolean, checkEnum, checkKnownKeys, checkLayout, checkLogits, checkNumber, checkObject, checkTargets, maskArg, targetsType,
   type TargetsInput,
 } from '../validate';
 import type { Aggregation } from './loss';
@@ -91,20 +91,23 @@ export async function distillationLoss(inputs: DistillationInputs, options: Dist
   if (s < 1) fail('GK_SHAPE', `${op}: at least one sequence (row) is required`);
   const { seqOffsets, maxLen } = checkLayout(op, inputs.seqOffsets, s, n);
   const maxCompletionLength = options.maxCompletionLength === undefined ? maxLen : checkNumber(op, 'options.maxCompletionLength', options.maxCompletionLength, { integer: true, min: 1 });
-  const mask = inputs.completionMask === undefined ? undefined : checkMask(op, 'inputs.completionMask', inputs.completionMask, n);
-  const grad = wantGrad ? (inPlace ? st.data : (allocate(st.dtype, n * st.v) as Float32Array | Uint16Array)) : undefined;
-  const rowLoss = wantRows ? new Float32Array(n) : undefined;
+  const mask = inputs.completionMask === undefined ? undefined : maskArg(op, 'inputs.completionMask', inputs.completionMask, n);
+  const at = Placement.of(op, [inputs.student, inputs.teacher, inputs.targets, inputs.completionMask]);
+  const grad = wantGrad && !inPlace ? at.array(st.dtype, n * st.v) : undefined;
+  const rowLoss = wantRows ? at.f32(n) : undefined;
   const native = addon();
   const r = await call(op, () =>
     native.distillLoss({
-      n, v: st.v, student: st.data, studentDtype: DTypeCode[st.dtype], teacher: te.data, teacherDtype: DTypeCode[te.dtype],
+      device: at.device, targetsType: targetsType(inputs.targets), n, v: st.v, student: st.data, studentDtype: DTypeCode[st.dtype], teacher: te.data, teacherDtype: DTypeCode[te.dtype],
       ...(targets ? { targets } : {}), ignoreIndex, ...(mask ? { mask } : {}), s, seqOffsets,
       divergence: DivergenceCode[divergence], beta, temperature, hardLabelWeight, aggregation: AggregationCode[aggregation],
-      normalizer, maxCompletionLength, ...(grad ? { grad } : {}), ...(rowLoss ? { rowLoss } : {}),
+      normalizer, maxCompletionLength, ...(grad ? { grad: grad as Float32Array | Uint16Array } : {}), ...(wantGrad && inPlace ? { gradInPlace: true } : {}),
+      ...(rowLoss ? { rowLoss } : {}),
     }),
   );
   const out: DistillationResult = { loss: r.loss, tokens: r.tokens };
-  if (grad) out.gradStudent = inPlace ? inputs.student : Tensor.from(grad, { dtype: st.dtype, shape: inputs.student.shape });
-  if (rowLoss) out.rowLoss = Tensor.from(rowLoss, { shape: inputs.student.shape.slice(0, -1) });
+  if (grad) out.gradStudent = at.tensor(grad, st.dtype, inputs.student.shape);
+  else if (wantGrad) out.gradStudent = inputs.student;
+  if (rowLoss) out.rowLoss = at.tensor(rowLoss, 'float32', inputs.student.shape.slice(0, -1));
   return out;
 }

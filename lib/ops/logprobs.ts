@@ -1,7 +1,7 @@
-import { allocate } from '../dtype';
+import { Placement } from '../device';
 import { addon, call, DTypeCode } from '../native';
 import { Tensor } from '../tensor';
-import { checkBoolean, checkFloats, checkKnownKeys, checkLogits, checkNumber, checkObject, checkTargets, type FloatInput, type TargetsInput } from '../validate';
+import { checkBoolean, checkKnownKeys, checkLogits, checkNumber, checkObject, checkTargets, floatArg, targetsType, type FloatInput, type TargetsInput } from '../validate';
 
 export interface TokenLogProbsOptions {
   /** Softmax temperature T > 0: the distribution is softmax(logits / T). Default 1. */
@@ -51,19 +51,23 @@ export async function tokenLogProbs(logits: Tensor, targets: TargetsInput, optio
   const wantEntropy = options.entropy === undefined ? false : checkBoolean(op, 'options.entropy', options.entropy);
   const checkFinite = options.checkFinite === undefined ? false : checkBoolean(op, 'options.checkFinite', options.checkFinite);
   const t = checkTargets(op, targets, n, v, row.ignoreIndex);
+  const at = Placement.of(op, [logits, targets]);
   const rowShape = logits.shape.slice(0, -1);
-  const logp = new Float32Array(n);
-  const lse = new Float32Array(n);
-  const entropy = wantEntropy ? new Float32Array(n) : undefined;
+  const logp = at.f32(n);
+  const lse = at.f32(n);
+  const entropy = wantEntropy ? at.f32(n) : undefined;
   const native = addon();
   await call(op, () =>
-    native.tokenLogProbs({ logits: data, dtype: DTypeCode[dtype], n, v, targets: t, ...row, checkFinite, logp, lse, ...(entropy ? { entropy } : {}) }),
+    native.tokenLogProbs({
+      device: at.device, logits: data, dtype: DTypeCode[dtype], n, v, targets: t, targetsType: targetsType(targets), ...row, checkFinite,
+      logp, lse, ...(entropy ? { entropy } : {}),
+    }),
   );
   const res: TokenLogProbsResult = {
-    logp: Tensor.from(logp, { shape: rowShape }),
-    lse: Tensor.from(lse, { shape: rowShape }),
+    logp: at.tensor(logp, 'float32', rowShape),
+    lse: at.tensor(lse, 'float32', rowShape),
   };
-  if (entropy) res.entropy = Tensor.from(entropy, { shape: rowShape });
+  if (entropy) res.entropy = at.tensor(entropy, 'float32', rowShape);
   return res;
 }
 
@@ -106,15 +110,17 @@ export async function tokenLogProbsBackward(
   const row = readRowOptions(op, options);
   const t = checkTargets(op, targets, n, v, row.ignoreIndex);
   const inPlace = options.inPlace === undefined ? false : checkBoolean(op, 'options.inPlace', options.inPlace);
+  const at = Placement.of(op, [logits, targets, grads?.gradLogp, grads?.gradEntropy, options.lse, options.entropy]);
+  const grad = inPlace ? undefined : at.array(dtype, n * v);
   const args: Parameters<ReturnType<typeof addon>['tokenLogProbsBackward']>[0] = {
-    logits: data, dtype: DTypeCode[dtype], n, v, targets: t, ...row,
-    grad: inPlace ? data : (allocate(dtype, n * v) as Float32Array | Uint16Array),
+    device: at.device, logits: data, dtype: DTypeCode[dtype], n, v, targets: t, targetsType: targetsType(targets), ...row,
+    ...(grad ? { grad: grad as Float32Array | Uint16Array } : { gradInPlace: true }),
   };
-  if (grads?.gradLogp !== undefined) args.gradLogp = checkFloats(op, 'grads.gradLogp', grads.gradLogp, n);
-  if (grads?.gradEntropy !== undefined) args.gradEntropy = checkFloats(op, 'grads.gradEntropy', grads.gradEntropy, n);
-  if (options.lse !== undefined) args.lse = checkFloats(op, 'options.lse', options.lse, n);
-  if (options.entropy !== undefined) args.entropy = checkFloats(op, 'options.entropy', options.entropy, n);
+  if (grads?.gradLogp !== undefined) args.gradLogp = floatArg(op, 'grads.gradLogp', grads.gradLogp, n);
+  if (grads?.gradEntropy !== undefined) args.gradEntropy = floatArg(op, 'grads.gradEntropy', grads.gradEntropy, n);
+  if (options.lse !== undefined) args.lse = floatArg(op, 'options.lse', options.lse, n);
+  if (options.entropy !== undefined) args.entropy = floatArg(op, 'options.entropy', options.entropy, n);
   const native = addon();
   await call(op, () => native.tokenLogProbsBackward(args));
-  return inPlace ? logits : Tensor.from(args.grad, { dtype, shape: logits.shape });
+  return grad ? at.tensor(grad, dtype, logits.shape) : logits;
 }

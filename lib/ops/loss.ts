@@ -1,4 +1,4 @@
-import { allocate } from '../dtype';
+import { Placement } from '../device';
 import { describe, fail } from '../errors';
 import {
   addon, AggregationCode, call, DTypeCode, IsLevelCode, KlCode, SurrogateCode,
@@ -6,7 +6,7 @@ import {
 } from '../native';
 import { Tensor } from '../tensor';
 import {
-  checkBoolean, checkEnum, checkFloats, checkKnownKeys, checkLayout, checkLogits, checkMask, checkNumber, checkObject, checkTargets,
+  checkBoolean, checkEnum, checkKnownKeys, checkLayout, checkLogits, checkNumber, checkObject, checkTargets, floatArg, maskArg, targetsType,
   type FloatInput, type TargetsInput,
 } from '../validate';
 import { readRowOptions } from './logprobs';
@@ -211,13 +211,13 @@ function readSequenceInputs(op: string, inp: GrpoSequenceInputs, n: number, opts
   const s = advRaw instanceof Tensor ? advRaw.size : (advRaw as ArrayLike<number> | undefined)?.length;
   if (typeof s !== 'number') fail('GK_INVALID_ARG', `${op}: inputs.advantages (one per sequence) is required, got ${describe(advRaw)}`);
   if (s < 1) fail('GK_SHAPE', `${op}: at least one sequence is required (inputs.advantages is empty)`);
-  const advantages = checkFloats(op, 'inputs.advantages', advRaw, s, { finite: true });
+  const advantages = floatArg(op, 'inputs.advantages', advRaw, s, { finite: true });
   const { seqOffsets, maxLen } = checkLayout(op, inp.seqOffsets, s, n);
   const out: Omit<NativeLossInputs, 'options'> & { maxLen: number } = { s, seqOffsets, advantages, maxLen };
-  if (inp.completionMask !== undefined) out.mask = checkMask(op, 'inputs.completionMask', inp.completionMask, n);
-  if (inp.oldLogp !== undefined) out.oldLogp = checkFloats(op, 'inputs.oldLogp', inp.oldLogp, n);
-  if (inp.refLogp !== undefined) out.refLogp = checkFloats(op, 'inputs.refLogp', inp.refLogp, n);
-  if (inp.truncated !== undefined) out.truncated = checkMask(op, 'inputs.truncated', inp.truncated, s);
+  if (inp.completionMask !== undefined) out.mask = maskArg(op, 'inputs.completionMask', inp.completionMask, n);
+  if (inp.oldLogp !== undefined) out.oldLogp = floatArg(op, 'inputs.oldLogp', inp.oldLogp, n);
+  if (inp.refLogp !== undefined) out.refLogp = floatArg(op, 'inputs.refLogp', inp.refLogp, n);
+  if (inp.truncated !== undefined) out.truncated = maskArg(op, 'inputs.truncated', inp.truncated, s);
   if (opts.beta > 0 && !out.refLogp) fail('GK_INVALID_ARG', `${op}: inputs.refLogp is required when beta > 0 (beta = ${opts.beta})`);
   if (opts.maskTruncatedCompletions && !out.truncated)
     fail('GK_INVALID_ARG', `${op}: inputs.truncated (one flag per sequence) is required with maskTruncatedCompletions`);
@@ -250,22 +250,25 @@ export async function grpoLossFromLogp(inputs: GrpoLossInputs, options: GrpoLoss
   const lpRaw = inputs.logp;
   const n = lpRaw instanceof Tensor ? lpRaw.size : (lpRaw as ArrayLike<number> | undefined)?.length;
   if (typeof n !== 'number') fail('GK_INVALID_ARG', `${op}: inputs.logp (one log-prob per token) is required, got ${describe(lpRaw)}`);
-  const logp = checkFloats(op, 'inputs.logp', lpRaw, n);
+  const logp = floatArg(op, 'inputs.logp', lpRaw, n);
   const seq = readSequenceInputs(op, inputs, n, opts);
-  const entropy = inputs.entropy === undefined ? undefined : checkFloats(op, 'inputs.entropy', inputs.entropy, n);
+  const entropy = inputs.entropy === undefined ? undefined : floatArg(op, 'inputs.entropy', inputs.entropy, n);
   if ((opts.entropyCoef !== 0 || opts.topEntropyQuantile < 1) && !entropy)
     fail('GK_INVALID_ARG', `${op}: inputs.entropy is required for entropyCoef != 0 or topEntropyQuantile < 1`);
   const nativeOpts = toNativeOptions(opts);
   if (opts.aggregation === 'constant' && opts.maxCompletionLength === null) nativeOpts.maxCompletionLength = seq.maxLen;
-  const dlogp = new Float32Array(n);
-  const dentropy = opts.entropyCoef !== 0 ? new Float32Array(n) : undefined;
+  const at = Placement.of(op, [lpRaw, inputs.entropy, ...SEQ_KEYS.map((k) => inputs[k])]);
+  const dlogp = at.f32(n);
+  const dentropy = opts.entropyCoef !== 0 ? at.f32(n) : undefined;
   const { maxLen: _unused, ...seqArgs } = seq;
   const native = addon();
   const m = await call(op, () =>
-    native.grpoLossStep({ ...seqArgs, n, logp, ...(entropy ? { entropy } : {}), dlogp, ...(dentropy ? { dentropy } : {}), options: nativeOpts }),
+    native.grpoLossStep({
+      device: at.device, ...seqArgs, n, logp, ...(entropy ? { entropy } : {}), dlogp, ...(dentropy ? { dentropy } : {}), options: nativeOpts,
+    }),
   );
-  const res: GrpoLossResult = { loss: m.loss, metrics: metricsFrom(m, !!seq.refLogp, !!entropy), gradLogp: Tensor.from(dlogp), options: opts };
-  if (dentropy) res.gradEntropy = Tensor.from(dentropy);
+  const res: GrpoLossResult = { loss: m.loss, metrics: metricsFrom(m, !!seq.refLogp, !!entropy), gradLogp: at.tensor(dlogp, 'float32', [n]), options: opts };
+  if (dentropy) res.gradEntropy = at.tensor(dentropy, 'float32', [n]);
   return res;
 }
 
@@ -313,25 +316,27 @@ export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, optio
   const seq = readSequenceInputs(op, inputs, n, opts);
   const nativeOpts = toNativeOptions(opts);
   if (opts.aggregation === 'constant' && opts.maxCompletionLength === null) nativeOpts.maxCompletionLength = seq.maxLen;
-  const logp = new Float32Array(n);
-  const entropy = new Float32Array(n);
-  const lse = new Float32Array(n);
-  const grad = inPlace ? data : (allocate(dtype, n * v) as Float32Array | Uint16Array);
+  const at = Placement.of(op, [inputs.logits, inputs.targets, ...SEQ_KEYS.map((k) => inputs[k])]);
+  const logp = at.f32(n);
+  const entropy = at.f32(n);
+  const lse = at.f32(n);
+  const grad = inPlace ? undefined : at.array(dtype, n * v);
   const { maxLen: _unused, ...seqArgs } = seq;
   const native = addon();
   const m = await call(op, () =>
     native.grpoLossFused({
-      logits: data, dtype: DTypeCode[dtype], n, v, targets, ...row, checkFinite,
-      ...seqArgs, logp, entropy, lse, grad, options: nativeOpts,
+      device: at.device, logits: data, dtype: DTypeCode[dtype], n, v, targets, targetsType: targetsType(inputs.targets), ...row, checkFinite,
+      ...seqArgs, logp, entropy, lse, ...(grad ? { grad: grad as Float32Array | Uint16Array } : { gradInPlace: true }), options: nativeOpts,
     }),
   );
   const rowShape = inputs.logits.shape.slice(0, -1);
+  at.release(lse); // internal to the op (its backward pass used it)
   return {
     loss: m.loss,
     metrics: metricsFrom(m, !!seq.refLogp, true),
-    gradLogits: inPlace ? inputs.logits : Tensor.from(grad, { dtype, shape: inputs.logits.shape }),
-    logp: Tensor.from(logp, { shape: rowShape }),
-    entropy: Tensor.from(entropy, { shape: rowShape }),
+    gradLogits: grad ? at.tensor(grad, dtype, inputs.logits.shape) : inputs.logits,
+    logp: at.tensor(logp, 'float32', rowShape),
+    entropy: at.tensor(entropy, 'float32', rowShape),
     options: opts,
   };
 }

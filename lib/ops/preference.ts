@@ -1,7 +1,8 @@
 import { describe, fail } from '../errors';
 import { addon, call } from '../native';
+import { Placement } from '../device';
 import { Tensor } from '../tensor';
-import { checkEnum, checkFloats, checkKnownKeys, checkNumber, checkObject, type FloatInput } from '../validate';
+import { checkEnum, floatArg, checkKnownKeys, checkNumber, checkObject, type FloatInput } from '../validate';
 
 export interface BradleyTerryInputs {
   /** Reward-model score of the chosen completion of each pair. */
@@ -42,16 +43,17 @@ export async function bradleyTerryLoss(inputs: BradleyTerryInputs, options: Brad
   const n = c instanceof Tensor ? c.size : (c as ArrayLike<number> | undefined)?.length;
   if (typeof n !== 'number') fail('GK_INVALID_ARG', `${op}: inputs.chosen (one score per pair) is required, got ${describe(c)}`);
   if (n < 1) fail('GK_SHAPE', `${op}: at least one preference pair is required`);
-  const chosen = checkFloats(op, 'inputs.chosen', c, n, { finite: true });
-  const rejected = checkFloats(op, 'inputs.rejected', inputs.rejected, n, { finite: true });
-  const margins = inputs.margins === undefined ? undefined : checkFloats(op, 'inputs.margins', inputs.margins, n, { finite: true });
+  const chosen = floatArg(op, 'inputs.chosen', c, n, { finite: true });
+  const rejected = floatArg(op, 'inputs.rejected', inputs.rejected, n, { finite: true });
+  const margins = inputs.margins === undefined ? undefined : floatArg(op, 'inputs.margins', inputs.margins, n, { finite: true });
   const margin = options.margin === undefined ? 0 : checkNumber(op, 'options.margin', options.margin);
   const reduction = options.reduction === undefined ? 'mean' : checkEnum(op, 'options.reduction', options.reduction, ['mean', 'sum'] as const);
-  const gradChosen = new Float32Array(n);
-  const gradRejected = new Float32Array(n);
+  const at = Placement.of(op, [c, inputs.rejected, inputs.margins]);
+  const gradChosen = at.f32(n);
+  const gradRejected = at.f32(n);
   const native = addon();
   const r = await call(op, () =>
-    native.bradleyTerryLoss({ n, chosen, rejected, ...(margins ? { margins } : {}), margin, sum: reduction === 'sum', gradChosen, gradRejected }),
+    native.bradleyTerryLoss({ device: at.device, n, chosen, rejected, ...(margins ? { margins } : {}), margin, sum: reduction === 'sum', gradChosen, gradRejected }),
   );
-  return { ...r, gradChosen: Tensor.from(gradChosen), gradRejected: Tensor.from(gradRejected) };
+  return { ...r, gradChosen: at.tensor(gradChosen, 'float32', [n]), gradRejected: at.tensor(gradRejected, 'float32', [n]) };
 }

@@ -1,5 +1,6 @@
 import { describe, fail } from '../errors';
 import { addon, call, DTypeCode } from '../native';
+import { Placement } from '../device';
 import { Tensor } from '../tensor';
 import { checkBoolean, checkKnownKeys, checkLogits, checkNumber, checkObject } from '../validate';
 
@@ -62,11 +63,14 @@ export async function sampleTokens(logits: Tensor, options: SampleOptions = {}):
       fail('GK_SHAPE', `${op}: options.rowIds must have one counter per row (${n}), got ${describe(ids)}`);
     rowIds = BigInt64Array.from({ length: n }, (_, i) => BigInt(checkNumber(op, `options.rowIds[${i}]`, ids[i], { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER })));
   }
-  const tokens = new Int32Array(n);
-  const logp = new Float32Array(n);
-  const logpTruncated = new Float32Array(n);
+  const at = Placement.of(op, [logits]);
+  const tokens = at.array('int32', n) as Int32Array;
+  const logp = at.f32(n);
+  const logpTruncated = at.f32(n);
   const native = addon();
-  await call(op, () => native.sampleTokens({ logits: data, dtype: DTypeCode[dtype], n, v, ...o, ...(rowIds ? { rowIds } : {}), tokens, logp, logpTruncated }));
+  await call(op, () =>
+    native.sampleTokens({ device: at.device, logits: data, dtype: DTypeCode[dtype], n, v, ...o, ...(rowIds ? { rowIds } : {}), tokens, logp, logpTruncated }),
+  );
   const shape = logits.shape.slice(0, -1);
-  return { tokens: Tensor.from(tokens, { shape }), logp: Tensor.from(logp, { shape }), logpTruncated: Tensor.from(logpTruncated, { shape }) };
+  return { tokens: at.tensor(tokens, 'int32', shape), logp: at.tensor(logp, 'float32', shape), logpTruncated: at.tensor(logpTruncated, 'float32', shape) };
 }

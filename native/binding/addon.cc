@@ -2,10 +2,15 @@
 // codes to JS errors. No math here.
 #include <napi.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "../backend.h"
 
@@ -17,6 +22,10 @@ namespace {
 
 using gk::Status;
 
+// Binding-only codes (not produced by the backends).
+constexpr int32_t kDisposed = 100;
+constexpr int32_t kDevice = 101;
+
 const char* CodeName(int32_t c) {
   switch (c) {
     case gk::kShape: return "GK_SHAPE";
@@ -26,6 +35,8 @@ const char* CodeName(int32_t c) {
     case gk::kCuda: return "GK_CUDA";
     case gk::kOom: return "GK_OOM";
     case gk::kInvalid: return "GK_INVALID_ARG";
+    case kDisposed: return "GK_DISPOSED";
+    case kDevice: return "GK_DEVICE";
     default: return "GK_INTERNAL";
   }
 }
@@ -43,50 +54,10 @@ struct ArgError {
   std::string msg;
 };
 
-struct Arr {
-  void* data = nullptr;
-  size_t length = 0;
-  napi_typedarray_type type = napi_float32_array;
-};
-
 bool Has(const Napi::Object& o, const char* key) {
   if (!o.Has(key)) return false;
   Napi::Value v = o.Get(key);
   return !v.IsUndefined() && !v.IsNull();
-}
-
-Arr GetArray(const Napi::Object& o, const char* key, const std::initializer_list<napi_typedarray_type>& types,
-             size_t expect_len) {
-  if (!Has(o, key)) throw ArgError{gk::kInvalid, std::string("missing array argument '") + key + "'"};
-  Napi::Value v = o.Get(key);
-  if (!v.IsTypedArray()) throw ArgError{gk::kDtype, std::string("'") + key + "' must be a typed array"};
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  Arr a;
-  a.type = ta.TypedArrayType();
-  bool ok = false;
-  for (auto t : types) ok = ok || t == a.type;
-  if (!ok) throw ArgError{gk::kDtype, std::string("'") + key + "' has the wrong typed-array type"};
-  a.length = ta.ElementLength();
-  if (a.length != expect_len)
-    throw ArgError{gk::kShape, std::string("'") + key + "' has " + std::to_string(a.length) + " elements, expected " +
-                                   std::to_string(expect_len)};
-  // napi_get_typedarray_info also covers SharedArrayBuffer-backed arrays.
-  void* data = nullptr;
-  napi_typedarray_type type;
-  size_t len = 0;
-  napi_value buf;
-  size_t off = 0;
-  if (napi_get_typedarray_info(o.Env(), ta, &type, &len, &data, &buf, &off) != napi_ok)
-    throw ArgError{gk::kInvalid, std::string("'") + key + "' could not be read"};
-  // An empty array may have no storage; point it at a harmless dummy so "given" stays non-null.
-  static uint64_t empty_storage[2] = {0, 0};
-  a.data = data ? data : (void*)empty_storage;
-  return a;
-}
-
-template <class T>
-T* Opt(const Napi::Object& o, const char* key, std::initializer_list<napi_typedarray_type> types, size_t len) {
-  return Has(o, key) ? (T*)GetArray(o, key, types, len).data : nullptr;
 }
 
 double Num(const Napi::Object& o, const char* key, double dflt) {
@@ -110,12 +81,304 @@ int32_t Enum(const Napi::Object& o, const char* key, int32_t dflt, int32_t count
   return (int32_t)v;
 }
 
+bool Flag(const Napi::Object& o, const char* key) { return Has(o, key) && o.Get(key).ToBoolean().Value(); }
+
 // a * b as an element count, rejecting products that do not fit.
 size_t Count(int64_t a, int64_t b) {
   uint64_t r = 0;
   if (a < 0 || b < 0 || __builtin_mul_overflow((uint64_t)a, (uint64_t)b, &r) || r > ((uint64_t)1 << 48))
     throw ArgError{gk::kShape, "tensor too large: " + std::to_string(a) + " x " + std::to_string(b) + " elements"};
   return (size_t)r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device memory. A JS device tensor holds an External around a shared DevMem. Owned memory is
+// allocated lazily by the first device job that uses it (in the device's call order) and, once
+// released, freed in stream order after every job issued before the release has run. Wrapped
+// memory (a pointer from elsewhere) is never freed here.
+
+struct DevMem {
+  int32_t device = 0;
+  std::atomic<void*> ptr{nullptr};
+  uint64_t bytes = 0;
+  bool owned = true;
+  bool has_stream = false;  // wrapped memory: the producer's stream to wait for
+  uint64_t stream = 0;
+  bool released = false;    // JS thread only
+};
+using DevRef = std::shared_ptr<DevMem>;
+
+const napi_type_tag kDevMemTag = {0x67726b2d64657631ull, 0x9f3c51a2e07d4b68ull};
+
+// The DevMem behind a device-buffer External, or null for any other value.
+DevRef AsDevMem(Napi::Env env, Napi::Value v) {
+  if (!v.IsExternal()) return nullptr;
+  bool ok = false;
+  if (napi_check_object_type_tag(env, v, &kDevMemTag, &ok) != napi_ok || !ok) return nullptr;
+  return *v.As<Napi::External<DevRef>>().Data();
+}
+
+constexpr int kMaxDevices = 8;
+
+// One queue per device: jobs take a ticket on the JS thread and run strictly in ticket order
+// (each waits for its turn on its libuv worker), so device work happens in call order and the
+// device's context is used by one thread at a time.
+struct DeviceQueue {
+  std::mutex m;
+  std::condition_variable cv;
+  uint64_t next = 0;     // tickets issued (under m)
+  uint64_t serving = 0;  // the ticket whose turn it is (under m)
+  std::vector<std::pair<uint64_t, DevRef>> frees;  // (tickets issued at release, memory), under m
+  gk::cuda::Context* ctx = nullptr;
+  double last_ms = 0.0;  // GPU time of the last timed job
+};
+DeviceQueue g_queues[kMaxDevices];
+
+DeviceQueue& QueueOf(int32_t device) {
+  if (device < 0 || device >= kMaxDevices)
+    throw ArgError{kDevice, "CUDA device index " + std::to_string(device) + " is out of range"};
+  DeviceQueue& q = g_queues[device];
+  if (!q.ctx) {
+    Status st = gk::cuda::context(device, &q.ctx);
+    if (!st.ok()) throw ArgError{st.code == gk::kInvalid ? kDevice : st.code, st.message};
+  }
+  return q;
+}
+
+// Frees the released memory all of whose earlier jobs have run (tag <= limit). Device thread,
+// during a turn.
+void Drain(DeviceQueue& q, uint64_t limit) {
+  std::vector<DevRef> ready;
+  {
+    std::lock_guard<std::mutex> lock(q.m);
+    auto& f = q.frees;
+    for (size_t i = 0; i < f.size();) {
+      if (f[i].first <= limit) {
+        ready.push_back(std::move(f[i].second));
+        f[i] = std::move(f.back());
+        f.pop_back();
+      } else {
+        ++i;
+      }
+    }
+  }
+  for (DevRef& m : ready) gk::cuda::free_async(q.ctx, m->ptr.exchange(nullptr));
+}
+
+class Turn {
+ public:
+  Turn(DeviceQueue& q, uint64_t ticket) : q_(q), t_(ticket) {
+    std::unique_lock<std::mutex> lock(q_.m);
+    q_.cv.wait(lock, [&] { return q_.serving == t_; });
+  }
+  ~Turn() {
+    // Every job issued before a release tagged <= t + 1 has now run.
+    if (gk::cuda::activate(q_.ctx).ok()) Drain(q_, t_ + 1);
+    {
+      std::lock_guard<std::mutex> lock(q_.m);
+      q_.serving = t_ + 1;
+    }
+    q_.cv.notify_all();
+  }
+  Turn(const Turn&) = delete;
+  Turn& operator=(const Turn&) = delete;
+
+ private:
+  DeviceQueue& q_;
+  uint64_t t_;
+};
+
+uint64_t TakeTicket(DeviceQueue& q) {
+  std::lock_guard<std::mutex> lock(q.m);
+  return q.next++;
+}
+
+// Releases a device buffer (dispose() or the finalizer; JS thread). Owned memory is reported
+// to V8 as freed now and returned to the pool after the jobs issued before this call.
+void Release(Napi::Env env, const DevRef& m) {
+  if (m->released) return;
+  m->released = true;
+  if (!m->owned) return;
+  Napi::MemoryManagement::AdjustExternalMemory(env, -(int64_t)m->bytes);
+  DeviceQueue& q = g_queues[m->device];
+  bool idle = false;
+  {
+    std::lock_guard<std::mutex> lock(q.m);
+    idle = q.serving == q.next;
+    if (!idle) q.frees.emplace_back(q.next, m);
+  }
+  // No job queued or running: nothing can be using it.
+  if (idle && q.ctx) gk::cuda::free_async(q.ctx, m->ptr.exchange(nullptr));
+}
+
+Napi::Value NewDevMem(Napi::Env env, DevRef m) {
+  if (m->owned) Napi::MemoryManagement::AdjustExternalMemory(env, (int64_t)m->bytes);
+  auto* holder = new DevRef(std::move(m));
+  Napi::External<DevRef> ext = Napi::External<DevRef>::New(env, holder, [](Napi::Env env, DevRef* h) {
+    Release(env, *h);
+    delete h;
+  });
+  napi_type_tag_object(env, ext, &kDevMemTag);
+  return ext;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One op call: its arguments bound to native fields. On the CPU a field points into a typed
+// array. On a device a field points at device memory: a device buffer's (allocated now if it is
+// new), or, for a typed array, a scratch copy uploaded before the op (inputs) and downloaded
+// after it (outputs).
+
+enum Dir { kIn, kOut, kInOut };
+
+struct Bound {
+  void** field = nullptr;
+  DevRef mem;            // a device buffer, or
+  void* host = nullptr;  // a typed array (device calls upload/download it)
+  size_t bytes = 0;
+  Dir dir = kIn;
+  void* scratch = nullptr;
+  void** also = nullptr;  // a second field given the same address (grad over the logits)
+};
+
+struct Call {
+  int32_t device = -1;  // -1: the CPU
+  std::vector<Bound> binds;
+
+  // Device thread, during the turn: resolves every field to device memory.
+  Status Before(gk::cuda::Context* c) {
+    for (Bound& b : binds) {
+      void* p = nullptr;
+      if (b.mem) {
+        p = b.mem->ptr.load();
+        if (!p) {
+          Status st = gk::cuda::malloc_async(c, b.mem->bytes, &p);
+          if (!st.ok()) return st;
+          b.mem->ptr.store(p);
+        }
+        if (b.mem->has_stream) {
+          Status st = gk::cuda::wait_external(c, b.mem->stream);
+          if (!st.ok()) return st;
+        }
+      } else {
+        Status st = gk::cuda::malloc_async(c, b.bytes, &b.scratch);
+        if (!st.ok()) return st;
+        if (b.dir != kOut) {
+          st = gk::cuda::copy_to_device(c, b.scratch, b.host, b.bytes);
+          if (!st.ok()) return st;
+        }
+        p = b.scratch;
+      }
+      if (b.field) *b.field = p;
+      if (b.also) *b.also = p;
+    }
+    return Status{};
+  }
+  // After the op: downloads the typed-array outputs (when it succeeded) and frees the scratch.
+  Status After(gk::cuda::Context* c, bool ok) {
+    Status st;
+    for (Bound& b : binds)
+      if (b.scratch && ok && st.ok() && b.dir != kIn) st = gk::cuda::copy_to_host(c, b.host, b.scratch, b.bytes);
+    for (Bound& b : binds) {
+      gk::cuda::free_async(c, b.scratch);
+      b.scratch = nullptr;
+    }
+    return st;
+  }
+};
+
+size_t ElemSize(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: return 1;
+    case napi_int16_array: case napi_uint16_array: return 2;
+    case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: return 8;
+    default: return 4;
+  }
+}
+
+// What Bind found: the typed-array type (for a device buffer: o[key + 'Type'], or the first
+// allowed type).
+struct BindInfo {
+  bool given = false;
+  bool device = false;
+  napi_typedarray_type type = napi_float32_array;
+};
+
+// Binds o[key] (a typed array of one of `types` with `len` elements, or a device buffer of at
+// least len elements) to *field. A device buffer is only accepted by a call on its device.
+template <class T>
+BindInfo Bind(Call& c, const Napi::Object& o, const char* key, const std::initializer_list<napi_typedarray_type>& types,
+              size_t len, T** field, Dir dir, bool optional = false) {
+  BindInfo r;
+  void** slot = reinterpret_cast<void**>(const_cast<std::remove_const_t<T>**>(field));
+  *slot = nullptr;
+  if (!Has(o, key)) {
+    if (optional) return r;
+    throw ArgError{gk::kInvalid, std::string("missing array argument '") + key + "'"};
+  }
+  r.given = true;
+  Napi::Value v = o.Get(key);
+  if (DevRef m = AsDevMem(o.Env(), v)) {
+    if (c.device < 0) throw ArgError{kDevice, std::string("'") + key + "' is a device buffer, but the call runs on the CPU"};
+    if (m->device != c.device)
+      throw ArgError{kDevice, std::string("'") + key + "' lives on cuda:" + std::to_string(m->device) + ", the call runs on cuda:" +
+                                  std::to_string(c.device)};
+    if (m->released) throw ArgError{kDisposed, std::string("'") + key + "' was disposed"};
+    r.device = true;
+    r.type = *types.begin();
+    const std::string tkey = std::string(key) + "Type";
+    if (Has(o, tkey.c_str())) r.type = (napi_typedarray_type)Int(o, tkey.c_str(), 0);
+    bool ok = false;
+    for (auto t : types) ok = ok || t == r.type;
+    if (!ok) throw ArgError{gk::kDtype, std::string("'") + key + "' has the wrong element type"};
+    const uint64_t need = (uint64_t)len * ElemSize(r.type);
+    if (m->bytes < need)
+      throw ArgError{gk::kShape, std::string("'") + key + "' holds " + std::to_string(m->bytes) + " bytes, expected at least " +
+                                     std::to_string(need)};
+    Bound b;
+    b.field = slot;
+    b.mem = m;
+    b.bytes = need;
+    b.dir = dir;
+    c.binds.push_back(std::move(b));
+    return r;
+  }
+  if (!v.IsTypedArray()) throw ArgError{gk::kDtype, std::string("'") + key + "' must be a typed array"};
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  r.type = ta.TypedArrayType();
+  bool ok = false;
+  for (auto t : types) ok = ok || t == r.type;
+  if (!ok) throw ArgError{gk::kDtype, std::string("'") + key + "' has the wrong typed-array type"};
+  const size_t length = ta.ElementLength();
+  if (length != len)
+    throw ArgError{gk::kShape, std::string("'") + key + "' has " + std::to_string(length) + " elements, expected " + std::to_string(len)};
+  // napi_get_typedarray_info also covers SharedArrayBuffer-backed arrays.
+  void* data = nullptr;
+  napi_typedarray_type type;
+  size_t n = 0;
+  napi_value buf;
+  size_t off = 0;
+  if (napi_get_typedarray_info(o.Env(), ta, &type, &n, &data, &buf, &off) != napi_ok)
+    throw ArgError{gk::kInvalid, std::string("'") + key + "' could not be read"};
+  // An empty array may have no storage; point it at a harmless dummy so "given" stays non-null.
+  static uint64_t empty_storage[2] = {0, 0};
+  if (!data) data = (void*)empty_storage;
+  if (c.device < 0) {
+    *slot = data;
+  } else {
+    Bound b;
+    b.field = slot;
+    b.host = data;
+    b.bytes = len * ElemSize(r.type);
+    b.dir = dir;
+    c.binds.push_back(std::move(b));
+  }
+  return r;
+}
+
+template <class T>
+BindInfo BindOpt(Call& c, const Napi::Object& o, const char* key, const std::initializer_list<napi_typedarray_type>& types,
+                 size_t len, T** field, Dir dir = kIn) {
+  return Bind(c, o, key, types, len, field, dir, true);
 }
 
 // Runs `work` off the JS thread; resolves with `done(env)` or rejects with a coded error.
@@ -126,7 +389,7 @@ class Job : public Napi::AsyncWorker {
         deferred_(Napi::Promise::Deferred::New(env)),
         work_(std::move(work)),
         done_(std::move(done)) {
-    keep_ = Napi::Persistent(keep);  // keeps every typed array of the call alive
+    keep_ = Napi::Persistent(keep);  // keeps every array and buffer of the call alive
   }
   Napi::Promise Promise() { return deferred_.Promise(); }
   void Execute() override {
@@ -155,12 +418,57 @@ class Job : public Napi::AsyncWorker {
   Status status_;
 };
 
-Napi::Value Queue(Napi::Env env, Napi::Object keep, std::function<Status()> work,
-                  std::function<Napi::Value(Napi::Env)> done) {
+Napi::Value Submit(Napi::Env env, Napi::Object keep, std::function<Status()> work, std::function<Napi::Value(Napi::Env)> done) {
   Job* job = new Job(env, keep, std::move(work), std::move(done));
   Napi::Promise p = job->Promise();
   job->Queue();
   return p;
+}
+
+// Runs `work` in its turn on `device` (the device made current); released memory whose jobs
+// have all run is freed before and after it.
+Napi::Value SubmitDevice(Napi::Env env, Napi::Object keep, int32_t device, std::function<Status(gk::cuda::Context*)> work,
+                         std::function<Napi::Value(Napi::Env)> done) {
+  DeviceQueue* q = &QueueOf(device);
+  const uint64_t ticket = TakeTicket(*q);
+  return Submit(
+      env, keep,
+      [q, ticket, work = std::move(work)]() -> Status {
+        Turn turn(*q, ticket);
+        Status st = gk::cuda::activate(q->ctx);
+        if (!st.ok()) return st;
+        Drain(*q, ticket);
+        return work(q->ctx);
+      },
+      std::move(done));
+}
+
+// Runs a device job's `gpu` between the op timer's start and stop (DeviceQueue::last_ms).
+Status Timed(DeviceQueue* q, gk::cuda::Context* c, const std::function<Status()>& gpu) {
+  Status st = gk::cuda::timer_start(c);
+  if (!st.ok()) return st;
+  st = gpu();
+  double ms = 0.0;
+  const Status ts = gk::cuda::timer_stop(c, &ms);
+  if (st.ok() && ts.ok()) q->last_ms = ms;
+  return st.ok() ? ts : st;
+}
+
+// Runs an op: on the CPU backend (a worker thread), or on the call's device (bound fields
+// resolved, the op timed, typed-array outputs downloaded).
+Napi::Value Run(Napi::Env env, Napi::Object keep, std::shared_ptr<Call> call, std::function<Status()> cpu,
+                std::function<Status(gk::cuda::Stream)> gpu, std::function<Napi::Value(Napi::Env)> done) {
+  if (call->device < 0) return Submit(env, keep, std::move(cpu), std::move(done));
+  DeviceQueue* q = &QueueOf(call->device);
+  return SubmitDevice(
+      env, keep, call->device,
+      [q, call, gpu = std::move(gpu)](gk::cuda::Context* c) -> Status {
+        Status st = call->Before(c);
+        if (st.ok()) st = Timed(q, c, [&] { return gpu(gk::cuda::stream_of(c)); });
+        const Status after = call->After(c, st.ok());
+        return st.ok() ? after : st;
+      },
+      std::move(done));
 }
 
 Napi::Value Undefined(Napi::Env env) { return env.Undefined(); }
@@ -178,83 +486,129 @@ Napi::Value Guard(const Napi::CallbackInfo& info, F f) {
   }
 }
 
+// A new call on o.device (-1 or absent: the CPU).
+std::shared_ptr<Call> NewCall(const Napi::Object& o) {
+  auto c = std::make_shared<Call>();
+  c->device = (int32_t)Int(o, "device", -1);
+  if (c->device < -1 || c->device >= kMaxDevices) throw ArgError{kDevice, "'device' must be -1 (the CPU) or a CUDA device index"};
+  return c;
+}
+
 const std::initializer_list<napi_typedarray_type> kF32 = {napi_float32_array};
+const std::initializer_list<napi_typedarray_type> kF64 = {napi_float64_array};
 const std::initializer_list<napi_typedarray_type> kU8 = {napi_uint8_array};
 const std::initializer_list<napi_typedarray_type> kU16 = {napi_uint16_array};
+const std::initializer_list<napi_typedarray_type> kI32 = {napi_int32_array};
+const std::initializer_list<napi_typedarray_type> kI64 = {napi_bigint64_array};
+const std::initializer_list<napi_typedarray_type> kIds = {napi_int32_array, napi_bigint64_array};
 
 // float32 logits arrive as Float32Array, 16-bit ones as Uint16Array of raw bits.
 const std::initializer_list<napi_typedarray_type>& LogitsTypes(int32_t dtype) { return dtype == gk::kF32 ? kF32 : kU16; }
 
-// logits (with dtype, n, v), targets, temperature and ignoreIndex.
-gk::LogitsView ReadLogitsView(const Napi::Object& o) {
-  gk::LogitsView x;
-  x.dtype = (int32_t)Int(o, "dtype", gk::kF32);
-  x.n = Int(o, "n", 0);
-  x.v = Int(o, "v", 0);
-  if (x.n < 0 || x.v < 1) throw ArgError{gk::kShape, "logits must have N >= 0 rows and V >= 1 columns"};
-  if (x.dtype != gk::kF32 && x.dtype != gk::kF16 && x.dtype != gk::kBF16)
-    throw ArgError{gk::kDtype, "logits dtype must be float32, float16 or bfloat16"};
-  x.logits = GetArray(o, "logits", LogitsTypes(x.dtype), Count(x.n, x.v)).data;
-  Arr t = GetArray(o, "targets", {napi_int32_array, napi_bigint64_array}, (size_t)x.n);
-  x.targets = t.data;
-  x.target_dtype = t.type == napi_int32_array ? gk::kI32 : gk::kI64;
-  x.temperature = (float)Num(o, "temperature", 1.0);
-  if (!(x.temperature > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
-  x.ignore_index = Int(o, "ignoreIndex", -100);
-  return x;
+int32_t ReadLogitsDtype(const Napi::Object& o, const char* key) {
+  const int32_t d = (int32_t)Int(o, key, gk::kF32);
+  if (d != gk::kF32 && d != gk::kF16 && d != gk::kBF16) throw ArgError{gk::kDtype, "logits dtype must be float32, float16 or bfloat16"};
+  return d;
 }
 
-void ReadForward(const Napi::Object& o, gk::LogProbArgs* a) {
-  a->in = ReadLogitsView(o);
-  a->check_finite = Has(o, "checkFinite") && o.Get("checkFinite").ToBoolean().Value();
+// Targets (int32 or int64 ids, n of them) bound to *field; returns their dtype code.
+int32_t BindTargets(Call& c, const Napi::Object& o, size_t n, const void** field, bool optional = false) {
+  BindInfo t = Bind(c, o, "targets", kIds, n, field, kIn, optional);
+  return t.type == napi_int32_array ? gk::kI32 : gk::kI64;
+}
+
+float ReadTemperature(const Napi::Object& o) {
+  const float t = (float)Num(o, "temperature", 1.0);
+  if (!(t > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
+  return t;
+}
+
+// logits (with dtype, n, v) and, when `with_targets`, targets and ignoreIndex; temperature.
+// `dir` is the logits' direction (kInOut when a gradient is written over them).
+void ReadLogitsView(Call& c, const Napi::Object& o, gk::LogitsView* x, bool with_targets, Dir dir = kIn) {
+  x->dtype = ReadLogitsDtype(o, "dtype");
+  x->n = Int(o, "n", 0);
+  x->v = Int(o, "v", 0);
+  if (x->n < 0 || x->v < 1) throw ArgError{gk::kShape, "logits must have N >= 0 rows and V >= 1 columns"};
+  Bind(c, o, "logits", LogitsTypes(x->dtype), Count(x->n, x->v), &x->logits, dir);
+  if (with_targets) x->target_dtype = BindTargets(c, o, (size_t)x->n, &x->targets);
+  x->temperature = ReadTemperature(o);
+  x->ignore_index = Int(o, "ignoreIndex", -100);
+}
+
+// The gradient output over the logits' dtype and shape: its own array, or (gradInPlace) the
+// logits' own storage: on the CPU the same pointer, on a device the logits' binding (kInOut)
+// whose resolved address is given to both fields.
+void BindGrad(Call& c, const Napi::Object& o, const void* const* logits, int32_t dtype, size_t count, void** grad) {
+  *grad = nullptr;
+  if (Flag(o, "gradInPlace")) {
+    if (c.device < 0) {
+      *grad = const_cast<void*>(*logits);
+      return;
+    }
+    for (Bound& b : c.binds)
+      if ((const void*)b.field == (const void*)logits) {
+        b.also = grad;
+        return;
+      }
+    throw ArgError{gk::kInternal, "gradInPlace: the logits are not bound"};
+  }
+  Bind(c, o, "grad", LogitsTypes(dtype), count, grad, kOut);
 }
 
 Napi::Value TokenLogProbs(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto c = NewCall(o);
     auto a = std::make_shared<gk::LogProbArgs>();
-    ReadForward(o, a.get());
+    ReadLogitsView(*c, o, &a->in, true);
+    a->check_finite = Flag(o, "checkFinite");
     const size_t n = (size_t)a->in.n;
-    a->logp = (float*)GetArray(o, "logp", kF32, n).data;
-    a->entropy = Opt<float>(o, "entropy", kF32, n);
-    a->lse = Opt<float>(o, "lse", kF32, n);
-    return Queue(env, o, [a] { return gk::cpu::token_logprobs(*a); }, Undefined);
+    Bind(*c, o, "logp", kF32, n, &a->logp, kOut);
+    BindOpt(*c, o, "entropy", kF32, n, &a->entropy, kOut);
+    BindOpt(*c, o, "lse", kF32, n, &a->lse, kOut);
+    return Run(env, o, c, [a] { return gk::cpu::token_logprobs(*a); },
+               [a](gk::cuda::Stream s) { return gk::cuda::token_logprobs(*a, s); }, Undefined);
   });
 }
 
 Napi::Value TokenLogProbsBackward(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto c = NewCall(o);
     auto a = std::make_shared<gk::LogProbBackwardArgs>();
-    a->in = ReadLogitsView(o);
+    ReadLogitsView(*c, o, &a->in, true, Flag(o, "gradInPlace") ? kInOut : kIn);
     const size_t n = (size_t)a->in.n;
-    a->gl = Opt<float>(o, "gradLogp", kF32, n);
-    a->gh = Opt<float>(o, "gradEntropy", kF32, n);
-    a->lse = Opt<float>(o, "lse", kF32, n);
-    a->entropy = Opt<float>(o, "entropy", kF32, n);
-    a->grad = GetArray(o, "grad", LogitsTypes(a->in.dtype), Count(a->in.n, a->in.v)).data;
-    return Queue(env, o, [a] { return gk::cpu::token_logprobs_backward(*a); }, Undefined);
+    BindOpt(*c, o, "gradLogp", kF32, n, &a->gl);
+    BindOpt(*c, o, "gradEntropy", kF32, n, &a->gh);
+    BindOpt(*c, o, "lse", kF32, n, &a->lse);
+    BindOpt(*c, o, "entropy", kF32, n, &a->entropy);
+    BindGrad(*c, o, &a->in.logits, a->in.dtype, Count(a->in.n, a->in.v), &a->grad);
+    return Run(env, o, c, [a] { return gk::cpu::token_logprobs_backward(*a); },
+               [a](gk::cuda::Stream s) { return gk::cuda::token_logprobs_backward(*a, s); }, Undefined);
   });
 }
 
 Napi::Value GroupAdvantages(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto c = NewCall(o);
     auto a = std::make_shared<gk::AdvantageArgs>();
     a->k = Int(o, "k", 1);
     a->n = Int(o, "n", 0);
     a->group = Int(o, "groupSize", 1);
     if (a->k < 1 || a->n < 1 || a->group < 1 || a->n % a->group != 0)
       throw ArgError{gk::kShape, "rewards must be k >= 1 functions of n samples, n divisible by groupSize"};
-    a->rewards = (const double*)GetArray(o, "rewards", {napi_float64_array}, Count(a->k, a->n)).data;
-    a->weights = Opt<double>(o, "weights", {napi_float64_array}, (size_t)a->k);
+    Bind(*c, o, "rewards", kF64, Count(a->k, a->n), &a->rewards, kIn);
+    BindOpt(*c, o, "weights", kF64, (size_t)a->k, &a->weights);
     a->opt.scale = Enum(o, "scale", gk::kScaleGroup, 3);
     a->opt.estimator = Enum(o, "estimator", gk::kEstGrpo, 2);
     a->opt.eps = Num(o, "eps", 1e-4);
-    a->advantages = (float*)GetArray(o, "advantages", kF32, (size_t)a->n).data;
-    a->combined = (double*)GetArray(o, "combined", {napi_float64_array}, (size_t)a->n).data;
+    Bind(*c, o, "advantages", kF32, (size_t)a->n, &a->advantages, kOut);
+    Bind(*c, o, "combined", kF64, (size_t)a->n, &a->combined, kOut);
     const size_t groups = (size_t)(a->n / a->group);
-    a->group_mean = Opt<double>(o, "groupMean", {napi_float64_array}, groups);
-    a->group_std = Opt<double>(o, "groupStd", {napi_float64_array}, groups);
-    return Queue(env, o, [a] { return gk::cpu::group_advantages(*a); },
-                 [a](Napi::Env env) { return Napi::Number::New(env, (double)a->zero_variance_groups); });
+    BindOpt(*c, o, "groupMean", kF64, groups, &a->group_mean, kOut);
+    BindOpt(*c, o, "groupStd", kF64, groups, &a->group_std, kOut);
+    return Run(env, o, c, [a] { return gk::cpu::group_advantages(*a); },
+               [a](gk::cuda::Stream s) { return gk::cuda::group_advantages(*a, s); },
+               [a](Napi::Env env) { return Napi::Number::New(env, (double)a->zero_variance_groups); });
   });
 }
 
@@ -274,24 +628,24 @@ void ReadLossOptions(const Napi::Object& root, gk::LossOptions* o) {
   o->entropy_coef = Num(p, "entropyCoef", 0.0);
   o->normalizer = Num(p, "normalizer", 0.0);
   o->max_completion_length = Num(p, "maxCompletionLength", 0.0);
-  o->mask_truncated = Has(p, "maskTruncatedCompletions") && p.Get("maskTruncatedCompletions").ToBoolean().Value();
+  o->mask_truncated = Flag(p, "maskTruncatedCompletions");
   o->top_entropy_quantile = Num(p, "topEntropyQuantile", 1.0);
   if (!(o->top_entropy_quantile > 0.0 && o->top_entropy_quantile <= 1.0))
     throw ArgError{gk::kInvalid, "'topEntropyQuantile' must be in (0, 1]"};
 }
 
 // The sequence layout and per-token inputs shared by the step and the fused op.
-void ReadLossInputs(const Napi::Object& o, int64_t n, gk::LossStepArgs* s) {
+void ReadLossInputs(Call& c, const Napi::Object& o, int64_t n, gk::LossStepArgs* s) {
   s->n = n;
   s->s = Int(o, "s", 0);
   if (s->s < 1) throw ArgError{gk::kShape, "at least one sequence is required"};
-  s->seq_offsets = (const int64_t*)GetArray(o, "seqOffsets", {napi_bigint64_array}, (size_t)s->s + 1).data;
-  s->advantages = (const float*)GetArray(o, "advantages", kF32, (size_t)s->s).data;
-  s->old_logp = Opt<float>(o, "oldLogp", kF32, (size_t)n);
-  s->ref_logp = Opt<float>(o, "refLogp", kF32, (size_t)n);
-  s->mask = Opt<uint8_t>(o, "mask", kU8, (size_t)n);
-  s->truncated = Opt<uint8_t>(o, "truncated", kU8, (size_t)s->s);
-  s->token_loss = Opt<float>(o, "tokenLoss", kF32, (size_t)n);
+  Bind(c, o, "seqOffsets", kI64, (size_t)s->s + 1, &s->seq_offsets, kIn);
+  Bind(c, o, "advantages", kF32, (size_t)s->s, &s->advantages, kIn);
+  BindOpt(c, o, "oldLogp", kF32, (size_t)n, &s->old_logp);
+  BindOpt(c, o, "refLogp", kF32, (size_t)n, &s->ref_logp);
+  BindOpt(c, o, "mask", kU8, (size_t)n, &s->mask);
+  BindOpt(c, o, "truncated", kU8, (size_t)s->s, &s->truncated);
+  BindOpt(c, o, "tokenLoss", kF32, (size_t)n, &s->token_loss, kOut);
   ReadLossOptions(o, &s->opt);
 }
 
@@ -311,92 +665,86 @@ Napi::Value MetricsObject(Napi::Env env, const gk::LossMetrics& m) {
 
 Napi::Value GrpoLossStep(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto c = NewCall(o);
     auto s = std::make_shared<gk::LossStepArgs>();
     const int64_t n = Int(o, "n", 0);
-    s->logp = (const float*)GetArray(o, "logp", kF32, (size_t)n).data;
-    s->entropy = Opt<float>(o, "entropy", kF32, (size_t)n);
-    ReadLossInputs(o, n, s.get());
-    s->dlogp = (float*)GetArray(o, "dlogp", kF32, (size_t)n).data;
-    s->dentropy = Opt<float>(o, "dentropy", kF32, (size_t)n);
-    return Queue(env, o, [s] { return gk::cpu::grpo_loss_step(*s); },
-                 [s](Napi::Env env) { return MetricsObject(env, s->out); });
+    if (n < 0) throw ArgError{gk::kShape, "the token count must be >= 0"};
+    Bind(*c, o, "logp", kF32, (size_t)n, &s->logp, kIn);
+    BindOpt(*c, o, "entropy", kF32, (size_t)n, &s->entropy);
+    ReadLossInputs(*c, o, n, s.get());
+    Bind(*c, o, "dlogp", kF32, (size_t)n, &s->dlogp, kOut);
+    BindOpt(*c, o, "dentropy", kF32, (size_t)n, &s->dentropy, kOut);
+    return Run(env, o, c, [s] { return gk::cpu::grpo_loss_step(*s); },
+               [s](gk::cuda::Stream st) { return gk::cuda::grpo_loss_step(*s, st); },
+               [s](Napi::Env env) { return MetricsObject(env, s->out); });
   });
 }
 
 Napi::Value GrpoLossFused(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto c = NewCall(o);
     auto a = std::make_shared<gk::FusedLossArgs>();
-    ReadForward(o, &a->fwd);
+    ReadLogitsView(*c, o, &a->fwd.in, true, Flag(o, "gradInPlace") ? kInOut : kIn);
+    a->fwd.check_finite = Flag(o, "checkFinite");
     const size_t n = (size_t)a->fwd.in.n;
-    a->fwd.logp = (float*)GetArray(o, "logp", kF32, n).data;
-    a->fwd.entropy = (float*)GetArray(o, "entropy", kF32, n).data;
-    a->fwd.lse = (float*)GetArray(o, "lse", kF32, n).data;
-    ReadLossInputs(o, a->fwd.in.n, &a->step);
-    a->grad = GetArray(o, "grad", LogitsTypes(a->fwd.in.dtype), Count(a->fwd.in.n, a->fwd.in.v)).data;
-    return Queue(env, o, [a] { return gk::cpu::grpo_loss_fused(*a); },
-                 [a](Napi::Env env) { return MetricsObject(env, a->step.out); });
+    Bind(*c, o, "logp", kF32, n, &a->fwd.logp, kOut);
+    Bind(*c, o, "entropy", kF32, n, &a->fwd.entropy, kOut);
+    Bind(*c, o, "lse", kF32, n, &a->fwd.lse, kOut);
+    ReadLossInputs(*c, o, a->fwd.in.n, &a->step);
+    BindGrad(*c, o, &a->fwd.in.logits, a->fwd.in.dtype, Count(a->fwd.in.n, a->fwd.in.v), &a->grad);
+    return Run(env, o, c, [a] { return gk::cpu::grpo_loss_fused(*a); },
+               [a](gk::cuda::Stream s) { return gk::cuda::grpo_loss_fused(*a, s); },
+               [a](Napi::Env env) { return MetricsObject(env, a->step.out); });
   });
 }
 
 Napi::Value DistillLoss(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto c = NewCall(o);
     auto a = std::make_shared<gk::DistillArgs>();
     a->n = Int(o, "n", 0);
     a->v = Int(o, "v", 0);
     if (a->n < 0 || a->v < 1) throw ArgError{gk::kShape, "logits must have N >= 0 rows and V >= 1 columns"};
-    a->student_dtype = (int32_t)Int(o, "studentDtype", gk::kF32);
-    a->teacher_dtype = (int32_t)Int(o, "teacherDtype", gk::kF32);
-    for (int32_t d : {a->student_dtype, a->teacher_dtype})
-      if (d != gk::kF32 && d != gk::kF16 && d != gk::kBF16) throw ArgError{gk::kDtype, "logits dtype must be float32, float16 or bfloat16"};
+    a->student_dtype = ReadLogitsDtype(o, "studentDtype");
+    a->teacher_dtype = ReadLogitsDtype(o, "teacherDtype");
     const size_t nv = Count(a->n, a->v), n = (size_t)a->n;
-    a->student = GetArray(o, "student", LogitsTypes(a->student_dtype), nv).data;
-    a->teacher = GetArray(o, "teacher", LogitsTypes(a->teacher_dtype), nv).data;
-    if (Has(o, "targets")) {
-      Arr t = GetArray(o, "targets", {napi_int32_array, napi_bigint64_array}, n);
-      a->targets = t.data;
-      a->target_dtype = t.type == napi_int32_array ? gk::kI32 : gk::kI64;
-    }
+    Bind(*c, o, "student", LogitsTypes(a->student_dtype), nv, &a->student, Flag(o, "gradInPlace") ? kInOut : kIn);
+    Bind(*c, o, "teacher", LogitsTypes(a->teacher_dtype), nv, &a->teacher, kIn);
+    if (Has(o, "targets")) a->target_dtype = BindTargets(*c, o, n, &a->targets);
     a->ignore_index = Int(o, "ignoreIndex", -100);
-    a->mask = Opt<uint8_t>(o, "mask", kU8, n);
+    BindOpt(*c, o, "mask", kU8, n, &a->mask);
     a->s = Int(o, "s", 0);
     if (a->s < 1) throw ArgError{gk::kShape, "at least one sequence is required"};
-    a->seq_offsets = (const int64_t*)GetArray(o, "seqOffsets", {napi_bigint64_array}, (size_t)a->s + 1).data;
+    Bind(*c, o, "seqOffsets", kI64, (size_t)a->s + 1, &a->seq_offsets, kIn);
     a->divergence = Enum(o, "divergence", gk::kForwardKl, 3);
     a->beta = Num(o, "beta", 0.5);
     if (a->divergence == gk::kJsd && !(a->beta > 0.0 && a->beta < 1.0)) throw ArgError{gk::kInvalid, "'beta' must be in (0, 1)"};
-    a->temperature = (float)Num(o, "temperature", 1.0);
-    if (!(a->temperature > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
+    a->temperature = ReadTemperature(o);
     a->hard_label_weight = Num(o, "hardLabelWeight", 0.0);
-    if (a->hard_label_weight != 0.0 && !a->targets) throw ArgError{gk::kInvalid, "hardLabelWeight needs targets"};
+    if (a->hard_label_weight != 0.0 && !Has(o, "targets")) throw ArgError{gk::kInvalid, "hardLabelWeight needs targets"};
     a->aggregation = Enum(o, "aggregation", gk::kTokenMean, 4);
     a->normalizer = Num(o, "normalizer", 0.0);
     a->max_completion_length = Num(o, "maxCompletionLength", 0.0);
-    if (Has(o, "grad")) a->grad = GetArray(o, "grad", LogitsTypes(a->student_dtype), nv).data;
-    a->row_loss = Opt<float>(o, "rowLoss", kF32, n);
-    return Queue(env, o, [a] { return gk::cpu::distill_loss(*a); }, [a](Napi::Env env) {
-      Napi::Object r = Napi::Object::New(env);
-      r.Set("loss", a->loss);
-      r.Set("tokens", a->tokens);
-      return r;
-    });
+    if (Flag(o, "gradInPlace") || Has(o, "grad")) BindGrad(*c, o, &a->student, a->student_dtype, nv, &a->grad);
+    BindOpt(*c, o, "rowLoss", kF32, n, &a->row_loss, kOut);
+    return Run(env, o, c, [a] { return gk::cpu::distill_loss(*a); },
+               [a](gk::cuda::Stream s) { return gk::cuda::distill_loss(*a, s); },
+               [a](Napi::Env env) {
+                 Napi::Object r = Napi::Object::New(env);
+                 r.Set("loss", a->loss);
+                 r.Set("tokens", a->tokens);
+                 return r;
+               });
   });
 }
 
 Napi::Value SampleTokens(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto c = NewCall(o);
     auto a = std::make_shared<gk::SampleArgs>();
-    // No targets for sampling: read the logits part of the view only.
-    gk::LogitsView& x = a->in;
-    x.dtype = (int32_t)Int(o, "dtype", gk::kF32);
-    x.n = Int(o, "n", 0);
-    x.v = Int(o, "v", 0);
-    if (x.n < 0 || x.v < 1 || x.v > INT32_MAX) throw ArgError{gk::kShape, "logits must have N >= 0 rows and 1 <= V < 2^31 columns"};
-    if (x.dtype != gk::kF32 && x.dtype != gk::kF16 && x.dtype != gk::kBF16)
-      throw ArgError{gk::kDtype, "logits dtype must be float32, float16 or bfloat16"};
-    x.logits = GetArray(o, "logits", LogitsTypes(x.dtype), Count(x.n, x.v)).data;
-    x.temperature = (float)Num(o, "temperature", 1.0);
-    if (!(x.temperature > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
-    a->greedy = Has(o, "greedy") && o.Get("greedy").ToBoolean().Value();
+    ReadLogitsView(*c, o, &a->in, false);
+    if (a->in.v > INT32_MAX) throw ArgError{gk::kShape, "sampling needs V < 2^31 columns"};
+    a->greedy = Flag(o, "greedy");
     a->top_k = Int(o, "topK", 0);
     a->top_p = Num(o, "topP", 1.0);
     a->min_p = Num(o, "minP", 0.0);
@@ -405,36 +753,275 @@ Napi::Value SampleTokens(const Napi::CallbackInfo& info) {
     a->seed = (uint64_t)Int(o, "seed", 0);
     a->step = (uint64_t)Int(o, "step", 0);
     a->row_offset = Int(o, "rowOffset", 0);
-    const size_t n = (size_t)x.n;
-    a->row_ids = Opt<int64_t>(o, "rowIds", {napi_bigint64_array}, n);
-    a->tokens = (int32_t*)GetArray(o, "tokens", {napi_int32_array}, n).data;
-    a->logp = (float*)GetArray(o, "logp", kF32, n).data;
-    a->logp_truncated = (float*)GetArray(o, "logpTruncated", kF32, n).data;
-    return Queue(env, o, [a] { return gk::cpu::sample_tokens(*a); }, Undefined);
+    const size_t n = (size_t)a->in.n;
+    BindOpt(*c, o, "rowIds", kI64, n, &a->row_ids);
+    Bind(*c, o, "tokens", kI32, n, &a->tokens, kOut);
+    Bind(*c, o, "logp", kF32, n, &a->logp, kOut);
+    Bind(*c, o, "logpTruncated", kF32, n, &a->logp_truncated, kOut);
+    return Run(env, o, c, [a] { return gk::cpu::sample_tokens(*a); },
+               [a](gk::cuda::Stream s) { return gk::cuda::sample_tokens(*a, s); }, Undefined);
   });
 }
 
 Napi::Value BradleyTerryLoss(const Napi::CallbackInfo& info) {
   return Guard(info, [](Napi::Env env, Napi::Object o) {
+    auto c = NewCall(o);
     auto a = std::make_shared<gk::PreferenceArgs>();
     a->n = Int(o, "n", 0);
     if (a->n < 1) throw ArgError{gk::kShape, "at least one preference pair is required"};
     const size_t n = (size_t)a->n;
-    a->chosen = (const float*)GetArray(o, "chosen", kF32, n).data;
-    a->rejected = (const float*)GetArray(o, "rejected", kF32, n).data;
-    a->margins = Opt<float>(o, "margins", kF32, n);
+    Bind(*c, o, "chosen", kF32, n, &a->chosen, kIn);
+    Bind(*c, o, "rejected", kF32, n, &a->rejected, kIn);
+    BindOpt(*c, o, "margins", kF32, n, &a->margins);
     a->margin = Num(o, "margin", 0.0);
-    a->sum = Has(o, "sum") && o.Get("sum").ToBoolean().Value();
-    a->grad_chosen = (float*)GetArray(o, "gradChosen", kF32, n).data;
-    a->grad_rejected = (float*)GetArray(o, "gradRejected", kF32, n).data;
-    return Queue(env, o, [a] { return gk::cpu::bradley_terry_loss(*a); }, [a](Napi::Env env) {
-      Napi::Object r = Napi::Object::New(env);
-      r.Set("loss", a->loss);
-      r.Set("accuracy", a->accuracy);
-      r.Set("meanMargin", a->mean_margin);
-      return r;
-    });
+    a->sum = Flag(o, "sum");
+    Bind(*c, o, "gradChosen", kF32, n, &a->grad_chosen, kOut);
+    Bind(*c, o, "gradRejected", kF32, n, &a->grad_rejected, kOut);
+    return Run(env, o, c, [a] { return gk::cpu::bradley_terry_loss(*a); },
+               [a](gk::cuda::Stream s) { return gk::cuda::bradley_terry_loss(*a, s); },
+               [a](Napi::Env env) {
+                 Napi::Object r = Napi::Object::New(env);
+                 r.Set("loss", a->loss);
+                 r.Set("accuracy", a->accuracy);
+                 r.Set("meanMargin", a->mean_margin);
+                 return r;
+               });
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device entry points.
+
+int32_t DeviceArg(const Napi::Value& v) {
+  if (!v.IsNumber()) throw ArgError{kDevice, "the device index must be a number"};
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d < kMaxDevices) || d != (double)(int32_t)d) throw ArgError{kDevice, "CUDA device index out of range"};
+  return (int32_t)d;
+}
+
+template <class F>
+Napi::Value GuardArgs(const Napi::CallbackInfo& info, F f) {
+  Napi::Env env = info.Env();
+  try {
+    return f(env);
+  } catch (const ArgError& e) {
+    MakeError(env, e.code, e.msg).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
+DevRef DevArg(const Napi::CallbackInfo& info, size_t i) {
+  DevRef m = i < info.Length() ? AsDevMem(info.Env(), info[i]) : nullptr;
+  if (!m) throw ArgError{gk::kInvalid, "expected a device buffer"};
+  if (m->released) throw ArgError{kDisposed, "the device buffer was disposed"};
+  return m;
+}
+
+uint64_t BigIntArg(const Napi::Value& v, const char* what) {
+  if (!v.IsBigInt()) throw ArgError{gk::kInvalid, std::string(what) + " must be a BigInt"};
+  bool lossless = false;
+  const uint64_t x = v.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) throw ArgError{gk::kInvalid, std::string(what) + " does not fit in 64 bits"};
+  return x;
+}
+
+// deviceOpen(index): creates the device's context (stream, pool); throws GK_DEVICE/GK_CUDA.
+Napi::Value DeviceOpen(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value {
+    QueueOf(DeviceArg(info[0]));
+    return env.Undefined();
+  });
+}
+
+// deviceAlloc(index, bytes): a new owned buffer (allocated by the first job that uses it).
+Napi::Value DeviceAlloc(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value {
+    const int32_t dev = DeviceArg(info[0]);
+    QueueOf(dev);
+    if (info.Length() < 2 || !info[1].IsNumber()) throw ArgError{gk::kInvalid, "bytes must be a number"};
+    const double b = info[1].As<Napi::Number>().DoubleValue();
+    if (!(b >= 0 && b < 9.0e15) || b != (double)(uint64_t)b) throw ArgError{gk::kInvalid, "bytes must be a non-negative integer"};
+    auto m = std::make_shared<DevMem>();
+    m->device = dev;
+    m->bytes = (uint64_t)b;
+    return NewDevMem(env, m);
+  });
+}
+
+// deviceWrap(index, pointer, bytes, stream?): external device memory (never freed here).
+Napi::Value DeviceWrap(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value {
+    const int32_t dev = DeviceArg(info[0]);
+    QueueOf(dev);
+    if (info.Length() < 3) throw ArgError{gk::kInvalid, "deviceWrap(index, pointer, bytes, stream?)"};
+    const uint64_t ptr = BigIntArg(info[1], "the pointer");
+    if (ptr == 0) throw ArgError{gk::kInvalid, "the pointer must not be null"};
+    if (!info[2].IsNumber()) throw ArgError{gk::kInvalid, "bytes must be a number"};
+    auto m = std::make_shared<DevMem>();
+    m->device = dev;
+    m->ptr.store((void*)(uintptr_t)ptr);
+    m->bytes = (uint64_t)info[2].As<Napi::Number>().DoubleValue();
+    m->owned = false;
+    if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
+      m->has_stream = true;
+      m->stream = BigIntArg(info[3], "the stream");
+    }
+    return NewDevMem(env, m);
+  });
+}
+
+Napi::Value DeviceRelease(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value {
+    DevRef m = info.Length() > 0 ? AsDevMem(env, info[0]) : nullptr;
+    if (!m) throw ArgError{gk::kInvalid, "expected a device buffer"};
+    Release(env, m);
+    return env.Undefined();
+  });
+}
+
+// A device job on one buffer: allocated (if new) and waited for (if wrapped with a stream).
+Napi::Value BufferJob(const Napi::CallbackInfo& info, DevRef m, Napi::Object keep, bool timed,
+                      std::function<Status(gk::cuda::Context*, void*)> work, std::function<Napi::Value(Napi::Env)> done) {
+  auto call = std::make_shared<Call>();
+  call->device = m->device;
+  auto slot = std::make_shared<void*>(nullptr);
+  Bound b;
+  b.field = slot.get();
+  b.mem = m;
+  b.bytes = m->bytes;
+  b.dir = kInOut;
+  call->binds.push_back(std::move(b));
+  DeviceQueue* q = &QueueOf(m->device);
+  return SubmitDevice(
+      info.Env(), keep, m->device,
+      [q, call, slot, timed, work = std::move(work)](gk::cuda::Context* c) -> Status {
+        Status st = call->Before(c);
+        if (!st.ok()) return st;
+        if (timed) return Timed(q, c, [&] { return work(c, *slot); });
+        return work(c, *slot);
+      },
+      std::move(done));
+}
+
+// A typed array's bytes (any type), for uploads and downloads.
+struct HostBytes {
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+HostBytes HostArg(const Napi::CallbackInfo& info, size_t i) {
+  if (i >= info.Length() || !info[i].IsTypedArray()) throw ArgError{gk::kDtype, "expected a typed array"};
+  Napi::TypedArray ta = info[i].As<Napi::TypedArray>();
+  HostBytes h;
+  napi_typedarray_type type;
+  size_t len = 0;
+  napi_value buf;
+  size_t off = 0;
+  if (napi_get_typedarray_info(info.Env(), ta, &type, &len, &h.data, &buf, &off) != napi_ok)
+    throw ArgError{gk::kInvalid, "the typed array could not be read"};
+  h.bytes = len * ElemSize(type);
+  return h;
+}
+
+Napi::Object Keep(const Napi::CallbackInfo& info) {
+  Napi::Object k = Napi::Object::New(info.Env());
+  for (size_t i = 0; i < info.Length(); ++i) k.Set((uint32_t)i, info[i]);
+  return k;
+}
+
+// deviceUpload(buffer, typedArray) / deviceDownload(buffer, typedArray): whole-buffer copies
+// through pinned staging, ordered with the device's other work; resolve when done.
+Napi::Value DeviceUpload(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env) -> Napi::Value {
+    DevRef m = DevArg(info, 0);
+    HostBytes h = HostArg(info, 1);
+    if (h.bytes != m->bytes) throw ArgError{gk::kShape, "the array's byte length differs from the device buffer's"};
+    return BufferJob(info, m, Keep(info), false, [h](gk::cuda::Context* c, void* p) { return gk::cuda::copy_to_device(c, p, h.data, h.bytes); },
+                     Undefined);
+  });
+}
+
+Napi::Value DeviceDownload(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env) -> Napi::Value {
+    DevRef m = DevArg(info, 0);
+    HostBytes h = HostArg(info, 1);
+    if (h.bytes != m->bytes) throw ArgError{gk::kShape, "the array's byte length differs from the device buffer's"};
+    return BufferJob(info, m, Keep(info), false, [h](gk::cuda::Context* c, void* p) { return gk::cuda::copy_to_host(c, h.data, p, h.bytes); },
+                     Undefined);
+  });
+}
+
+// deviceCopy(dst, src, dstOffsetBytes = 0): device-to-device copy of src's bytes (timed: the
+// copy bandwidth).
+Napi::Value DeviceCopy(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env) -> Napi::Value {
+    DevRef dst = DevArg(info, 0);
+    DevRef src = DevArg(info, 1);
+    double off = 0;
+    if (info.Length() > 2 && !info[2].IsUndefined()) {
+      if (!info[2].IsNumber()) throw ArgError{gk::kInvalid, "deviceCopy: the offset must be a number"};
+      off = info[2].As<Napi::Number>().DoubleValue();
+    }
+    if (dst->device != src->device) throw ArgError{kDevice, "deviceCopy: the buffers live on different devices"};
+    if (!(off >= 0) || off != (double)(uint64_t)off || (uint64_t)off + src->bytes > dst->bytes)
+      throw ArgError{gk::kShape, "deviceCopy: the source does not fit in the destination at that offset"};
+    const uint64_t offset = (uint64_t)off;
+    return BufferJob(info, dst, Keep(info), true,
+                     [src, offset](gk::cuda::Context* c, void* p) -> Status {
+                       void* s = src->ptr.load();
+                       if (!s) {
+                         Status st = gk::cuda::malloc_async(c, src->bytes, &s);
+                         if (!st.ok()) return st;
+                         src->ptr.store(s);
+                       }
+                       return gk::cuda::copy_device(c, (char*)p + offset, s, src->bytes);
+                     },
+                     Undefined);
+  });
+}
+
+// devicePointer(buffer): resolves with the address (allocating a new buffer first).
+Napi::Value DevicePointer(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env) -> Napi::Value {
+    DevRef m = DevArg(info, 0);
+    return BufferJob(info, m, Keep(info), false, [](gk::cuda::Context*, void*) { return Status{}; },
+                     [m](Napi::Env env) { return Napi::BigInt::New(env, (uint64_t)(uintptr_t)m->ptr.load()); });
+  });
+}
+
+// deviceSynchronize(index) / deviceMemory(index) / deviceResetPeak(index).
+Napi::Value DeviceSynchronize(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value {
+    return SubmitDevice(env, Keep(info), DeviceArg(info[0]), [](gk::cuda::Context* c) { return gk::cuda::synchronize(c); },
+                        Undefined);
+  });
+}
+
+Napi::Value DeviceMemory(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value {
+    auto m = std::make_shared<gk::cuda::MemoryInfo>();
+    return SubmitDevice(env, Keep(info), DeviceArg(info[0]), [m](gk::cuda::Context* c) { return gk::cuda::memory_info(c, m.get()); },
+                        [m](Napi::Env env) {
+                          Napi::Object r = Napi::Object::New(env);
+                          r.Set("usedBytes", (double)m->used);
+                          r.Set("peakBytes", (double)m->peak);
+                          r.Set("reservedBytes", (double)m->reserved);
+                          r.Set("freeBytes", (double)m->free);
+                          r.Set("totalBytes", (double)m->total);
+                          return r;
+                        });
+  });
+}
+
+Napi::Value DeviceResetPeak(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value {
+    return SubmitDevice(env, Keep(info), DeviceArg(info[0]), [](gk::cuda::Context* c) { return gk::cuda::reset_peak(c); },
+                        Undefined);
+  });
+}
+
+// deviceLastOpMs(index): GPU time of the last op (or copy) run on the device, in ms.
+Napi::Value DeviceLastOpMs(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, QueueOf(DeviceArg(info[0])).last_ms); });
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -476,6 +1063,18 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("distillLoss", Napi::Function::New(env, DistillLoss));
   exports.Set("sampleTokens", Napi::Function::New(env, SampleTokens));
   exports.Set("bradleyTerryLoss", Napi::Function::New(env, BradleyTerryLoss));
+  exports.Set("deviceOpen", Napi::Function::New(env, DeviceOpen));
+  exports.Set("deviceAlloc", Napi::Function::New(env, DeviceAlloc));
+  exports.Set("deviceWrap", Napi::Function::New(env, DeviceWrap));
+  exports.Set("deviceRelease", Napi::Function::New(env, DeviceRelease));
+  exports.Set("deviceUpload", Napi::Function::New(env, DeviceUpload));
+  exports.Set("deviceDownload", Napi::Function::New(env, DeviceDownload));
+  exports.Set("deviceCopy", Napi::Function::New(env, DeviceCopy));
+  exports.Set("devicePointer", Napi::Function::New(env, DevicePointer));
+  exports.Set("deviceSynchronize", Napi::Function::New(env, DeviceSynchronize));
+  exports.Set("deviceMemory", Napi::Function::New(env, DeviceMemory));
+  exports.Set("deviceResetPeak", Napi::Function::New(env, DeviceResetPeak));
+  exports.Set("deviceLastOpMs", Napi::Function::New(env, DeviceLastOpMs));
   return exports;
 }
 
