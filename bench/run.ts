@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [-- --device cpu]`: times each op on the CPU backend against a
+// `npm run bench [-- --quick] [-- --device cpu|cuda]`: on the CPU (default) times each op against a
 // plain TypeScript float32 loop doing the same work, prints elements/s and the ratio, shows the
 // peak RSS growth of the fused GRPO step, and writes JSON under bench/results/.
 import { execSync } from 'node:child_process';
@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as gk from '../lib/index';
 import { Rng } from '../lib/random';
+import { runCudaBench } from './cuda';
 import { plainAdvantages, plainBackward, plainForwardKl, plainLogProbs, plainLossStep, plainSample } from './plain';
 
 interface Row {
@@ -69,8 +70,16 @@ function fmt(x: number): string {
 }
 
 async function main() {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, device: { type: 'string', default: 'cpu' }, out: { type: 'string' } } });
-  gk.resolveDevice(values.device as gk.DeviceRequest);
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false }, device: { type: 'string', default: 'cpu' }, out: { type: 'string' },
+      'no-peers': { type: 'boolean', default: false }, python: { type: 'string' },
+    },
+  });
+  if (gk.resolveDevice(values.device as gk.DeviceRequest) === 'cuda') {
+    await runCudaBench({ quick: values.quick!, noPeers: values['no-peers']!, ...(values.out ? { out: values.out } : {}), ...(values.python ? { python: values.python } : {}) });
+    return;
+  }
   const quick = values.quick!;
   const reps = quick ? 3 : 5;
   const plainReps = quick ? 1 : 3;
