@@ -20,9 +20,17 @@ export interface BackendInfo {
   };
 }
 
+let probed: NativeInfo | undefined;
+
+/** The addon's probe of the machine, taken once (devices do not come and go in a process). */
+function nativeInfo(): NativeInfo {
+  probed ??= addon().info();
+  return probed;
+}
+
 /** What the package and its addon are, and which backend runs the ops (and why not CUDA). */
 export function backendInfo(): BackendInfo {
-  const i = addon().info();
+  const i = nativeInfo();
   let reason: string;
   let usable = false;
   if (!i.cuda.compiled) reason = i.cuda.error;
@@ -101,7 +109,7 @@ export class Device {
 
   /** The CPU backend. */
   static get cpu(): Device {
-    if (!Device.#cpu) Device.#cpu = new Device('cpu', -1, `cpu (${addon().info().simd})`);
+    if (!Device.#cpu) Device.#cpu = new Device('cpu', -1, `cpu (${nativeInfo().simd})`);
     return Device.#cpu;
   }
 
@@ -115,11 +123,11 @@ export class Device {
     const index = options.index ?? 0;
     if (!Number.isInteger(index) || index < 0 || index > 7)
       fail('GK_INVALID_ARG', `Device.open: options.index must be an integer in [0, 7], got ${describe(index)}`);
+    const known = request === 'cpu' ? undefined : Device.#cuda.get(index);
+    if (known) return known; // an open GPU: no probe on the hot path
     const kind = resolveDevice(request);
     if (kind === 'cpu') return Device.cpu;
-    const known = Device.#cuda.get(index);
-    if (known) return known;
-    const info = addon().info();
+    const info = nativeInfo();
     const d = info.cuda.devices[index];
     if (!d) fail('GK_DEVICE', `Device.open: there is no CUDA device ${index} (${info.cuda.deviceCount} found)`);
     addon().deviceOpen(index);
@@ -162,6 +170,10 @@ export class Device {
     if (this.kind !== 'cuda') fail('GK_DEVICE', 'Device.wrap: only CUDA memory can be wrapped');
     if (typeof pointer !== 'bigint') fail('GK_INVALID_ARG', `Device.wrap: pointer must be a BigInt, got ${describe(pointer)}`);
     if (!options || !(options.dtype in DTYPE_BYTES)) fail('GK_DTYPE', `Device.wrap: options.dtype must be one of ${Object.keys(DTYPE_BYTES).join(', ')}, got ${describe(options?.dtype)}`);
+    if (!Array.isArray(options.shape) || options.shape.some((d) => !Number.isInteger(d) || d < 0))
+      fail('GK_SHAPE', `Device.wrap: options.shape must be an array of non-negative integers, got ${JSON.stringify(options.shape)}`);
+    if (options.stream !== undefined && typeof options.stream !== 'bigint')
+      fail('GK_INVALID_ARG', `Device.wrap: options.stream must be a BigInt (a cudaStream_t), got ${describe(options.stream)}`);
     const size = shapeSize(options.shape);
     const h = addon().deviceWrap(this.index, pointer, size * DTYPE_BYTES[options.dtype], options.stream);
     return Tensor.fromDevice(h, options.dtype, options.shape, this.index);
@@ -245,9 +257,26 @@ export class Placement {
     return new Placement(d.kind === 'cuda' ? d.index : -1, null);
   }
 
+  #allocated: DeviceHandle[] = [];
+
   /** Output storage for `count` elements. */
   array(dtype: DType, count: number): HostArray | DeviceHandle {
-    return this.out ? this.out.alloc(dtype, count) : allocate(dtype, count);
+    if (!this.out) return allocate(dtype, count);
+    const h = this.out.alloc(dtype, count);
+    this.#allocated.push(h);
+    return h;
+  }
+
+  /** Awaits the op; when it fails, its device outputs are freed at once (not left to the GC). */
+  async run<T>(op: Promise<T>): Promise<T> {
+    try {
+      return await op;
+    } catch (e) {
+      for (const h of this.#allocated) addon().deviceRelease(h);
+      throw e;
+    } finally {
+      this.#allocated = [];
+    }
   }
 
   f32(count: number): Float32Array | DeviceHandle {

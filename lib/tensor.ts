@@ -157,8 +157,14 @@ export class Tensor {
   /** A copy on the same device (device to device for a CUDA tensor). */
   async clone(): Promise<Tensor> {
     if (this.device === 'cpu') return Tensor.from(this.data.slice() as HostArray, { dtype: this.dtype, shape: this.shape });
+    const src = this.handle; // throws GK_DISPOSED before anything is allocated
     const h = addon().deviceAlloc(this.deviceIndex, this.byteLength);
-    await addon().deviceCopy(h, this.handle);
+    try {
+      await addon().deviceCopy(h, src);
+    } catch (e) {
+      addon().deviceRelease(h);
+      throw e;
+    }
     return Tensor.fromDevice(h, this.dtype, this.shape, this.deviceIndex);
   }
 

@@ -199,7 +199,12 @@ void free_async(Context* c, void* p);
 Status copy_to_device(Context* c, void* dst, const void* host, size_t bytes);
 Status copy_to_host(Context* c, void* host, const void* src, size_t bytes);
 Status copy_device(Context* c, void* dst, const void* src, size_t bytes);
-Status wait_external(Context* c, uint64_t external_stream);  // our stream waits for work queued on it
+// Work queued so far on a stream of the caller's (a cudaStream_t; 0 is the legacy default
+// stream): record_external (on the JS thread, at call time) marks it, wait_event (in the job)
+// makes our stream wait for it and destroys the event; destroy_event drops an unused one.
+Status record_external(Context* c, uint64_t external_stream, void** event);
+Status wait_event(Context* c, void* event);
+void destroy_event(Context* c, void* event);
 Status synchronize(Context* c);
 Status memory_info(Context* c, MemoryInfo* m);
 Status reset_peak(Context* c);

@@ -96,7 +96,7 @@ export async function distillationLoss(inputs: DistillationInputs, options: Dist
   const grad = wantGrad && !inPlace ? at.array(st.dtype, n * st.v) : undefined;
   const rowLoss = wantRows ? at.f32(n) : undefined;
   const native = addon();
-  const r = await call(op, () =>
+  const r = await at.run(call(op, () =>
     native.distillLoss({
       device: at.device, targetsType: targetsType(inputs.targets), n, v: st.v, student: st.data, studentDtype: DTypeCode[st.dtype], teacher: te.data, teacherDtype: DTypeCode[te.dtype],
       ...(targets ? { targets } : {}), ignoreIndex, ...(mask ? { mask } : {}), s, seqOffsets,
@@ -104,7 +104,7 @@ export async function distillationLoss(inputs: DistillationInputs, options: Dist
       normalizer, maxCompletionLength, ...(grad ? { grad: grad as Float32Array | Uint16Array } : {}), ...(wantGrad && inPlace ? { gradInPlace: true } : {}),
       ...(rowLoss ? { rowLoss } : {}),
     }),
-  );
+  ));
   const out: DistillationResult = { loss: r.loss, tokens: r.tokens };
   if (grad) out.gradStudent = at.tensor(grad, st.dtype, inputs.student.shape);
   else if (wantGrad) out.gradStudent = inputs.student;

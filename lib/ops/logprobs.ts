@@ -57,12 +57,12 @@ export async function tokenLogProbs(logits: Tensor, targets: TargetsInput, optio
   const lse = at.f32(n);
   const entropy = wantEntropy ? at.f32(n) : undefined;
   const native = addon();
-  await call(op, () =>
+  await at.run(call(op, () =>
     native.tokenLogProbs({
       device: at.device, logits: data, dtype: DTypeCode[dtype], n, v, targets: t, targetsType: targetsType(targets), ...row, checkFinite,
       logp, lse, ...(entropy ? { entropy } : {}),
     }),
-  );
+  ));
   const res: TokenLogProbsResult = {
     logp: at.tensor(logp, 'float32', rowShape),
     lse: at.tensor(lse, 'float32', rowShape),
@@ -121,6 +121,6 @@ export async function tokenLogProbsBackward(
   if (options.lse !== undefined) args.lse = floatArg(op, 'options.lse', options.lse, n);
   if (options.entropy !== undefined) args.entropy = floatArg(op, 'options.entropy', options.entropy, n);
   const native = addon();
-  await call(op, () => native.tokenLogProbsBackward(args));
+  await at.run(call(op, () => native.tokenLogProbsBackward(args)));
   return grad ? at.tensor(grad, dtype, logits.shape) : logits;
 }

@@ -262,11 +262,11 @@ export async function grpoLossFromLogp(inputs: GrpoLossInputs, options: GrpoLoss
   const dentropy = opts.entropyCoef !== 0 ? at.f32(n) : undefined;
   const { maxLen: _unused, ...seqArgs } = seq;
   const native = addon();
-  const m = await call(op, () =>
+  const m = await at.run(call(op, () =>
     native.grpoLossStep({
       device: at.device, ...seqArgs, n, logp, ...(entropy ? { entropy } : {}), dlogp, ...(dentropy ? { dentropy } : {}), options: nativeOpts,
     }),
-  );
+  ));
   const res: GrpoLossResult = { loss: m.loss, metrics: metricsFrom(m, !!seq.refLogp, !!entropy), gradLogp: at.tensor(dlogp, 'float32', [n]), options: opts };
   if (dentropy) res.gradEntropy = at.tensor(dentropy, 'float32', [n]);
   return res;
@@ -323,12 +323,12 @@ export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, optio
   const grad = inPlace ? undefined : at.array(dtype, n * v);
   const { maxLen: _unused, ...seqArgs } = seq;
   const native = addon();
-  const m = await call(op, () =>
+  const m = await at.run(call(op, () =>
     native.grpoLossFused({
       device: at.device, logits: data, dtype: DTypeCode[dtype], n, v, targets, targetsType: targetsType(inputs.targets), ...row, checkFinite,
       ...seqArgs, logp, entropy, lse, ...(grad ? { grad: grad as Float32Array | Uint16Array } : { gradInPlace: true }), options: nativeOpts,
     }),
-  );
+  ));
   const rowShape = inputs.logits.shape.slice(0, -1);
   at.release(lse); // internal to the op (its backward pass used it)
   return {

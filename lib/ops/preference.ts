@@ -52,8 +52,8 @@ export async function bradleyTerryLoss(inputs: BradleyTerryInputs, options: Brad
   const gradChosen = at.f32(n);
   const gradRejected = at.f32(n);
   const native = addon();
-  const r = await call(op, () =>
+  const r = await at.run(call(op, () =>
     native.bradleyTerryLoss({ device: at.device, n, chosen, rejected, ...(margins ? { margins } : {}), margin, sum: reduction === 'sum', gradChosen, gradRejected }),
-  );
+  ));
   return { ...r, gradChosen: at.tensor(gradChosen, 'float32', [n]), gradRejected: at.tensor(gradRejected, 'float32', [n]) };
 }

@@ -68,9 +68,9 @@ export async function sampleTokens(logits: Tensor, options: SampleOptions = {}):
   const logp = at.f32(n);
   const logpTruncated = at.f32(n);
   const native = addon();
-  await call(op, () =>
+  await at.run(call(op, () =>
     native.sampleTokens({ device: at.device, logits: data, dtype: DTypeCode[dtype], n, v, ...o, ...(rowIds ? { rowIds } : {}), tokens, logp, logpTruncated }),
-  );
+  ));
   const shape = logits.shape.slice(0, -1);
   return { tokens: at.tensor(tokens, 'int32', shape), logp: at.tensor(logp, 'float32', shape), logpTruncated: at.tensor(logpTruncated, 'float32', shape) };
 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <set>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -128,10 +129,24 @@ struct DeviceQueue {
   std::condition_variable cv;
   uint64_t next = 0;     // tickets issued (under m)
   uint64_t serving = 0;  // the ticket whose turn it is (under m)
+  std::set<uint64_t> abandoned;  // tickets whose job could not be queued (under m)
   std::vector<std::pair<uint64_t, DevRef>> frees;  // (tickets issued at release, memory), under m
+  // Taking a ticket and queueing its job happen together under this lock, so ticket order is
+  // libuv's queue order (also across worker_threads): the job holding the turn is never
+  // stuck behind jobs that wait for it.
+  std::mutex submit;
   gk::cuda::Context* ctx = nullptr;
-  double last_ms = 0.0;  // GPU time of the last timed job
+  std::atomic<double> last_ms{0.0};  // GPU time of the last timed job
 };
+
+// Moves the turn past `t` (called under q.m), and past any abandoned tickets after it.
+void Advance(DeviceQueue& q, uint64_t t) {
+  q.serving = t + 1;
+  while (!q.abandoned.empty() && *q.abandoned.begin() == q.serving) {
+    q.abandoned.erase(q.abandoned.begin());
+    ++q.serving;
+  }
+}
 DeviceQueue g_queues[kMaxDevices];
 
 DeviceQueue& QueueOf(int32_t device) {
@@ -176,7 +191,7 @@ class Turn {
     if (gk::cuda::activate(q_.ctx).ok()) Drain(q_, t_ + 1);
     {
       std::lock_guard<std::mutex> lock(q_.m);
-      q_.serving = t_ + 1;
+      Advance(q_, t_);
     }
     q_.cv.notify_all();
   }
@@ -191,6 +206,16 @@ class Turn {
 uint64_t TakeTicket(DeviceQueue& q) {
   std::lock_guard<std::mutex> lock(q.m);
   return q.next++;
+}
+
+// A ticket whose job will never run: its turn is skipped.
+void Abandon(DeviceQueue& q, uint64_t t) {
+  {
+    std::lock_guard<std::mutex> lock(q.m);
+    if (q.serving == t) Advance(q, t);
+    else q.abandoned.insert(t);
+  }
+  q.cv.notify_all();
 }
 
 // Releases a device buffer (dispose() or the finalizer; JS thread). Owned memory is reported
@@ -218,7 +243,7 @@ Napi::Value NewDevMem(Napi::Env env, DevRef m) {
     Release(env, *h);
     delete h;
   });
-  napi_type_tag_object(env, ext, &kDevMemTag);
+  if (napi_type_tag_object(env, ext, &kDevMemTag) != napi_ok) throw ArgError{gk::kInternal, "could not tag a device buffer"};
   return ext;
 }
 
@@ -238,6 +263,7 @@ struct Bound {
   Dir dir = kIn;
   void* scratch = nullptr;
   void** also = nullptr;  // a second field given the same address (grad over the logits)
+  void* event = nullptr;  // wrapped memory: the producer stream's work at call time
 };
 
 struct Call {
@@ -255,8 +281,9 @@ struct Call {
           if (!st.ok()) return st;
           b.mem->ptr.store(p);
         }
-        if (b.mem->has_stream) {
-          Status st = gk::cuda::wait_external(c, b.mem->stream);
+        if (b.event) {
+          Status st = gk::cuda::wait_event(c, b.event);
+          b.event = nullptr;
           if (!st.ok()) return st;
         }
       } else {
@@ -281,10 +308,27 @@ struct Call {
     for (Bound& b : binds) {
       gk::cuda::free_async(c, b.scratch);
       b.scratch = nullptr;
+      gk::cuda::destroy_event(c, b.event);  // Before stopped early
+      b.event = nullptr;
     }
     return st;
   }
 };
+
+// A device buffer bound for a device call; wrapped memory with a producer stream gets an event
+// recorded on that stream now, at call time, so the job waits for exactly the work queued so far.
+Bound DeviceBound(const DevRef& m, void** field, uint64_t bytes, Dir dir) {
+  Bound b;
+  b.field = field;
+  b.mem = m;
+  b.bytes = bytes;
+  b.dir = dir;
+  if (m->has_stream) {
+    Status st = gk::cuda::record_external(g_queues[m->device].ctx, m->stream, &b.event);
+    if (!st.ok()) throw ArgError{st.code, st.message};
+  }
+  return b;
+}
 
 size_t ElemSize(napi_typedarray_type t) {
   switch (t) {
@@ -325,8 +369,11 @@ BindInfo Bind(Call& c, const Napi::Object& o, const char* key, const std::initia
     if (m->released) throw ArgError{kDisposed, std::string("'") + key + "' was disposed"};
     r.device = true;
     r.type = *types.begin();
+    // The element type of a device buffer is not visible here: where several are allowed the
+    // caller names it in o[key + 'Type'].
     const std::string tkey = std::string(key) + "Type";
     if (Has(o, tkey.c_str())) r.type = (napi_typedarray_type)Int(o, tkey.c_str(), 0);
+    else if (types.size() > 1) throw ArgError{gk::kDtype, std::string("'") + key + "' is a device buffer: give its element type in '" + tkey + "'"};
     bool ok = false;
     for (auto t : types) ok = ok || t == r.type;
     if (!ok) throw ArgError{gk::kDtype, std::string("'") + key + "' has the wrong element type"};
@@ -334,12 +381,7 @@ BindInfo Bind(Call& c, const Napi::Object& o, const char* key, const std::initia
     if (m->bytes < need)
       throw ArgError{gk::kShape, std::string("'") + key + "' holds " + std::to_string(m->bytes) + " bytes, expected at least " +
                                      std::to_string(need)};
-    Bound b;
-    b.field = slot;
-    b.mem = m;
-    b.bytes = need;
-    b.dir = dir;
-    c.binds.push_back(std::move(b));
+    c.binds.push_back(DeviceBound(m, slot, need, dir));
     return r;
   }
   if (!v.IsTypedArray()) throw ArgError{gk::kDtype, std::string("'") + key + "' must be a typed array"};
@@ -430,27 +472,44 @@ Napi::Value Submit(Napi::Env env, Napi::Object keep, std::function<Status()> wor
 Napi::Value SubmitDevice(Napi::Env env, Napi::Object keep, int32_t device, std::function<Status(gk::cuda::Context*)> work,
                          std::function<Napi::Value(Napi::Env)> done) {
   DeviceQueue* q = &QueueOf(device);
-  const uint64_t ticket = TakeTicket(*q);
-  return Submit(
+  // Everything that can throw happens before the ticket is taken; the ticket is set before
+  // the job can run (both under q->submit).
+  auto ticket = std::make_shared<uint64_t>(0);
+  Job* job = new Job(
       env, keep,
       [q, ticket, work = std::move(work)]() -> Status {
-        Turn turn(*q, ticket);
+        Turn turn(*q, *ticket);
         Status st = gk::cuda::activate(q->ctx);
         if (!st.ok()) return st;
-        Drain(*q, ticket);
+        Drain(*q, *ticket);
         return work(q->ctx);
       },
       std::move(done));
+  Napi::Promise p = job->Promise();
+  std::lock_guard<std::mutex> lock(q->submit);
+  *ticket = TakeTicket(*q);
+  try {
+    job->Queue();
+  } catch (...) {
+    Abandon(*q, *ticket);
+    throw;
+  }
+  return p;
 }
 
 // Runs a device job's `gpu` between the op timer's start and stop (DeviceQueue::last_ms).
 Status Timed(DeviceQueue* q, gk::cuda::Context* c, const std::function<Status()>& gpu) {
   Status st = gk::cuda::timer_start(c);
   if (!st.ok()) return st;
-  st = gpu();
   double ms = 0.0;
+  try {
+    st = gpu();
+  } catch (...) {
+    gk::cuda::timer_stop(c, &ms);  // disarms this thread's timer
+    throw;
+  }
   const Status ts = gk::cuda::timer_stop(c, &ms);
-  if (st.ok() && ts.ok()) q->last_ms = ms;
+  if (st.ok() && ts.ok()) q->last_ms.store(ms);
   return st.ok() ? ts : st;
 }
 
@@ -857,10 +916,12 @@ Napi::Value DeviceWrap(const Napi::CallbackInfo& info) {
     const uint64_t ptr = BigIntArg(info[1], "the pointer");
     if (ptr == 0) throw ArgError{gk::kInvalid, "the pointer must not be null"};
     if (!info[2].IsNumber()) throw ArgError{gk::kInvalid, "bytes must be a number"};
+    const double b = info[2].As<Napi::Number>().DoubleValue();
+    if (!(b >= 0 && b < 9.0e15) || b != (double)(uint64_t)b) throw ArgError{gk::kInvalid, "bytes must be a non-negative integer"};
     auto m = std::make_shared<DevMem>();
     m->device = dev;
     m->ptr.store((void*)(uintptr_t)ptr);
-    m->bytes = (uint64_t)info[2].As<Napi::Number>().DoubleValue();
+    m->bytes = (uint64_t)b;
     m->owned = false;
     if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
       m->has_stream = true;
@@ -879,26 +940,31 @@ Napi::Value DeviceRelease(const Napi::CallbackInfo& info) {
   });
 }
 
-// A device job on one buffer: allocated (if new) and waited for (if wrapped with a stream).
-Napi::Value BufferJob(const Napi::CallbackInfo& info, DevRef m, Napi::Object keep, bool timed,
-                      std::function<Status(gk::cuda::Context*, void*)> work, std::function<Napi::Value(Napi::Env)> done) {
+// Keeps a call's arguments alive while its job runs.
+Napi::Object Keep(const Napi::CallbackInfo& info) {
+  Napi::Object k = Napi::Object::New(info.Env());
+  for (size_t i = 0; i < info.Length(); ++i) k.Set((uint32_t)i, info[i]);
+  return k;
+}
+
+// A device job on device buffers (the first is the one written): each allocated if new, and
+// waited for if wrapped with a producer stream; `work` gets their addresses.
+Napi::Value BufferJob(const Napi::CallbackInfo& info, std::vector<DevRef> bufs, bool timed,
+                      std::function<Status(gk::cuda::Context*, const std::vector<void*>&)> work,
+                      std::function<Napi::Value(Napi::Env)> done) {
   auto call = std::make_shared<Call>();
-  call->device = m->device;
-  auto slot = std::make_shared<void*>(nullptr);
-  Bound b;
-  b.field = slot.get();
-  b.mem = m;
-  b.bytes = m->bytes;
-  b.dir = kInOut;
-  call->binds.push_back(std::move(b));
-  DeviceQueue* q = &QueueOf(m->device);
+  call->device = bufs[0]->device;
+  auto ptrs = std::make_shared<std::vector<void*>>(bufs.size(), nullptr);
+  for (size_t i = 0; i < bufs.size(); ++i)
+    call->binds.push_back(DeviceBound(bufs[i], &(*ptrs)[i], bufs[i]->bytes, i == 0 ? kInOut : kIn));
+  DeviceQueue* q = &QueueOf(call->device);
   return SubmitDevice(
-      info.Env(), keep, m->device,
-      [q, call, slot, timed, work = std::move(work)](gk::cuda::Context* c) -> Status {
+      info.Env(), Keep(info), call->device,
+      [q, call, ptrs, timed, work = std::move(work)](gk::cuda::Context* c) -> Status {
         Status st = call->Before(c);
-        if (!st.ok()) return st;
-        if (timed) return Timed(q, c, [&] { return work(c, *slot); });
-        return work(c, *slot);
+        if (st.ok()) st = timed ? Timed(q, c, [&] { return work(c, *ptrs); }) : work(c, *ptrs);
+        const Status after = call->After(c, false);  // nothing to download; drops leftover events
+        return st.ok() ? after : st;
       },
       std::move(done));
 }
@@ -922,12 +988,6 @@ HostBytes HostArg(const Napi::CallbackInfo& info, size_t i) {
   return h;
 }
 
-Napi::Object Keep(const Napi::CallbackInfo& info) {
-  Napi::Object k = Napi::Object::New(info.Env());
-  for (size_t i = 0; i < info.Length(); ++i) k.Set((uint32_t)i, info[i]);
-  return k;
-}
-
 // deviceUpload(buffer, typedArray) / deviceDownload(buffer, typedArray): whole-buffer copies
 // through pinned staging, ordered with the device's other work; resolve when done.
 Napi::Value DeviceUpload(const Napi::CallbackInfo& info) {
@@ -935,7 +995,7 @@ Napi::Value DeviceUpload(const Napi::CallbackInfo& info) {
     DevRef m = DevArg(info, 0);
     HostBytes h = HostArg(info, 1);
     if (h.bytes != m->bytes) throw ArgError{gk::kShape, "the array's byte length differs from the device buffer's"};
-    return BufferJob(info, m, Keep(info), false, [h](gk::cuda::Context* c, void* p) { return gk::cuda::copy_to_device(c, p, h.data, h.bytes); },
+    return BufferJob(info, {m}, false, [h](gk::cuda::Context* c, const std::vector<void*>& p) { return gk::cuda::copy_to_device(c, p[0], h.data, h.bytes); },
                      Undefined);
   });
 }
@@ -945,7 +1005,7 @@ Napi::Value DeviceDownload(const Napi::CallbackInfo& info) {
     DevRef m = DevArg(info, 0);
     HostBytes h = HostArg(info, 1);
     if (h.bytes != m->bytes) throw ArgError{gk::kShape, "the array's byte length differs from the device buffer's"};
-    return BufferJob(info, m, Keep(info), false, [h](gk::cuda::Context* c, void* p) { return gk::cuda::copy_to_host(c, h.data, p, h.bytes); },
+    return BufferJob(info, {m}, false, [h](gk::cuda::Context* c, const std::vector<void*>& p) { return gk::cuda::copy_to_host(c, h.data, p[0], h.bytes); },
                      Undefined);
   });
 }
@@ -965,15 +1025,10 @@ Napi::Value DeviceCopy(const Napi::CallbackInfo& info) {
     if (!(off >= 0) || off != (double)(uint64_t)off || (uint64_t)off + src->bytes > dst->bytes)
       throw ArgError{gk::kShape, "deviceCopy: the source does not fit in the destination at that offset"};
     const uint64_t offset = (uint64_t)off;
-    return BufferJob(info, dst, Keep(info), true,
-                     [src, offset](gk::cuda::Context* c, void* p) -> Status {
-                       void* s = src->ptr.load();
-                       if (!s) {
-                         Status st = gk::cuda::malloc_async(c, src->bytes, &s);
-                         if (!st.ok()) return st;
-                         src->ptr.store(s);
-                       }
-                       return gk::cuda::copy_device(c, (char*)p + offset, s, src->bytes);
+    const uint64_t bytes = src->bytes;
+    return BufferJob(info, {dst, src}, true,
+                     [offset, bytes](gk::cuda::Context* c, const std::vector<void*>& p) {
+                       return gk::cuda::copy_device(c, (char*)p[0] + offset, p[1], bytes);
                      },
                      Undefined);
   });
@@ -983,7 +1038,8 @@ Napi::Value DeviceCopy(const Napi::CallbackInfo& info) {
 Napi::Value DevicePointer(const Napi::CallbackInfo& info) {
   return GuardArgs(info, [&](Napi::Env) -> Napi::Value {
     DevRef m = DevArg(info, 0);
-    return BufferJob(info, m, Keep(info), false, [](gk::cuda::Context*, void*) { return Status{}; },
+    // Synchronised: the address is then usable from any stream.
+    return BufferJob(info, {m}, false, [](gk::cuda::Context* c, const std::vector<void*>&) { return gk::cuda::synchronize(c); },
                      [m](Napi::Env env) { return Napi::BigInt::New(env, (uint64_t)(uintptr_t)m->ptr.load()); });
   });
 }
@@ -1021,7 +1077,7 @@ Napi::Value DeviceResetPeak(const Napi::CallbackInfo& info) {
 
 // deviceLastOpMs(index): GPU time of the last op (or copy) run on the device, in ms.
 Napi::Value DeviceLastOpMs(const Napi::CallbackInfo& info) {
-  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, QueueOf(DeviceArg(info[0])).last_ms); });
+  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, QueueOf(DeviceArg(info[0])).last_ms.load()); });
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {

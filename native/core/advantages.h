@@ -21,7 +21,7 @@ GK_HD double combine_rewards(const double* r, int64_t k_count, int64_t stride, i
   for (int64_t k = 0; k < k_count; ++k) {
     const double v = r[k * stride + i];
     if (v == v) {
-      sum += (w ? w[k] : 1.0) * v;
+      sum = add_rn(sum, mul_rn(w ? w[k] : 1.0, v));
       any = true;
     }
   }
@@ -55,7 +55,7 @@ GK_HD GroupStats group_stats(const double* r, int64_t g) {
     double ss = 0.0;
     for (int64_t i = 0; i < g; ++i) {
       const double v = r[i];
-      if (v == v) ss += (v - st.mean) * (v - st.mean);
+      if (v == v) ss = add_rn(ss, mul_rn(v - st.mean, v - st.mean));
     }
     st.std = sqrt(ss / (double)(st.valid - 1));
   }

@@ -53,4 +53,22 @@ GK_HD To bit_cast(From f) {
 
 GK_HD float clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
+// a * b and a + b rounded separately, on every backend: nvcc would fuse `s += a * b` into one
+// FMA (it has no FP_CONTRACT pragma) while the x86-64 host build rounds the product first, and
+// sums that must agree bit for bit (group statistics, exact zero-variance tests) use these.
+GK_HD double mul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+GK_HD double add_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
 }  // namespace gk

@@ -38,7 +38,9 @@ void free_async(Context*, void*) {}
 Status copy_to_device(Context*, void*, const void*, size_t) { return no_cuda(); }
 Status copy_to_host(Context*, void*, const void*, size_t) { return no_cuda(); }
 Status copy_device(Context*, void*, const void*, size_t) { return no_cuda(); }
-Status wait_external(Context*, uint64_t) { return no_cuda(); }
+Status record_external(Context*, uint64_t, void**) { return no_cuda(); }
+Status wait_event(Context*, void*) { return no_cuda(); }
+void destroy_event(Context*, void*) {}
 Status synchronize(Context*) { return no_cuda(); }
 Status memory_info(Context*, MemoryInfo*) { return no_cuda(); }
 Status reset_peak(Context*) { return no_cuda(); }

@@ -14,12 +14,8 @@
 // The partition depends on n only (not on the device), so the batch std is the same on every GPU.
 // No floating-point atomics anywhere.
 //
-// About reusing core/advantages.h: advantage() is called as is. combine_rewards() and
-// group_stats() are restated here with __dmul_rn/__dadd_rn, because nvcc contracts `s += w * v`
-// and `ss += d * d` into FMAs (it has no FP_CONTRACT pragma) while the CPU build rounds the
-// product first; with the FMA, `combined` and the group std could differ in the last bit and the
-// exact-equality zero-variance test could even flip. The restatements are the core code line for
-// line, with only those roundings spelled out.
+// core/advantages.h is used as is: its sums round every product (mul_rn/add_rn), so nvcc's FMA
+// contraction cannot move `combined` or a group std off the CPU's bits.
 #include "advantages.cuh"
 
 namespace gk {
@@ -30,48 +26,6 @@ constexpr int kThreads = 256;          // combine / batch_ss / groups blocks
 constexpr int kFinalThreads = 1024;    // batch_std block
 constexpr int64_t kPerBlock = 4096;    // samples per block of the fixed partition (at least)
 constexpr int64_t kMaxBlocks = 1024;
-
-// core/advantages.h combine_rewards with the product rounded before the sum (as on the CPU).
-__device__ __forceinline__ double combine_rewards_rn(const double* r, int64_t k_count, int64_t stride, int64_t i,
-                                                     const double* w) {
-  double sum = 0.0;
-  bool any = false;
-  for (int64_t k = 0; k < k_count; ++k) {
-    const double v = r[k * stride + i];
-    if (v == v) {
-      sum = __dadd_rn(sum, __dmul_rn(w ? w[k] : 1.0, v));
-      any = true;
-    }
-  }
-  return any ? sum : NAN;
-}
-
-// core/advantages.h group_stats with (v - mean)^2 rounded before the sum (as on the CPU).
-__device__ __forceinline__ GroupStats group_stats_rn(const double* r, int64_t g) {
-  GroupStats st{0.0, 0.0, 0, true};
-  double first = 0.0;
-  double sum = 0.0;
-  for (int64_t i = 0; i < g; ++i) {
-    const double v = r[i];
-    if (v != v) continue;
-    if (st.valid == 0) first = v;
-    else if (v != first) st.zero_variance = false;
-    sum += v;
-    ++st.valid;
-  }
-  if (st.valid < 2) st.zero_variance = true;
-  if (st.valid == 0) return st;
-  st.mean = sum / (double)st.valid;
-  if (st.valid >= 2) {
-    double ss = 0.0;
-    for (int64_t i = 0; i < g; ++i) {
-      const double v = r[i];
-      if (v == v) ss = __dadd_rn(ss, __dmul_rn(v - st.mean, v - st.mean));
-    }
-    st.std = sqrt(ss / (double)(st.valid - 1));
-  }
-  return st;
-}
 
 struct Params {
   const double* rewards;
@@ -106,7 +60,7 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const Params p) {
   double s = 0.0;
   long long c = 0;
   for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) {
-    const double x = combine_rewards_rn(p.rewards, p.k, p.n, i, p.weights);
+    const double x = combine_rewards(p.rewards, p.k, p.n, i, p.weights);
     p.combined[i] = x;
     if (x == x) {
       s += x;
@@ -172,7 +126,7 @@ __global__ void __launch_bounds__(kThreads) groups_kernel(const Params p) {
   for (int64_t gi = (int64_t)blockIdx.x * kThreads + threadIdx.x; gi < groups; gi += (int64_t)gridDim.x * kThreads) {
     const int64_t g0 = gi * p.group;
     const double* r = p.combined + g0;
-    const GroupStats gs = group_stats_rn(r, p.group);
+    const GroupStats gs = group_stats(r, p.group);
     double gsum = 0.0;
     for (int64_t i = 0; i < p.group; ++i)
       if (!isnan(r[i])) gsum += r[i];

@@ -27,6 +27,22 @@ namespace {
 
 constexpr int kMaxDevices = 8;
 std::mutex g_mutex;
+
+// Makes `index` current for a scope and restores the caller's device after (for calls made on
+// the JS thread, which other CUDA code in the process may share).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int index) {
+    if (cudaGetDevice(&prev_) != cudaSuccess) prev_ = -1;
+    cudaSetDevice(index);
+  }
+  ~DeviceGuard() {
+    if (prev_ >= 0) cudaSetDevice(prev_);
+  }
+
+ private:
+  int prev_ = -1;
+};
 Context* g_contexts[kMaxDevices] = {nullptr};
 
 Status create(int index, Context** out) {
@@ -70,6 +86,7 @@ Status context(int32_t index, Context** out) {
     return Status{};
   }
   Context* c = nullptr;
+  DeviceGuard guard(index >= 0 ? index : 0);
   GK_RETURN_IF_ERROR(create(index, &c));
   g_contexts[index] = c;
   *out = c;
@@ -80,22 +97,82 @@ Stream stream_of(Context* c) { return c->stream; }
 
 Status activate(Context* c) {
   GK_CUDA_CHECK(cudaSetDevice(c->index));
+  // Jobs run on any libuv thread: drop an error some earlier, ignored call left on this one.
+  cudaGetLastError();
   return Status{};
 }
 
 Status malloc_async(Context* c, size_t bytes, void** out) {
   *out = nullptr;
-  GK_CUDA_CHECK(cudaMallocAsync(out, bytes > 0 ? bytes : 1, c->stream));
+  cudaError_t e = cudaMallocAsync(out, bytes > 0 ? bytes : 1, c->stream);
+  if (e == cudaErrorMemoryAllocation) {
+    // The pool keeps freed blocks: hand them back to the driver and try once more.
+    cudaGetLastError();
+    cudaStreamSynchronize(c->stream);
+    cudaMemPoolTrimTo(c->pool, 0);
+    e = cudaMallocAsync(out, bytes > 0 ? bytes : 1, c->stream);
+  }
+  GK_CUDA_CHECK(e);
   return Status{};
 }
 
 void free_async(Context* c, void* p) {
   if (!p) return;
-  cudaSetDevice(c->index);
+  DeviceGuard guard(c->index);
   cudaFreeAsync(p, c->stream);
+  cudaGetLastError();
 }
 
+Status record_external(Context* c, uint64_t external_stream, void** event) {
+  DeviceGuard guard(c->index);
+  cudaEvent_t e;
+  *event = nullptr;
+  GK_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  const cudaError_t err = cudaEventRecord(e, (cudaStream_t)(uintptr_t)external_stream);
+  if (err != cudaSuccess) {
+    cudaEventDestroy(e);
+    GK_CUDA_CHECK(err);
+  }
+  *event = (void*)e;
+  return Status{};
+}
+
+Status wait_event(Context* c, void* event) {
+  if (!event) return Status{};
+  const cudaError_t err = cudaStreamWaitEvent(c->stream, (cudaEvent_t)event, 0);
+  cudaEventDestroy((cudaEvent_t)event);
+  GK_CUDA_CHECK(err);
+  return Status{};
+}
+
+void destroy_event(Context* c, void* event) {
+  if (!event) return;
+  DeviceGuard guard(c->index);
+  cudaEventDestroy((cudaEvent_t)event);
+  cudaGetLastError();
+}
+
+namespace {
+Status copy_to_device_impl(Context* c, void* dst, const void* src, size_t bytes);
+Status copy_to_host_impl(Context* c, void* dst, const void* src, size_t bytes);
+}  // namespace
+
+// On failure the stream is drained first, so no DMA still reads or writes a pinned chunk the
+// next copy reuses.
 Status copy_to_device(Context* c, void* dst, const void* src, size_t bytes) {
+  const Status st = copy_to_device_impl(c, dst, src, bytes);
+  if (!st.ok()) cudaStreamSynchronize(c->stream);
+  return st;
+}
+
+Status copy_to_host(Context* c, void* dst, const void* src, size_t bytes) {
+  const Status st = copy_to_host_impl(c, dst, src, bytes);
+  if (!st.ok()) cudaStreamSynchronize(c->stream);
+  return st;
+}
+
+namespace {
+Status copy_to_device_impl(Context* c, void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return Status{};
   GK_RETURN_IF_ERROR(ensure_pinned(c));
   bool used[2] = {false, false};
@@ -112,7 +189,7 @@ Status copy_to_device(Context* c, void* dst, const void* src, size_t bytes) {
   return Status{};
 }
 
-Status copy_to_host(Context* c, void* dst, const void* src, size_t bytes) {
+Status copy_to_host_impl(Context* c, void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return Status{};
   GK_RETURN_IF_ERROR(ensure_pinned(c));
   // Chunk k+1's DMA runs while chunk k is copied out of its pinned buffer.
@@ -138,21 +215,12 @@ Status copy_to_host(Context* c, void* dst, const void* src, size_t bytes) {
   return Status{};
 }
 
+}  // namespace
+
 Status copy_device(Context* c, void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return Status{};
   GK_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
   GK_CUDA_CHECK(detail::sync_stream(c->stream));
-  return Status{};
-}
-
-Status wait_external(Context* c, uint64_t external_stream) {
-  // Work queued so far on the caller's stream comes first (the legacy default stream is 0).
-  cudaEvent_t e;
-  GK_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  cudaError_t err = cudaEventRecord(e, (cudaStream_t)(uintptr_t)external_stream);
-  if (err == cudaSuccess) err = cudaStreamWaitEvent(c->stream, e, 0);
-  cudaEventDestroy(e);
-  GK_CUDA_CHECK(err);
   return Status{};
 }
 

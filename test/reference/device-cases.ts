@@ -3,6 +3,7 @@
 // uploaded host data, results stay on the GPU, in-place gradients, device-side target checks,
 // out-of-memory as GK_OOM, memory accounting, wrapped pointers and device-to-device copies.
 import * as gk from '../../lib/index';
+import { addon } from '../../lib/native';
 import { decodeBF16 } from './dtype';
 import type { CaseResult, Check } from './cases';
 import { makeLogits, makeTargets } from './cases';
@@ -48,8 +49,10 @@ export async function runDeviceChecks(dev: gk.Device, seed: number, onResult?: (
     onResult?.(r);
   };
 
-  await add('upload -> toArray round trip (f32 12 MB over 2 staging chunks, bf16, int64, uint8)', async () => {
-    const f = Float32Array.from({ length: 3_000_001 }, () => rng.normal());
+  const previousDefault = gk.defaultDevice();
+
+  await add('upload -> toArray round trip (f32 20 MB over 3 staging chunks, bf16, int64, uint8)', async () => {
+    const f = Float32Array.from({ length: 5_000_001 }, () => rng.normal());
     const b = Uint16Array.from({ length: 1001 }, () => (rng.next() * 65536) | 0);
     const i = BigInt64Array.from({ length: 77 }, () => BigInt((rng.next() * 2 ** 40) | 0) - 5n);
     const u = Uint8Array.from({ length: 5 }, () => (rng.next() * 256) | 0);
@@ -143,14 +146,53 @@ export async function runDeviceChecks(dev: gk.Device, seed: number, onResult?: (
     return [ok('GK_TARGET_RANGE', c === 'GK_TARGET_RANGE', `got ${c}`), ok('smallest bad row 17', row === 17, `row ${row}`)];
   });
 
-  await add('out of device memory is a GK_OOM error, and the device keeps working', async () => {
+  await add('out of device memory is a GK_OOM error, and the device keeps working (copies and kernels)', async () => {
+    const { tensor: logits } = makeLogits(rng, { n: 33, v: 517, dtype: 'float32' });
+    const targets = Int32Array.from({ length: 33 }, (_, i) => (i * 7) % 517);
+    const dl = await dev.upload(logits);
+    const dt = await dev.upload(targets);
+    const before = (await (await gk.tokenLogProbs(dl, dt)).logp.toArray()) as Float32Array;
     const huge = dev.empty([2 ** 44 / 4], 'float32'); // 16 TiB
     const c = await code(huge.pointer());
     huge.dispose();
     const t = await dev.upload(Float32Array.of(1, 2, 3));
     const back = (await t.toArray()) as Float32Array;
+    const after = (await (await gk.tokenLogProbs(dl, dt)).logp.toArray()) as Float32Array;
+    for (const x of [t, dl, dt]) x.dispose();
+    return [ok('GK_OOM', c === 'GK_OOM', `got ${c}`), same('copies work after', back, [1, 2, 3]), same('kernels work after (same bits)', after, before)];
+  });
+
+  await add('a tensor disposed while a queued op still reads it is freed only after that op', async () => {
+    const n = 64;
+    const v = 50_000;
+    const { tensor: logits } = makeLogits(rng, { n, v, dtype: 'float32' });
+    const targets = Int32Array.from({ length: n }, () => Math.floor(rng.next() * v));
+    const x = await dev.upload(logits);
+    const t = await dev.upload(targets);
+    const want = (await (await gk.tokenLogProbs(x, t)).logp.toArray()) as Float32Array;
+    const pending = gk.tokenLogProbs(x, t); // queued, not awaited
+    x.dispose(); // released while the op above may still be waiting for its turn
+    // Same-size allocations right after: if x's memory were reused early, the op would read them.
+    const other = await Promise.all([0, 1].map(() => dev.upload(Float32Array.from({ length: n * v }, () => 50 * rng.normal()))));
+    const got = (await (await pending).logp.toArray()) as Float32Array;
+    for (const o of other) o.dispose();
     t.dispose();
-    return [ok('GK_OOM', c === 'GK_OOM', `got ${c}`), same('works after', back, [1, 2, 3])];
+    return [same('the queued op saw the released tensor intact', got, want)];
+  });
+
+  await add('more ops in flight than libuv threads: all run, in call order, with the same result', async () => {
+    const { tensor: logits } = makeLogits(rng, { n: 128, v: 3001, dtype: 'bfloat16' });
+    const targets = Int32Array.from({ length: 128 }, () => Math.floor(rng.next() * 3001));
+    const x = await dev.upload(logits);
+    const t = await dev.upload(targets);
+    const runs = await Promise.all(Array.from({ length: 16 }, () => gk.tokenLogProbs(x, t, { entropy: true })));
+    const first = (await runs[0]!.logp.toArray()) as Float32Array;
+    const checks: Check[] = [];
+    for (let i = 1; i < runs.length; i++) checks.push(same(`run ${i}`, (await runs[i]!.logp.toArray()) as Float32Array, first));
+    for (const r of runs) for (const u of [r.logp, r.lse, r.entropy!]) u.dispose();
+    x.dispose();
+    t.dispose();
+    return checks;
   });
 
   await add('memory(): a 64 MiB tensor shows in usedBytes and peakBytes, and leaves after dispose', async () => {
@@ -176,14 +218,25 @@ export async function runDeviceChecks(dev: gk.Device, seed: number, onResult?: (
     const x = Float32Array.from({ length: 4099 }, () => rng.normal());
     const t = await dev.upload(x);
     const w = dev.wrap(await t.pointer(), { shape: [4099], dtype: 'float32' });
+    const ws = dev.wrap(await t.pointer(), { shape: [4099], dtype: 'float32', stream: 0n }); // the legacy default stream
     const c = await t.clone();
-    const checks = [same('wrapped', (await w.toArray()) as Float32Array, x), same('clone', (await c.toArray()) as Float32Array, x)];
+    const cs = await ws.clone();
+    const checks = [
+      same('wrapped', (await w.toArray()) as Float32Array, x),
+      same('clone', (await c.toArray()) as Float32Array, x),
+      same('clone of a wrapped tensor with a producer stream', (await cs.toArray()) as Float32Array, x),
+    ];
+    // A copy into the second half of a buffer twice the size.
+    const big = dev.empty([2 * 4099], 'float32');
+    await addon().deviceCopy(big.handle, t.handle, 4099 * 4);
+    checks.push(same('device copy at an offset', ((await big.toArray()) as Float32Array).subarray(4099), x));
     w.dispose();
-    checks.push(same('disposing the wrapper leaves the memory', (await t.toArray()) as Float32Array, x));
-    t.dispose();
-    c.dispose();
+    ws.dispose();
+    checks.push(same('disposing the wrappers leaves the memory', (await t.toArray()) as Float32Array, x));
+    for (const u of [t, c, cs, big]) u.dispose();
     return checks;
   });
 
+  gk.setDefaultDevice(previousDefault);
   return results;
 }

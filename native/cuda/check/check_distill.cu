@@ -36,77 +36,17 @@
 //    V = 151936, bfloat16 student and teacher: GB/s over the bytes of the passes the kernel makes
 //    (forward/reverse KL with grad: 2 reads of each input + 1 write; without grad: 1 read of each;
 //    JSD: 3 reads of each + 1 write, 2 reads without grad), next to a device-to-device copy.
-#include <cuda_runtime.h>
+#include "check_common.cuh"
 
-#include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <cstdarg>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <string>
-#include <vector>
-
-#include "../../backend.h"
-#include "../../core/dtype.h"
 #include "../distill.cuh"
 
 using namespace gk;
 
-#define CK(expr)                                                                                   \
-  do {                                                                                             \
-    cudaError_t e_ = (expr);                                                                       \
-    if (e_ != cudaSuccess) {                                                                       \
-      fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #expr); \
-      exit(2);                                                                                     \
-    }                                                                                              \
-  } while (0)
-
-static int g_failures = 0;
 static uint64_t g_seed = 2024;
 
-// ------------------------------------------------------------------------------------------------
-// Random numbers: a counter-based hash (device and host draw the same values).
-
-__host__ __device__ inline uint64_t mix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-__host__ __device__ inline double unit(uint64_t h) { return (double)(h >> 11) * (1.0 / 9007199254740992.0); }
-// Approximately standard normal (Irwin-Hall of four 16-bit uniforms), never exactly 0 in practice.
-__host__ __device__ inline float approx_normal(uint64_t h) {
-  const float s = (float)(h & 0xFFFF) + (float)((h >> 16) & 0xFFFF) + (float)((h >> 32) & 0xFFFF) +
-                  (float)((h >> 48) & 0xFFFF);
-  return (s / 65536.0f - 2.0f) * 1.7320508f;
-}
-
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(mix64(seed)) {}
-  uint64_t next() { return s = mix64(s); }
-  double uniform() { return unit(next()); }
-  int64_t below(int64_t n) { return n <= 0 ? 0 : (int64_t)(next() % (uint64_t)n); }
-};
-
-static size_t elem_size(int32_t dt) { return dt == kF32 ? 4 : 2; }
-static const char* dtype_name(int32_t dt) { return dt == kF32 ? "f32" : (dt == kBF16 ? "bf16" : "f16"); }
 static const char* div_name(int32_t d) { return d == kForwardKl ? "fwdKL" : (d == kReverseKl ? "revKL" : "jsd"); }
 static const char* agg_name(int32_t a) {
   return a == kSeqMeanTokenMean ? "smtm" : (a == kTokenMean ? "tmean" : (a == kConstant ? "const" : "smts"));
-}
-
-__host__ __device__ inline float to_f32(const void* base, int32_t dt, int64_t i) {
-  if (dt == kF32) return static_cast<const float*>(base)[i];
-  const uint16_t h = static_cast<const uint16_t*>(base)[i];
-  return dt == kBF16 ? bf16_to_f32(h) : f16_to_f32(h);
-}
-__host__ __device__ inline void from_f32(void* base, int32_t dt, int64_t i, float v) {
-  if (dt == kF32) static_cast<float*>(base)[i] = v;
-  else if (dt == kBF16) static_cast<uint16_t*>(base)[i] = f32_to_bf16(v);
-  else static_cast<uint16_t*>(base)[i] = f32_to_f16(v);
 }
 
 // Logits z[n, v] = scale·N(0, 1), or (with `base`) base + noise·N(0, 1) (a teacher close to the
@@ -129,83 +69,16 @@ __global__ void gen_logits(void* z, int32_t dt, int64_t n, int64_t v, uint64_t s
 }
 
 // ------------------------------------------------------------------------------------------------
-// Device buffers.
+// Values within 1e-5 (docs/grpo-math.md; gradients: grad_tol). Err: NaN or inf must match exactly.
 
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  DevBuf() = default;
-  explicit DevBuf(size_t b) : bytes(b) { CK(cudaMalloc(&p, b > 0 ? b : 1)); }
-  ~DevBuf() {
-    if (p) cudaFree(p);
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  template <class T> T* as(size_t byte_off = 0) const { return reinterpret_cast<T*>((char*)p + byte_off); }
-};
-template <class T>
-static void upload(void* d, const std::vector<T>& h) {
-  if (!h.empty()) CK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-}
-template <class T>
-static std::vector<T> download(const void* d, size_t count) {
-  std::vector<T> h(count);
-  if (count) CK(cudaMemcpy(h.data(), d, count * sizeof(T), cudaMemcpyDeviceToHost));
-  return h;
-}
-
-// ------------------------------------------------------------------------------------------------
-// Error measures: ‖got − ref‖ / ‖ref‖ (absolute when ‖ref‖ = 0); NaN or inf must match exactly.
-
-struct Err {
-  double num = 0, den = 0;
-  int64_t bad = 0;  // NaN/inf mismatches
-  void add(double got, double ref) {
-    if (std::isnan(got) || std::isnan(ref)) {
-      if (std::isnan(got) != std::isnan(ref)) ++bad;
-      return;
-    }
-    if (std::isinf(got) || std::isinf(ref)) {
-      if (got != ref) ++bad;
-      return;
-    }
-    num += (got - ref) * (got - ref);
-    den += ref * ref;
-  }
-  double rel() const { return den > 0 ? std::sqrt(num / den) : std::sqrt(num); }
-  bool ok(double tol) const { return bad == 0 && rel() <= tol; }
-};
-
-static double grad_tol(int32_t dt) { return dt == kF32 ? 1e-5 : (dt == kF16 ? 1e-3 : 8e-3); }
 constexpr double kValueTol = 1e-5;
 
-static void report(bool pass, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static void report(bool pass, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s ", pass ? "PASS" : "FAIL");
-  vprintf(fmt, ap);
-  printf("\n");
-  fflush(stdout);
-  va_end(ap);
-  if (!pass) ++g_failures;
-}
-
-static std::string err_str(const Err& e) {
-  char b[64];
-  if (e.bad) snprintf(b, sizeof(b), "%.2e(+%lld nonfinite mismatches)", e.rel(), (long long)e.bad);
-  else snprintf(b, sizeof(b), "%.2e", e.rel());
-  return b;
-}
+static std::string err_str(const Err& e) { return err_str(e, "nonfinite mismatches"); }
 
 static bool same_scalar(double a, double b, double tol) {
   if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
   if (std::isinf(a) || std::isinf(b)) return a == b;
   return std::fabs(a - b) <= tol * std::max(std::fabs(b), 1e-300) || a == b;
-}
-
-static bool same_status(const Status& g, const Status& c) {
-  return g.code == c.code && g.row == c.row && strcmp(g.message, c.message) == 0;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -411,8 +284,8 @@ static void run_case(const Case& c, uint64_t seed) {
   Status gst[2];
   for (int run = 0; run < 2; ++run) {
     CK(cudaMemcpy(sbuf.p, pristine.p, sbuf.bytes, cudaMemcpyDeviceToDevice));
-    if (c.grad_mode == 1 || c.grad_mode == 3) CK(cudaMemset(gbuf.p, 0xFF, gbuf.bytes));
-    CK(cudaMemset(drow.p, 0xFF, drow.bytes));
+    if (c.grad_mode == 1 || c.grad_mode == 3) gbuf.poison();
+    drow.poison();
     ga.loss = ga.tokens = -12345.0;
     gst[run] = cuda::distill_loss(ga, 0);
     g_grad[run] = c.grad_mode ? download<uint8_t>(dg, sbytes) : std::vector<uint8_t>();
@@ -548,7 +421,7 @@ static void run_error_case(const char* name, const Small& sm, const std::vector<
   if (ydt == kI32) upload(dy.p, y32);
   else upload(dy.p, sm.y);
   upload(doff.p, off);
-  CK(cudaMemset(drow.p, 0xFF, drow.bytes));
+  drow.poison();
   DistillArgs ga = ca;
   ga.student = dzs.p;
   ga.teacher = dzt.p;
@@ -631,11 +504,6 @@ static void run_error_cases(uint64_t seed) {
 // ------------------------------------------------------------------------------------------------
 // Timing.
 
-static float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 static void bench(int64_t n, int64_t v, uint64_t seed) {
   const int32_t dt = kBF16;
   const size_t bytes = (size_t)n * v * 2;
@@ -653,26 +521,24 @@ static void bench(int64_t n, int64_t v, uint64_t seed) {
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
 
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
+  const EventPair ev;
   // The op's GPU span: the start event here, the stop event recorded by the op's final
   // synchronisation right after its last copy (detail::sync_stream).
   auto time_op = [&](DistillArgs a) {
     for (int i = 0; i < 2; ++i) cuda::distill_loss(a, 0);
     std::vector<float> ms;
     cuda::detail::OpTimer& t = cuda::detail::op_timer();
-    t.start = e0;
-    t.stop = e1;
+    t.start = ev.e0;
+    t.stop = ev.e1;
     for (int i = 0; i < 15; ++i) {
       t.armed = true;
       t.stopped = false;
-      CK(cudaEventRecord(e0, 0));
+      CK(cudaEventRecord(ev.e0, 0));
       const Status st = cuda::distill_loss(a, 0);
       if (!st.ok()) printf("     bench status %d: %s\n", st.code, st.message);
-      CK(cudaEventSynchronize(e1));
+      CK(cudaEventSynchronize(ev.e1));
       float x = 0;
-      CK(cudaEventElapsedTime(&x, e0, e1));
+      CK(cudaEventElapsedTime(&x, ev.e0, ev.e1));
       ms.push_back(x);
     }
     t.armed = false;
@@ -681,21 +547,17 @@ static void bench(int64_t n, int64_t v, uint64_t seed) {
   // Copy bandwidth of the same size (bytes read + written).
   std::vector<float> cms;
   for (int i = 0; i < 7; ++i) {
-    CK(cudaEventRecord(e0, 0));
+    CK(cudaEventRecord(ev.e0, 0));
     CK(cudaMemcpyAsync(dg.p, dzs.p, bytes, cudaMemcpyDeviceToDevice, 0));
-    CK(cudaEventRecord(e1, 0));
-    CK(cudaEventSynchronize(e1));
+    CK(cudaEventRecord(ev.e1, 0));
+    CK(cudaEventSynchronize(ev.e1));
     float x = 0;
-    CK(cudaEventElapsedTime(&x, e0, e1));
+    CK(cudaEventElapsedTime(&x, ev.e0, ev.e1));
     cms.push_back(x);
   }
   std::sort(cms.begin(), cms.end());
   const double copy_gbs = 2.0 * bytes / cms[0] / 1e6;
-  int dev = 0, mem_khz = 0, bus_bits = 0;
-  CK(cudaGetDevice(&dev));
-  cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev);
-  cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev);
-  const double peak_gbs = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+  const double peak_gbs = hbm_peak_bytes_per_s() / 1e9;
   printf("BENCH bf16/bf16 N=%lld V=%lld (%.2f GB per input): device-to-device copy %.0f GB/s (best of 7), "
          "nominal peak %.0f GB/s\n",
          (long long)n, (long long)v, bytes / 1e9, copy_gbs, peak_gbs);
@@ -751,39 +613,15 @@ static void bench(int64_t n, int64_t v, uint64_t seed) {
                : "");
     fflush(stdout);
   }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
 }
 
 // ------------------------------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
-  bool quick = false, do_bench = true, bench_only = false;
-  for (int i = 1; i < argc; ++i) {
-    if (!strcmp(argv[i], "--quick")) quick = true, do_bench = false;
-    else if (!strcmp(argv[i], "--no-bench")) do_bench = false;
-    else if (!strcmp(argv[i], "--bench-only")) bench_only = true;
-    else if (!strncmp(argv[i], "--seed=", 7)) g_seed = strtoull(argv[i] + 7, nullptr, 10);
-    else {
-      fprintf(stderr, "usage: %s [--quick] [--no-bench] [--bench-only] [--seed=N]\n", argv[0]);
-      return 2;
-    }
-  }
-  int dev = 0;
-  cudaDeviceProp prop;
-  CK(cudaGetDevice(&dev));
-  CK(cudaGetDeviceProperties(&prop, dev));
-  printf("device %d: %s (sm_%d%d, %d SMs, %.1f GiB)%s, seed %llu\n", dev, prop.name, prop.major, prop.minor,
-         prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0,
-#ifdef GK_CUDA_EXACT_EXP
-         " [GK_CUDA_EXACT_EXP]",
-#else
-         "",
-#endif
-         (unsigned long long)g_seed);
-  const auto t0 = std::chrono::steady_clock::now();
+  CheckRun run;
+  if (!start_check(argc, argv, &g_seed, kExactExpTag, false, &run)) return 2;
 
-  if (!bench_only) {
+  if (!run.bench_only) {
     uint64_t seed = g_seed;
     const int32_t dts[3] = {kF32, kBF16, kF16};
     const int32_t divs[3] = {kForwardKl, kReverseKl, kJsd};
@@ -817,7 +655,7 @@ int main(int argc, char** argv) {
     // 3. Many rows per warp (grid of many blocks) and the float32 student at V = 151936.
     run_case({40, 300, 33, kBF16, kF32, kI64, kForwardKl, 0.5, 1.0f, 0.3, kTokenMean, 0, 0, true, true, true, false, 0, 0, 2, true}, ++seed);
     run_case({30, 400, 2048, kF32, kF32, kI32, kReverseKl, 0.5, 0.7f, 0.0, kSeqMeanTokenMean, 0, 0, true, true, true, false, 0, 0, 1, true}, ++seed);
-    if (!quick) {
+    if (!run.quick) {
       for (int32_t dv : divs) {
         run_case({3, 8, 151936, kBF16, kBF16, kI64, dv, 0.5, 1.0f, 0.3, kTokenMean, 0, 0, false, true, true, false, 0, 0, 1, true}, ++seed);
         run_case({2, 6, 151936, kF32, kBF16, kI32, dv, 0.5, 0.7f, 0.0, kConstant, 0, 0, true, false, false, false, 0, 1, 2, true}, ++seed);
@@ -829,9 +667,7 @@ int main(int argc, char** argv) {
     }
     run_error_cases(++seed);
   }
-  if (do_bench) bench(8192, 151936, g_seed + 1000);
+  if (run.do_bench) bench(8192, 151936, g_seed + 1000);
 
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  printf("%s: %d failure(s), %.1f s\n", g_failures ? "FAIL" : "PASS", g_failures, secs);
-  return g_failures ? 1 : 0;
+  return finish(run);
 }

@@ -35,70 +35,19 @@
 //    synchronisation): sampling at N = 8192, V = 151936 bf16 with GB/s and the fraction of the
 //    device's HBM bandwidth (peak from the memory clock/bus width, and a measured read-only
 //    kernel), plus greedy / topK / topP variants; advantages and preference at n = 1e6.
-#include <cuda_runtime.h>
+#include "check_common.cuh"
 
-#include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <cstdarg>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <string>
-#include <vector>
-
-#include "../../backend.h"
-#include "../../core/dtype.h"
 #include "../advantages.cuh"
 #include "../preference.cuh"
 #include "../sampling.cuh"
 
 using namespace gk;
 
-#define CK(expr)                                                                                   \
-  do {                                                                                             \
-    cudaError_t e_ = (expr);                                                                       \
-    if (e_ != cudaSuccess) {                                                                       \
-      fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #expr); \
-      exit(2);                                                                                     \
-    }                                                                                              \
-  } while (0)
-
-static int g_failures = 0;
 static uint64_t g_seed = 0;
 static long long g_draws = 0, g_draws_differ = 0;
 
-// ------------------------------------------------------------------------------------------------
-// Random numbers: a counter-based hash, so the device and the host draw the same values.
-
-__host__ __device__ inline uint64_t mix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-__host__ __device__ inline double unit(uint64_t h) { return (double)(h >> 11) * (1.0 / 9007199254740992.0); }
-__host__ __device__ inline float approx_normal(uint64_t h) {
-  const float s = (float)(h & 0xFFFF) + (float)((h >> 16) & 0xFFFF) + (float)((h >> 32) & 0xFFFF) +
-                  (float)((h >> 48) & 0xFFFF);
-  return (s / 65536.0f - 2.0f) * 1.7320508f;
-}
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(mix64(seed)) {}
-  uint64_t next() { return s = mix64(s); }
-  double uniform() { return unit(next()); }
-  float normal() { return approx_normal(next()); }
-};
-
-static size_t elem_size(int32_t dt) { return dt == kF32 ? 4 : 2; }
-static const char* dtype_name(int32_t dt) { return dt == kF32 ? "f32" : (dt == kBF16 ? "bf16" : "f16"); }
-
-__host__ __device__ inline void from_f32(void* base, int32_t dt, int64_t i, float v) {
-  if (dt == kF32) static_cast<float*>(base)[i] = v;
-  else if (dt == kBF16) static_cast<uint16_t*>(base)[i] = f32_to_bf16(v);
-  else static_cast<uint16_t*>(base)[i] = f32_to_f16(v);
-}
+// Outputs are poisoned with 0x7F bytes (3.4e38 / token 2139062143), not DevBuf's default NaN bits.
+constexpr int kPoison = 0x7F;
 
 enum Pattern { kNormal = 0, kTies = 1, kMasked = 2, kPeaked = 3, kWide = 4 };
 static const char* pattern_name(int p) {
@@ -142,47 +91,7 @@ __global__ void read_kernel(const uint4* p, int64_t n, unsigned* out) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Device buffers.
-
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  DevBuf() = default;
-  explicit DevBuf(size_t b) : bytes(b) { CK(cudaMalloc(&p, b > 0 ? b : 1)); }
-  ~DevBuf() {
-    if (p) cudaFree(p);
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  template <class T> T* as(size_t byte_off = 0) const { return reinterpret_cast<T*>((char*)p + byte_off); }
-  void poison() { CK(cudaMemset(p, 0x7F, bytes > 0 ? bytes : 1)); }
-};
-template <class T>
-static void upload(DevBuf& d, const std::vector<T>& h) {
-  if (!h.empty()) CK(cudaMemcpy(d.p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-}
-template <class T>
-static std::vector<T> download(const void* d, size_t count) {
-  std::vector<T> h(count);
-  if (count) CK(cudaMemcpy(h.data(), d, count * sizeof(T), cudaMemcpyDeviceToHost));
-  return h;
-}
-
-static void report(bool pass, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static void report(bool pass, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s ", pass ? "PASS" : "FAIL");
-  vprintf(fmt, ap);
-  printf("\n");
-  fflush(stdout);
-  va_end(ap);
-  if (!pass) ++g_failures;
-}
-
-static bool same_status(const Status& a, const Status& b) {
-  return a.code == b.code && a.row == b.row && strcmp(a.message, b.message) == 0;
-}
+// Comparisons.
 
 // |got - ref| <= tol * max(1, |ref|), NaN exactly where ref is NaN.
 static bool close_rel(double got, double ref, double tol) {
@@ -273,9 +182,9 @@ static void run_sample_case(const SampleCase& c, const SampleOpts& o, uint64_t s
   std::vector<float> gl[2], glt[2];
   Status gs[2];
   for (int run = 0; run < 2; ++run) {
-    d_tok.poison();
-    d_lp.poison();
-    d_lt.poison();
+    d_tok.poison(kPoison);
+    d_lp.poison(kPoison);
+    d_lt.poison(kPoison);
     gs[run] = cuda::sample_tokens(ga, 0);
     gt[run] = download<int32_t>(d_tok.p, (size_t)n);
     gl[run] = download<float>(d_lp.p, (size_t)n);
@@ -416,10 +325,10 @@ static void run_adv_case(int64_t k, int64_t n, int64_t G, bool weights, int32_t 
   Status gs[2];
   int64_t zero[2];
   for (int run = 0; run < 2; ++run) {
-    d_adv.poison();
-    d_comb.poison();
-    d_mean.poison();
-    d_std.poison();
+    d_adv.poison(kPoison);
+    d_comb.poison(kPoison);
+    d_mean.poison(kPoison);
+    d_std.poison(kPoison);
     g.zero_variance_groups = -7;
     gs[run] = cuda::group_advantages(g, 0);
     zero[run] = g.zero_variance_groups;
@@ -446,10 +355,11 @@ static void run_adv_case(int64_t k, int64_t n, int64_t G, bool weights, int32_t 
     }
   }
   ok = ok && bad == 0;
-  report(ok, "advantages k=%lld n=%-7lld G=%-5lld weights=%d scale=%d est=%d NaN=%.2f eq=%d | zero-variance groups cpu %lld gpu %lld, mismatches %lld, status cpu %d gpu %d%s",
-         (long long)k, (long long)n, (long long)G, (int)weights, scale, est, nan_frac, (int)equal_groups,
-         (long long)c.zero_variance_groups, (long long)zero[0], (long long)bad, cs.code, gs[0].code,
-         det ? "" : " [not deterministic]");
+  char zv[64] = "n/a (error)";
+  if (cs.ok()) snprintf(zv, sizeof(zv), "cpu %lld gpu %lld", (long long)c.zero_variance_groups, (long long)zero[0]);
+  report(ok, "advantages k=%lld n=%-7lld G=%-5lld weights=%d scale=%d est=%d NaN=%.2f eq=%d | zero-variance groups %s, mismatches %lld, status cpu %d gpu %d%s",
+         (long long)k, (long long)n, (long long)G, (int)weights, scale, est, nan_frac, (int)equal_groups, zv,
+         (long long)bad, cs.code, gs[0].code, det ? "" : " [not deterministic]");
   if (!same_status(gs[0], cs)) printf("     cpu: \"%s\"\n     gpu: \"%s\"\n", cs.message, gs[0].message);
 }
 
@@ -506,8 +416,8 @@ static void run_pref_case(int64_t n, bool margins, bool sum, uint64_t seed) {
   double loss[2], acc[2], mm[2];
   Status gs[2];
   for (int run = 0; run < 2; ++run) {
-    d_gc.poison();
-    d_gr.poison();
+    d_gc.poison(kPoison);
+    d_gr.poison(kPoison);
     g.loss = g.accuracy = g.mean_margin = -7.0;
     gs[run] = cuda::bradley_terry_loss(g, 0);
     loss[run] = g.loss;
@@ -541,39 +451,14 @@ static void run_preference(bool quick, uint64_t& seed) {
 // ------------------------------------------------------------------------------------------------
 // Timing.
 
-static float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 template <class Fn>
 static float time_ms(Fn&& fn, int reps = 10) {
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  for (int i = 0; i < 2; ++i) fn();
-  CK(cudaDeviceSynchronize());
-  std::vector<float> ms;
-  for (int i = 0; i < reps; ++i) {
-    CK(cudaEventRecord(e0));
-    fn();
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float t = 0;
-    CK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return median(ms);
+  const EventPair ev;
+  return time_median_ms(ev, 2, reps, fn);
 }
 
 static void bench(uint64_t seed) {
-  int dev = 0, clock_khz = 0, bus_bits = 0;
-  CK(cudaGetDevice(&dev));
-  cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, dev);
-  cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev);
-  const double peak = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0);  // bytes/s (DDR)
+  const double peak = hbm_peak_bytes_per_s();
 
   const int64_t n = 8192, v = 151936;
   const int32_t dt = kBF16;
@@ -690,34 +575,14 @@ static void bench(uint64_t seed) {
 // ------------------------------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
-  bool quick = false, do_bench = true, bench_only = false, seed_given = false;
-  for (int i = 1; i < argc; ++i) {
-    if (!strcmp(argv[i], "--quick")) quick = true, do_bench = false;
-    else if (!strcmp(argv[i], "--no-bench")) do_bench = false;
-    else if (!strcmp(argv[i], "--bench-only")) bench_only = true;
-    else if (!strncmp(argv[i], "--seed=", 7)) g_seed = strtoull(argv[i] + 7, nullptr, 10), seed_given = true;
-    else {
-      fprintf(stderr, "usage: %s [--quick] [--no-bench] [--bench-only] [--seed=N]\n", argv[0]);
-      return 2;
-    }
-  }
-  if (!seed_given) g_seed = (uint64_t)std::chrono::system_clock::now().time_since_epoch().count() % 1000000007ull;
-  int dev = 0;
-  cudaDeviceProp prop;
-  CK(cudaGetDevice(&dev));
-  CK(cudaGetDeviceProperties(&prop, dev));
-  printf("device %d: %s (sm_%d%d, %d SMs, %.1f GiB), seed %llu (rerun with --seed=%llu)\n", dev, prop.name, prop.major,
-         prop.minor, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, (unsigned long long)g_seed,
-         (unsigned long long)g_seed);
-  const auto t0 = std::chrono::steady_clock::now();
+  CheckRun run;
+  if (!start_check(argc, argv, &g_seed, "", true, &run)) return 2;  // a fresh seed from the clock unless given
   uint64_t seed = g_seed;
-  if (!bench_only) {
-    run_advantages(quick, seed);
-    run_preference(quick, seed);
-    run_sampling(quick, seed);
+  if (!run.bench_only) {
+    run_advantages(run.quick, seed);
+    run_preference(run.quick, seed);
+    run_sampling(run.quick, seed);
   }
-  if (do_bench) bench(g_seed + 99);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  printf("%s: %d failure(s), %.1f s\n", g_failures ? "FAIL" : "PASS", g_failures, secs);
-  return g_failures ? 1 : 0;
+  if (run.do_bench) bench(g_seed + 99);
+  return finish(run);
 }

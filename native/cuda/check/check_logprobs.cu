@@ -24,77 +24,15 @@
 //  * grpo_loss_step (several surrogates, IS levels, KL estimators, aggregations, entropy quantile,
 //    truncation) and grpo_loss_fused against the CPU backend; run-to-run bitwise determinism.
 //  * timing (cudaEvents, median of 20) of the forward and backward kernels, with GB/s.
-#include <cuda_runtime.h>
+#include "check_common.cuh"
 
-#include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <cstdarg>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <string>
-#include <vector>
-
-#include "../../backend.h"
-#include "../../core/dtype.h"
 #include "../fused.cuh"
 #include "../logprobs.cuh"
 #include "../loss.cuh"
 
 using namespace gk;
 
-#define CK(expr)                                                                                   \
-  do {                                                                                             \
-    cudaError_t e_ = (expr);                                                                       \
-    if (e_ != cudaSuccess) {                                                                       \
-      fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #expr); \
-      exit(2);                                                                                     \
-    }                                                                                              \
-  } while (0)
-
-static int g_failures = 0;
 static uint64_t g_seed = 12345;
-
-// ------------------------------------------------------------------------------------------------
-// Random numbers: a counter-based hash, so the device and the host draw the same values.
-
-__host__ __device__ inline uint64_t mix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-__host__ __device__ inline double unit(uint64_t h) { return (double)(h >> 11) * (1.0 / 9007199254740992.0); }
-// Approximately standard normal (Irwin-Hall of four 16-bit uniforms).
-__host__ __device__ inline float approx_normal(uint64_t h) {
-  const float s = (float)(h & 0xFFFF) + (float)((h >> 16) & 0xFFFF) + (float)((h >> 32) & 0xFFFF) +
-                  (float)((h >> 48) & 0xFFFF);
-  return (s / 65536.0f - 2.0f) * 1.7320508f;
-}
-
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(mix64(seed)) {}
-  uint64_t next() { return s = mix64(s); }
-  double uniform() { return unit(next()); }
-  float normal() { return approx_normal(next()); }
-  int64_t below(int64_t n) { return n <= 0 ? 0 : (int64_t)(next() % (uint64_t)n); }
-};
-
-static size_t elem_size(int32_t dt) { return dt == kF32 ? 4 : 2; }
-static const char* dtype_name(int32_t dt) { return dt == kF32 ? "f32" : (dt == kBF16 ? "bf16" : "f16"); }
-
-__host__ __device__ inline float to_f32(const void* base, int32_t dt, int64_t i) {
-  if (dt == kF32) return static_cast<const float*>(base)[i];
-  const uint16_t h = static_cast<const uint16_t*>(base)[i];
-  return dt == kBF16 ? bf16_to_f32(h) : f16_to_f32(h);
-}
-__host__ __device__ inline void from_f32(void* base, int32_t dt, int64_t i, float v) {
-  if (dt == kF32) static_cast<float*>(base)[i] = v;
-  else if (dt == kBF16) static_cast<uint16_t*>(base)[i] = f32_to_bf16(v);
-  else static_cast<uint16_t*>(base)[i] = f32_to_f16(v);
-}
 
 // Logits generator: row scale varies (every 5th row 4x larger), rows r % 7 == 3 get about 30% of
 // their entries at -inf (never the target), and `nan_row` / `ninf_row` (>= 0) make a row with a
@@ -114,77 +52,12 @@ __global__ void gen_logits(void* z, int32_t dt, int64_t n, int64_t v, const int6
 }
 
 // ------------------------------------------------------------------------------------------------
-// Device buffers.
+// Values within 1e-5 (docs/grpo-math.md; gradients: grad_tol). Err counts a NaN where the
+// reference has a number (or the reverse) as a mismatch.
 
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  DevBuf() = default;
-  explicit DevBuf(size_t b) : bytes(b) { CK(cudaMalloc(&p, b > 0 ? b : 1)); }
-  ~DevBuf() {
-    if (p) cudaFree(p);
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  template <class T> T* as(size_t byte_off = 0) const { return reinterpret_cast<T*>((char*)p + byte_off); }
-  void poison() { CK(cudaMemset(p, 0xFF, bytes)); }
-};
-template <class T>
-static void upload(DevBuf& d, const std::vector<T>& h, size_t byte_off = 0) {
-  CK(cudaMemcpy((char*)d.p + byte_off, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-}
-template <class T>
-static std::vector<T> download(const void* d, size_t count) {
-  std::vector<T> h(count);
-  CK(cudaMemcpy(h.data(), d, count * sizeof(T), cudaMemcpyDeviceToHost));
-  return h;
-}
-
-// ------------------------------------------------------------------------------------------------
-// Error measures: ‖got − ref‖ / ‖ref‖ (absolute ‖got − ref‖ when ‖ref‖ = 0); NaN in got where
-// ref is a number (or the reverse) counts as a mismatch.
-
-struct Err {
-  double num = 0, den = 0;
-  int64_t nan_bad = 0;
-  void add(double got, double ref) {
-    const bool gn = std::isnan(got), rn = std::isnan(ref);
-    if (gn || rn) {
-      if (gn != rn) ++nan_bad;
-      return;
-    }
-    if (std::isinf(ref) || std::isinf(got)) {
-      if (got != ref) ++nan_bad;
-      return;
-    }
-    num += (got - ref) * (got - ref);
-    den += ref * ref;
-  }
-  double rel() const { return den > 0 ? std::sqrt(num / den) : std::sqrt(num); }
-  bool ok(double tol) const { return nan_bad == 0 && rel() <= tol; }
-};
-
-static double grad_tol(int32_t dt) { return dt == kF32 ? 1e-5 : (dt == kF16 ? 1e-3 : 8e-3); }
 constexpr double kFwdTol = 1e-5;
 
-static void report(bool pass, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static void report(bool pass, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s ", pass ? "PASS" : "FAIL");
-  vprintf(fmt, ap);
-  printf("\n");
-  fflush(stdout);
-  va_end(ap);
-  if (!pass) ++g_failures;
-}
-
-static std::string err_str(const Err& e) {
-  char b[64];
-  if (e.nan_bad) snprintf(b, sizeof(b), "%.2e(+%lld NaN)", e.rel(), (long long)e.nan_bad);
-  else snprintf(b, sizeof(b), "%.2e", e.rel());
-  return b;
-}
+static std::string err_str(const Err& e) { return err_str(e, "NaN"); }
 
 // ------------------------------------------------------------------------------------------------
 // float64 reference of spec §1 for one row.
@@ -731,11 +604,6 @@ static void run_fused_case(int32_t dt, int64_t v, int64_t S, int64_t max_len, bo
 // ------------------------------------------------------------------------------------------------
 // Timing.
 
-static float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 static void bench(int64_t n, int64_t v, int32_t dt, uint64_t seed) {
   const size_t es = elem_size(dt), zbytes = (size_t)n * (size_t)v * es;
   Rng rng(seed);
@@ -777,24 +645,11 @@ static void bench(int64_t n, int64_t v, int32_t dt, uint64_t seed) {
   br.lse = nullptr;
   br.entropy = nullptr;
 
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
+  const EventPair ev;
   auto time_it = [&](auto&& fn) {
-    for (int i = 0; i < 3; ++i) fn();
-    CK(cudaDeviceSynchronize());
-    std::vector<float> ms;
-    for (int i = 0; i < 20; ++i) {
-      CK(cudaEventRecord(e0));
-      fn();
-      CK(cudaEventRecord(e1));
-      CK(cudaEventSynchronize(e1));
-      float t = 0;
-      CK(cudaEventElapsedTime(&t, e0, e1));
-      ms.push_back(t);
-    }
+    const float ms = time_median_ms(ev, 3, 20, fn);
     CK(cudaGetLastError());
-    return median(ms);
+    return ms;
   };
   const float t_fwd = time_it([&] { cuda::detail::enqueue_token_logprobs(a, flags, 0); });
   const float t_bwd = time_it([&] { cuda::detail::enqueue_token_logprobs_backward(b, nullptr, &flags->bad_target, 0); });
@@ -808,40 +663,16 @@ static void bench(int64_t n, int64_t v, int32_t dt, uint64_t seed) {
          dtype_name(dt), (long long)n, (long long)v, t_fwd, fwd_bytes / t_fwd / 1e6, t_bwd, bwd_bytes / t_bwd / 1e6,
          t_bwdr, bwdr_bytes / t_bwdr / 1e6, t_api);
   fflush(stdout);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
 }
 
 // ------------------------------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
-  bool quick = false, do_bench = true, bench_only = false;
-  for (int i = 1; i < argc; ++i) {
-    if (!strcmp(argv[i], "--quick")) quick = true, do_bench = false;
-    else if (!strcmp(argv[i], "--no-bench")) do_bench = false;
-    else if (!strcmp(argv[i], "--bench-only")) bench_only = true;
-    else if (!strncmp(argv[i], "--seed=", 7)) g_seed = strtoull(argv[i] + 7, nullptr, 10);
-    else {
-      fprintf(stderr, "usage: %s [--quick] [--no-bench] [--bench-only] [--seed=N]\n", argv[0]);
-      return 2;
-    }
-  }
-  int dev = 0;
-  cudaDeviceProp prop;
-  CK(cudaGetDevice(&dev));
-  CK(cudaGetDeviceProperties(&prop, dev));
-  printf("device %d: %s (sm_%d%d, %d SMs, %.1f GiB)%s, seed %llu\n", dev, prop.name, prop.major, prop.minor,
-         prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0,
-#ifdef GK_CUDA_EXACT_EXP
-         " [GK_CUDA_EXACT_EXP]",
-#else
-         "",
-#endif
-         (unsigned long long)g_seed);
-  const auto t0 = std::chrono::steady_clock::now();
+  CheckRun run;
+  if (!start_check(argc, argv, &g_seed, kExactExpTag, false, &run)) return 2;
   const int32_t dtypes[3] = {kF32, kBF16, kF16};
 
-  if (!bench_only) {
+  if (!run.bench_only) {
     uint64_t seed = g_seed;
     // Small and medium shapes: every feature combination that matters, for each dtype.
     for (int32_t dt : dtypes) {
@@ -857,7 +688,7 @@ int main(int argc, char** argv) {
       run_error_case(300, 1000, dt, ++seed);
       run_error_case(300, 5000, dt, ++seed);
     }
-    if (!quick) {
+    if (!run.quick) {
       for (int32_t dt : dtypes) {
         run_case({4096, 32000, dt, kI64, 1.0f, true, true, 0, 0, true}, ++seed);
         run_case({2048, 32000, dt, kI32, 0.7f, true, false, 1, 0, false}, ++seed);
@@ -936,18 +767,16 @@ int main(int argc, char** argv) {
       fo.is_level = kIsSequence;
       fo.entropy_coef = 0.0;
       fo.top_entropy_quantile = 0.3;
-      run_fused_case(dt, quick ? 5000 : 32000, 8, 256, false, false, fo, ++seed);
+      run_fused_case(dt, run.quick ? 5000 : 32000, 8, 256, false, false, fo, ++seed);
       run_fused_case(dt, 2049, 8, 64, true, true, fo, ++seed);
     }
   }
 
-  if (do_bench) {
+  if (run.do_bench) {
     for (int32_t dt : dtypes) {
       bench(4096, 32000, dt, g_seed + 1000);
       bench(4096, 151936, dt, g_seed + 2000);
     }
   }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  printf("%s: %d failure(s), %.1f s\n", g_failures ? "FAIL" : "PASS", g_failures, secs);
-  return g_failures ? 1 : 0;
+  return finish(run);
 }
