@@ -57,3 +57,21 @@ t.test('the built addon leaves no grpo-kernels symbol undefined (every declared 
   const ours = undefinedSyms.split('\n').filter((l) => /\bgk::/.test(l));
   t.same(ours, [], 'no gk:: symbol is left for the dynamic loader');
 });
+
+t.test('every GPU check program names a build line whose sources exist (scripts/gpu-check.sh builds them from it)', async (t) => {
+  const dir = path.join(root, 'native', 'cuda', 'check');
+  const programs = fs.readdirSync(dir).filter((f) => f.endsWith('.cu'));
+  t.ok(programs.length >= 3, `check programs: ${programs.join(', ')}`);
+  for (const f of programs) {
+    const text = fs.readFileSync(path.join(dir, f), 'utf8');
+    // The same extraction as scripts/gpu-check.sh: from the first "nvcc " line to the comment end.
+    const start = text.search(/^ *nvcc /m);
+    t.ok(start >= 0, `${f}: has an nvcc build line`);
+    const block = text.slice(start, text.indexOf('*/', start)).replace(/\\\n/g, ' ');
+    const out = /-o \/tmp\/([A-Za-z0-9_]+)/.exec(block);
+    t.ok(out, `${f}: builds to /tmp/<name>`);
+    const sources = block.split(/\s+/).filter((w) => /^native\/.*\.(cu|cc)$/.test(w));
+    t.ok(sources.includes(`native/cuda/check/${f}`), `${f}: compiles itself`);
+    for (const s of sources) t.ok(fs.existsSync(path.join(root, s)), `${f}: ${s} exists`);
+  }
+});
