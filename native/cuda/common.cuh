@@ -232,17 +232,17 @@ template <class T> struct Vec {
   static constexpr int kWidth = 16 / (int)sizeof(T);
 };
 
+// The elements of 16 raw bytes as floats (for kernels that load or stage the raw vectors
+// themselves), and the aligned 16-byte load + unpack.
 template <class T>
-__device__ __forceinline__ void load_vec(const T* p, float (&out)[Vec<T>::kWidth]);
+__device__ __forceinline__ void unpack_vec(const uint4& r, float (&out)[Vec<T>::kWidth]);
 template <>
-__device__ __forceinline__ void load_vec<float>(const float* p, float (&out)[4]) {
-  const float4 v = *reinterpret_cast<const float4*>(p);
-  out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+__device__ __forceinline__ void unpack_vec<float>(const uint4& r, float (&out)[4]) {
+  out[0] = __uint_as_float(r.x); out[1] = __uint_as_float(r.y); out[2] = __uint_as_float(r.z); out[3] = __uint_as_float(r.w);
 }
 template <class T>
-__device__ __forceinline__ void load_vec16(const T* p, float (&out)[8]) {
-  const uint4 v = *reinterpret_cast<const uint4*>(p);
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+__device__ __forceinline__ void unpack_vec16(const uint4& r, float (&out)[8]) {
+  const uint32_t w[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     out[2 * k] = DevElem<T>::load(T{(uint16_t)(w[k] & 0xFFFFu)});
@@ -250,9 +250,14 @@ __device__ __forceinline__ void load_vec16(const T* p, float (&out)[8]) {
   }
 }
 template <>
-__device__ __forceinline__ void load_vec<bf16_t>(const bf16_t* p, float (&out)[8]) { load_vec16(p, out); }
+__device__ __forceinline__ void unpack_vec<bf16_t>(const uint4& r, float (&out)[8]) { unpack_vec16<bf16_t>(r, out); }
 template <>
-__device__ __forceinline__ void load_vec<f16_t>(const f16_t* p, float (&out)[8]) { load_vec16(p, out); }
+__device__ __forceinline__ void unpack_vec<f16_t>(const uint4& r, float (&out)[8]) { unpack_vec16<f16_t>(r, out); }
+
+template <class T>
+__device__ __forceinline__ void load_vec(const T* p, float (&out)[Vec<T>::kWidth]) {
+  unpack_vec<T>(*reinterpret_cast<const uint4*>(p), out);
+}
 
 template <class T>
 __device__ __forceinline__ void store_vec(T* p, const float (&in)[Vec<T>::kWidth]);

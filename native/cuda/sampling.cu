@@ -236,29 +236,6 @@ struct Stage {
   int64_t segs;
 };
 
-template <class T>
-__device__ __forceinline__ void unpack(const uint4& r, float (&z)[Vec<T>::kWidth]);
-template <>
-__device__ __forceinline__ void unpack<float>(const uint4& r, float (&z)[4]) {
-  z[0] = __uint_as_float(r.x);
-  z[1] = __uint_as_float(r.y);
-  z[2] = __uint_as_float(r.z);
-  z[3] = __uint_as_float(r.w);
-}
-template <class T>
-__device__ __forceinline__ void unpack16(const uint4& r, float (&z)[8]) {
-  const uint32_t w[4] = {r.x, r.y, r.z, r.w};
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    z[2 * k] = DevElem<T>::load(T{(uint16_t)(w[k] & 0xFFFFu)});
-    z[2 * k + 1] = DevElem<T>::load(T{(uint16_t)(w[k] >> 16)});
-  }
-}
-template <>
-__device__ __forceinline__ void unpack<bf16_t>(const uint4& r, float (&z)[8]) { unpack16<bf16_t>(r, z); }
-template <>
-__device__ __forceinline__ void unpack<f16_t>(const uint4& r, float (&z)[8]) { unpack16<f16_t>(r, z); }
-
 // The raw vectors of segment s (owned by warp w) for this lane: ok[u] when vector
 // s * kSegVecs + u * 32 + lane exists. `write`: read global memory and fill the stage slot.
 template <class T, int kWarps>
@@ -312,7 +289,7 @@ __device__ __forceinline__ void visit_row(const Geo<T>& g, const Stage& st, bool
       for (int u = 0; u < kU; ++u) {
         if (!ok[u]) continue;
         float z[W];
-        unpack<T>(raw[u], z);
+        detail::unpack_vec<T>(raw[u], z);
         const int64_t j0 = g.head + (s * kSegVecs + u * 32 + lane) * W;
 #pragma unroll
         for (int e = 0; e < W; ++e) f(u, j0 + e, scaled(z[e], inv_t));
@@ -510,7 +487,7 @@ __device__ __forceinline__ int64_t rescan_chunk(const Geo<T>& g, const Stage& st
       const bool ok = vi < g.nvec;
       float z[W];
       if (ok) {
-        unpack<T>(slot ? slot[u * 32 + lane] : __ldg(body + vi), z);
+        detail::unpack_vec<T>(slot ? slot[u * 32 + lane] : __ldg(body + vi), z);
 #pragma unroll
         for (int e = 0; e < W; ++e) z[e] = scaled(z[e], inv_t);
       } else {
