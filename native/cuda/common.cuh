@@ -303,39 +303,39 @@ __device__ __forceinline__ RowSplit row_split(const void* row, int64_t v) {
 __device__ __forceinline__ float shfl_xor(float v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
 __device__ __forceinline__ double shfl_xor(double v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
 __device__ __forceinline__ long long shfl_xor(long long v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
-__device__ __forceinline__ RowStats shfl_xor(RowStats v, int m) {
-  return RowStats{shfl_xor(v.m, m), shfl_xor(v.s, m), shfl_xor(v.t, m)};
+// The reduced structs, field by field: one field list each, used by both shuffles.
+template <class F>
+__device__ __forceinline__ RowStats map_fields(const RowStats& v, F f) {
+  return RowStats{f(v.m), f(v.s), f(v.t)};
+}
+template <class F>
+__device__ __forceinline__ LossSums map_fields(const LossSums& v, F f) {
+  LossSums r;
+  r.loss = f(v.loss);
+  r.tokens = f(v.tokens);
+  r.kl = f(v.kl);
+  r.ratio = f(v.ratio);
+  r.clip_low = f(v.clip_low);
+  r.clip_high = f(v.clip_high);
+  r.clip_any = f(v.clip_any);
+  r.entropy = f(v.entropy);
+  return r;
+}
+__device__ __forceinline__ RowStats shfl_xor(const RowStats& v, int m) {
+  return map_fields(v, [m](auto x) { return shfl_xor(x, m); });
 }
 __device__ __forceinline__ LossSums shfl_xor(const LossSums& v, int m) {
-  LossSums r;
-  r.loss = shfl_xor(v.loss, m);
-  r.tokens = shfl_xor(v.tokens, m);
-  r.kl = shfl_xor(v.kl, m);
-  r.ratio = shfl_xor(v.ratio, m);
-  r.clip_low = shfl_xor(v.clip_low, m);
-  r.clip_high = shfl_xor(v.clip_high, m);
-  r.clip_any = shfl_xor(v.clip_any, m);
-  r.entropy = shfl_xor(v.entropy, m);
-  return r;
+  return map_fields(v, [m](auto x) { return shfl_xor(x, m); });
 }
 
 __device__ __forceinline__ float shfl_idx(float v, int l) { return __shfl_sync(0xffffffffu, v, l); }
 __device__ __forceinline__ double shfl_idx(double v, int l) { return __shfl_sync(0xffffffffu, v, l); }
 __device__ __forceinline__ long long shfl_idx(long long v, int l) { return __shfl_sync(0xffffffffu, v, l); }
-__device__ __forceinline__ RowStats shfl_idx(RowStats v, int l) {
-  return RowStats{shfl_idx(v.m, l), shfl_idx(v.s, l), shfl_idx(v.t, l)};
+__device__ __forceinline__ RowStats shfl_idx(const RowStats& v, int l) {
+  return map_fields(v, [l](auto x) { return shfl_idx(x, l); });
 }
 __device__ __forceinline__ LossSums shfl_idx(const LossSums& v, int l) {
-  LossSums r;
-  r.loss = shfl_idx(v.loss, l);
-  r.tokens = shfl_idx(v.tokens, l);
-  r.kl = shfl_idx(v.kl, l);
-  r.ratio = shfl_idx(v.ratio, l);
-  r.clip_low = shfl_idx(v.clip_low, l);
-  r.clip_high = shfl_idx(v.clip_high, l);
-  r.clip_any = shfl_idx(v.clip_any, l);
-  r.entropy = shfl_idx(v.entropy, l);
-  return r;
+  return map_fields(v, [l](auto x) { return shfl_idx(x, l); });
 }
 
 struct SumOp {

@@ -466,27 +466,23 @@ struct OnlineOp {
 
 // Shuffles of the reduced types, found by detail::warp_reduce / block_reduce through ADL.
 #ifdef __CUDACC__
-__device__ __forceinline__ OnlineState shfl_xor(const OnlineState& v, int m) {
+template <class F>
+__device__ __forceinline__ OnlineState map_fields(const OnlineState& v, F f) {
   OnlineState r;
-  r.ms = __shfl_xor_sync(0xffffffffu, v.ms, m);
-  r.mt = __shfl_xor_sync(0xffffffffu, v.mt, m);
-  r.minf = __shfl_xor_sync(0xffffffffu, v.minf, m);
-  r.qref = __shfl_xor_sync(0xffffffffu, v.qref, m);
-  r.ss = __shfl_xor_sync(0xffffffffu, v.ss, m);
-  r.st = __shfl_xor_sync(0xffffffffu, v.st, m);
-  r.a = __shfl_xor_sync(0xffffffffu, v.a, m);
+  r.ms = f(v.ms);
+  r.mt = f(v.mt);
+  r.minf = f(v.minf);
+  r.qref = f(v.qref);
+  r.ss = f(v.ss);
+  r.st = f(v.st);
+  r.a = f(v.a);
   return r;
 }
+__device__ __forceinline__ OnlineState shfl_xor(const OnlineState& v, int m) {
+  return map_fields(v, [m](auto x) { return detail::shfl_xor(x, m); });
+}
 __device__ __forceinline__ OnlineState shfl_idx(const OnlineState& v, int l) {
-  OnlineState r;
-  r.ms = __shfl_sync(0xffffffffu, v.ms, l);
-  r.mt = __shfl_sync(0xffffffffu, v.mt, l);
-  r.minf = __shfl_sync(0xffffffffu, v.minf, l);
-  r.qref = __shfl_sync(0xffffffffu, v.qref, l);
-  r.ss = __shfl_sync(0xffffffffu, v.ss, l);
-  r.st = __shfl_sync(0xffffffffu, v.st, l);
-  r.a = __shfl_sync(0xffffffffu, v.a, l);
-  return r;
+  return map_fields(v, [l](auto x) { return detail::shfl_idx(x, l); });
 }
 #endif
 

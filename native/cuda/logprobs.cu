@@ -201,13 +201,21 @@ __device__ __forceinline__ void zero_row(T* g, int64_t v, int tid, int nth) {
 // ---------------------------------------------------------------------------------------------
 // Kernels.
 
-struct FwdParams {
+// The logits rows and targets both kernels read, taken from a LogitsView.
+struct RowParams {
   const void* logits;
   const void* targets;
   int64_t n, v;
   int64_t ignore_index;
   float inv_t;
   bool target_i32;
+};
+
+RowParams row_params(const LogitsView& x) {
+  return RowParams{x.logits, x.targets, x.n, x.v, x.ignore_index, 1.0f / x.temperature, x.target_dtype == kI32};
+}
+
+struct FwdParams : RowParams {
   bool check_finite;
   float* logp;
   double* logp64;  // optional: the log-probs before rounding (the fused op's loss step reads them)
@@ -260,14 +268,8 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const FwdParams p) {
   }
 }
 
-struct BwdParams {
-  const void* logits;
+struct BwdParams : RowParams {
   void* grad;
-  const void* targets;
-  int64_t n, v;
-  int64_t ignore_index;
-  float inv_t;
-  bool target_i32;
   const float* gl;
   const float* gh;
   const float* lse;
@@ -408,13 +410,7 @@ Status enqueue_token_logprobs(const LogProbArgs& a, DeviceFlags* flags, cudaStre
   if (!a.logp && x.n > 0) return make_status(kInvalid, "logp output is required");
   if (x.n == 0) return Status{};
   FwdParams p;
-  p.logits = x.logits;
-  p.targets = x.targets;
-  p.n = x.n;
-  p.v = x.v;
-  p.ignore_index = x.ignore_index;
-  p.inv_t = 1.0f / x.temperature;
-  p.target_i32 = x.target_dtype == kI32;
+  static_cast<RowParams&>(p) = row_params(x);
   p.check_finite = a.check_finite;
   p.logp = a.logp;
   p.logp64 = a.logp64;
@@ -434,14 +430,8 @@ Status enqueue_token_logprobs_backward(const LogProbBackwardArgs& a, const Devic
   if (!a.grad && x.n > 0) return make_status(kInvalid, "grad output is required");
   if (x.n == 0) return Status{};
   BwdParams p;
-  p.logits = x.logits;
+  static_cast<RowParams&>(p) = row_params(x);
   p.grad = a.grad;
-  p.targets = x.targets;
-  p.n = x.n;
-  p.v = x.v;
-  p.ignore_index = x.ignore_index;
-  p.inv_t = 1.0f / x.temperature;
-  p.target_i32 = x.target_dtype == kI32;
   p.gl = a.gl;
   p.gh = a.gh;
   p.lse = a.lse;
