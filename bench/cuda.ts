@@ -13,10 +13,18 @@ import { addon } from '../lib/native';
 import { Rng } from '../lib/random';
 
 export interface CudaBenchOptions {
-  quick: boolean;
+  /**
+   * full: N = 4096/16384 x V = 32000..262144 x float32/bfloat16; quick: 4096 x 32000/151936 bf16;
+   * headline: the README's shapes only (bf16, V = 151936, N = 8192 and 16384), for a short GPU
+   * lease; smoke: tiny shapes, one repetition, no peers, for the emulated build (checks that
+   * every path of the benchmark runs; its times mean nothing).
+   */
+  mode: 'full' | 'quick' | 'headline' | 'smoke';
   out?: string;
   /** Skip the PyTorch peers. */
   noPeers?: boolean;
+  /** Skip the peers' torch.compile variants (their compile time is long). */
+  noCompile?: boolean;
   python?: string;
 }
 
@@ -88,12 +96,18 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<void> {
   const dev = gk.Device.open('cuda');
   const info = gk.backendInfo();
   const gpu = info.cuda.devices[dev.index]!;
-  const reps = o.quick ? 5 : 20;
-  console.log(`grpo-kernels CUDA bench: ${gpu.name} (sm_${gpu.computeCapability.replace('.', '')}, ${(gpu.memoryBytes / 2 ** 30).toFixed(0)} GiB); node ${process.version}`);
+  const smoke = o.mode === 'smoke';
+  const quick = o.mode !== 'full';
+  const reps = smoke ? 1 : quick ? 5 : 20;
+  console.log(`grpo-kernels CUDA bench (${o.mode}): ${gpu.name} (sm_${gpu.computeCapability.replace('.', '')}, ${(gpu.memoryBytes / 2 ** 30).toFixed(0)} GiB); node ${process.version}`);
+  if (info.cuda.emulated) console.log('the CUDA backend is EMULATED on the CPU here: the figures below are not GPU times');
   const rng = new Rng(7);
+  const slug = gpu.name.replace(/[^\w.-]+/g, '_').slice(0, 60);
+  const outFile = o.out ?? path.resolve(__dirname, '..', '..', 'bench', 'results', `cuda-${slug}${o.mode === 'full' ? '' : `-${o.mode}`}.json`);
+  fs.mkdirSync(path.dirname(outFile), { recursive: true });
 
   // 1. The ceiling: a large device-to-device copy (bytes read + bytes written per second).
-  const copyBytes = 2 * 2 ** 30;
+  const copyBytes = smoke ? 4 * 2 ** 20 : 2 * 2 ** 30;
   const src = await randomDeviceLogits(dev, copyBytes / 4 / 4096, 4096, 'float32', rng);
   const dst = dev.empty([copyBytes / 4], 'float32');
   const copy = await timeOp(dev, reps, () => addon().deviceCopy(dst.handle, src.handle));
@@ -103,19 +117,44 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<void> {
   dst.dispose();
 
   const rows: CudaRow[] = [];
+  const result = {
+    device: gpu.name,
+    computeCapability: gpu.computeCapability,
+    backend: 'cuda',
+    emulated: info.cuda.emulated,
+    commit: commit(),
+    date: new Date().toISOString(),
+    node: process.version,
+    packageVersion: info.packageVersion,
+    mode: o.mode,
+    quick,
+    /** True until the run ends: a run cut short still leaves the rows measured so far. */
+    partial: true,
+    copyGbs,
+    copyMs: copy.ms,
+    rows,
+    peers: null as unknown,
+  };
+  const save = () => fs.writeFileSync(outFile, JSON.stringify(result, null, 2) + '\n');
+  save();
   const add = (r: Omit<CudaRow, 'gbs' | 'fracOfCopy'>) => {
     const gbs = r.bytes / (r.ms / 1e3) / 1e9;
     const row: CudaRow = { ...r, gbs, fracOfCopy: gbs / copyGbs };
     rows.push(row);
+    save();
     console.log(
       `${r.op.padEnd(30)} ${`${r.n}x${r.v}`.padEnd(13)} ${r.dtype.padEnd(9)} ${r.ms.toFixed(3).padStart(9)} ms  ${gbs.toFixed(0).padStart(5)} GB/s  ${(100 * row.fracOfCopy).toFixed(1).padStart(5)}% of copy` +
         `  [${r.floor}]${r.extraBytes !== undefined ? `  extra ${mib(r.extraBytes)}` : ''}`,
     );
   };
 
-  const ns = o.quick ? [4096] : [4096, 16384];
-  const vs = o.quick ? [32000, 151936] : [32000, 128256, 151936, 262144];
-  const dtypes: ('float32' | 'bfloat16')[] = o.quick ? ['bfloat16'] : ['float32', 'bfloat16'];
+  const shapes = {
+    full: { ns: [4096, 16384], vs: [32000, 128256, 151936, 262144], dtypes: ['float32', 'bfloat16'] },
+    quick: { ns: [4096], vs: [32000, 151936], dtypes: ['bfloat16'] },
+    headline: { ns: [8192, 16384], vs: [151936], dtypes: ['bfloat16'] },
+    smoke: { ns: [64], vs: [1000, 4099], dtypes: ['float32', 'bfloat16'] },
+  }[o.mode] as { ns: number[]; vs: number[]; dtypes: ('float32' | 'bfloat16')[] };
+  const { ns, vs, dtypes } = shapes;
   for (const n of ns)
     for (const v of vs)
       for (const dtype of dtypes) {
@@ -162,7 +201,7 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<void> {
         add({ ...base, op: 'grpo loss+grad (fused)', ...fused, bytes: 3 * nv, floor: '2 reads + 1 write', extraBytes: peak - live - nv });
         for (const t of [fw.logp, fw.lse, gl, old, ref, adv]) t.dispose();
 
-        if (n <= 8192 || o.quick) {
+        if (n <= 8192 || o.mode === 'quick') {
           const sample = await timeOp(dev, reps, async () => {
             const r = await gk.sampleTokens(logits, { seed: 1 });
             r.tokens.dispose();
@@ -170,7 +209,7 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<void> {
             r.logpTruncated.dispose();
           });
           add({ ...base, op: 'sample', ...sample, bytes: nv, floor: '1 read' });
-          const sampleTop = await timeOp(dev, o.quick ? 2 : 5, async () => {
+          const sampleTop = await timeOp(dev, smoke ? 1 : quick ? 2 : 5, async () => {
             const r = await gk.sampleTokens(logits, { seed: 1, topK: 50, topP: 0.9 });
             r.tokens.dispose();
             r.logp.dispose();
@@ -182,7 +221,7 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<void> {
 
         // Distillation at N = 8192 (student = these logits' first 8192 rows' worth, teacher a second tensor).
         if (n === ns[0]) {
-          const nd = 8192;
+          const nd = smoke ? 64 : 8192;
           if (3 * nd * v * elem + 2 ** 30 < (await dev.memory()).freeBytes) {
             const student = await randomDeviceLogits(dev, nd, v, dtype, rng);
             const teacher = await randomDeviceLogits(dev, nd, v, dtype, rng);
@@ -203,28 +242,14 @@ export async function runCudaBench(o: CudaBenchOptions): Promise<void> {
       }
 
   // 2. The PyTorch peers on the same GPU, with the agreement check on shared inputs.
-  let peers: unknown = null;
-  if (!o.noPeers) peers = await runPeers(dev, o, rng);
-
-  const result = {
-    device: gpu.name,
-    computeCapability: gpu.computeCapability,
-    backend: 'cuda',
-    commit: commit(),
-    date: new Date().toISOString(),
-    node: process.version,
-    packageVersion: info.packageVersion,
-    quick: o.quick,
-    copyGbs,
-    copyMs: copy.ms,
-    rows,
-    peers,
-  };
-  const slug = gpu.name.replace(/[^\w.-]+/g, '_');
-  const outFile = o.out ?? path.resolve(__dirname, '..', '..', 'bench', 'results', `cuda-${slug}${o.quick ? '-quick' : ''}.json`);
-  fs.mkdirSync(path.dirname(outFile), { recursive: true });
-  fs.writeFileSync(outFile, JSON.stringify(result, null, 2) + '\n');
+  if (!o.noPeers && !smoke) {
+    result.peers = await runPeers(dev, o, rng);
+    save();
+  }
+  result.partial = false;
+  save();
   console.log(`results: ${path.relative(process.cwd(), outFile)}`);
+  if (smoke) return;
   const chart = outFile.replace(/\.json$/, '.svg');
   try {
     await writeChart(chart, result);
@@ -361,7 +386,7 @@ async function runPeers(dev: gk.Device, o: CudaBenchOptions, rng: Rng): Promise<
   const script = path.resolve(__dirname, '..', '..', 'bench', 'peers', 'peers.py');
   // The spec's gradient tolerance for bfloat16 (docs/grpo-math.md): a correctly rounded bf16
   // gradient alone is ~1.5e-3 from the float64 one.
-  const args = [script, '--out', outJson, '--check-dir', dir, '--grad-tol-16bit', '8e-3', ...(o.quick ? ['--quick'] : [])];
+  const args = [script, '--out', outJson, '--check-dir', dir, '--grad-tol-16bit', '8e-3', ...(o.mode !== 'full' ? ['--quick'] : []), ...(o.noCompile ? ['--no-compile'] : [])];
   console.log(`\npeers: ${py} ${args.map((a) => path.relative(process.cwd(), a) || a).join(' ')}`);
   const run = spawnSync(py, args, { stdio: ['ignore', 'inherit', 'inherit'] });
   if (run.status !== 0 || !fs.existsSync(outJson)) {

@@ -73,11 +73,16 @@ async function main() {
   const { values } = parseArgs({
     options: {
       quick: { type: 'boolean', default: false }, device: { type: 'string', default: 'cpu' }, out: { type: 'string' },
-      'no-peers': { type: 'boolean', default: false }, python: { type: 'string' },
+      'no-peers': { type: 'boolean', default: false }, 'no-compile': { type: 'boolean', default: false }, python: { type: 'string' },
+      headline: { type: 'boolean', default: false }, smoke: { type: 'boolean', default: false },
     },
   });
   if (gk.resolveDevice(values.device as gk.DeviceRequest) === 'cuda') {
-    await runCudaBench({ quick: values.quick!, noPeers: values['no-peers']!, ...(values.out ? { out: values.out } : {}), ...(values.python ? { python: values.python } : {}) });
+    const mode = values.smoke ? 'smoke' : values.headline ? 'headline' : values.quick ? 'quick' : 'full';
+    await runCudaBench({
+      mode, noPeers: values['no-peers']!, noCompile: values['no-compile']!,
+      ...(values.out ? { out: values.out } : {}), ...(values.python ? { python: values.python } : {}),
+    });
     return;
   }
   const quick = values.quick!;

@@ -4,6 +4,7 @@ import { runAll, type CaseResult } from '../test/reference/cases';
 import { freshSeed } from '../test/reference/random';
 import { backendInfo, Device, resolveDevice, setDefaultDevice, type DeviceRequest } from './device';
 import { runDeviceChecks } from '../test/reference/device-cases';
+import { runCrossBackendChecks } from '../test/reference/cross-cases';
 import { GrpoKernelsError } from './errors';
 
 const HELP = `grpo-kernels: fused GRPO kernels for Node.js
@@ -35,7 +36,8 @@ function info(json: boolean): number {
   out(`grpo-kernels ${i.packageVersion} (addon ${i.addonVersion}, Node-API ${process.versions.napi}, node ${process.version})`);
   out(`backend:   ${i.backend}`);
   out(`cpu:       ${i.cpu.threads} threads, ${i.cpu.simd}`);
-  out(`cuda:      ${i.cuda.compiled ? `compiled in (runtime ${fmtCuda(i.cuda.runtimeVersion)}, driver ${i.cuda.driverVersion ? fmtCuda(i.cuda.driverVersion) : 'none'})` : 'not compiled in'}`);
+  if (i.cuda.emulated) out('cuda:      EMULATED on the CPU (GK_CUDA=emu build: the CUDA sources run under native/emu, no GPU is used)');
+  else out(`cuda:      ${i.cuda.compiled ? `compiled in (runtime ${fmtCuda(i.cuda.runtimeVersion)}, driver ${i.cuda.driverVersion ? fmtCuda(i.cuda.driverVersion) : 'none'})` : 'not compiled in'}`);
   for (const d of i.cuda.devices) out(`  device ${d.index}: ${d.name} (sm_${d.computeCapability.replace('.', '')}, ${(d.memoryBytes / 2 ** 30).toFixed(1)} GiB)`);
   out(`cuda used: ${i.cuda.used ? 'yes' : `no: ${i.cuda.reason}`}`);
   return 0;
@@ -68,11 +70,15 @@ async function selftest(device: DeviceRequest, seed: number, quick: boolean, jso
     out(`${r.op.padEnd(22)} ${name.padEnd(64)} ${(Number.isFinite(w.ratio) ? w.ratio.toFixed(3) : 'inf').padStart(13)}  ${r.pass ? 'pass' : `FAIL  ${w.detail}`}`);
   };
   // On a GPU every op case runs there (host inputs uploaded, results read back), then the
-  // device runtime's own checks.
+  // device runtime's own checks, then every op on the CPU backend and on the GPU with the same
+  // inputs, compared (op names ending in '=cpu'; test/reference/cross-cases.ts).
   const dev = backend === 'cuda' ? setDefaultDevice(Device.open('cuda')) : undefined;
   if (dev && !json) out(`device: ${dev.toString()}`);
   const results = await runAll(seed, !quick, show);
-  if (dev) results.push(...(await runDeviceChecks(dev, seed, show)));
+  if (dev) {
+    results.push(...(await runDeviceChecks(dev, seed, show)));
+    results.push(...(await runCrossBackendChecks(dev, seed, !quick, show)));
+  }
   const failed = results.filter((r) => !r.pass);
   const checks = results.reduce((s, r) => s + r.checks.length, 0);
   if (json) out(JSON.stringify({ backend, seed, cases: results.length, failed: failed.length, results }, null, 2));

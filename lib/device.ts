@@ -39,11 +39,14 @@ export function backendInfo(): BackendInfo {
   else {
     usable = true;
     reason = `${i.cuda.deviceCount} CUDA device(s): ${i.cuda.devices.map((d) => d.name).join(', ')}`;
+    if (i.cuda.emulated) reason += " (emulated on the CPU: a test build; 'auto' picks the CPU backend, 'cuda' the emulator)";
   }
   return {
     packageVersion,
     addonVersion: i.version,
-    backend: usable ? 'cuda' : 'cpu',
+    // The emulated build (GK_CUDA=emu) verifies the CUDA sources; it is far slower than the CPU
+    // backend, so only an explicit 'cuda' uses it.
+    backend: usable && !i.cuda.emulated ? 'cuda' : 'cpu',
     cpu: { threads: i.threads, simd: i.simd },
     cuda: { ...i.cuda, used: usable, reason },
   };
@@ -174,6 +177,10 @@ export class Device {
       fail('GK_SHAPE', `Device.wrap: options.shape must be an array of non-negative integers, got ${JSON.stringify(options.shape)}`);
     if (options.stream !== undefined && typeof options.stream !== 'bigint')
       fail('GK_INVALID_ARG', `Device.wrap: options.stream must be a BigInt (a cudaStream_t), got ${describe(options.stream)}`);
+    // An element-misaligned pointer would make the kernels issue misaligned accesses: the GPU
+    // raises the sticky cudaErrorMisalignedAddress and every later op on the device fails.
+    if (pointer % BigInt(DTYPE_BYTES[options.dtype]) !== 0n)
+      fail('GK_INVALID_ARG', `Device.wrap: pointer 0x${pointer.toString(16)} is not aligned to the ${DTYPE_BYTES[options.dtype]}-byte elements of ${options.dtype}`);
     const size = shapeSize(options.shape);
     const h = addon().deviceWrap(this.index, pointer, size * DTYPE_BYTES[options.dtype], options.stream);
     return Tensor.fromDevice(h, options.dtype, options.shape, this.index);

@@ -117,6 +117,8 @@ export interface NativeInfo {
   simd: string;
   cuda: {
     compiled: boolean;
+    /** The GK_CUDA=emu build: the CUDA backend runs on the CPU emulator (native/emu), no GPU. */
+    emulated: boolean;
     deviceCount: number;
     runtimeVersion: number;
     driverVersion: number;
@@ -173,8 +175,11 @@ export function addon(): NativeAddon {
   if (loadError) throw loadError;
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const load = require('node-gyp-build') as (dir: string) => NativeAddon;
-    cached = load(packageRoot);
+    // GK_ADDON_PATH loads a specific build (the emulated and sanitizer builds of CI live beside
+    // build/Release); otherwise node-gyp-build finds build/Release or the prebuilt binary.
+    const explicit = process.env.GK_ADDON_PATH;
+    if (explicit) cached = require(path.resolve(explicit)) as NativeAddon;
+    else cached = (require('node-gyp-build') as (dir: string) => NativeAddon)(packageRoot);
     return cached;
   } catch (e) {
     loadError = new GrpoKernelsError(

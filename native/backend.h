@@ -7,6 +7,8 @@
 #include "core/preference.h"
 #include "core/distill.h"
 
+#include <functional>
+
 struct CUstream_st;  // cudaStream_t, without the CUDA headers
 
 namespace gk {
@@ -165,6 +167,7 @@ struct DeviceInfo {
   char names[8][128] = {{0}};
   int32_t cc_major[8] = {0}, cc_minor[8] = {0};
   int64_t memory[8] = {0};
+  bool emulated = false;           // the GK_CUDA=emu build: the CUDA sources run on the CPU emulator
 };
 bool compiled();                   // false when the addon was built without CUDA
 void probe(DeviceInfo* info);
@@ -208,9 +211,30 @@ void destroy_event(Context* c, void* event);
 Status synchronize(Context* c);
 Status memory_info(Context* c, MemoryInfo* m);
 Status reset_peak(Context* c);
-// GPU time of the op run between the two calls (cudaEvents; see detail::sync_stream).
+// GPU time of the op run between the two calls (cudaEvents; see detail::finish_op).
 Status timer_start(Context* c);
 Status timer_stop(Context* c, double* ms);
+
+// The device's call-ordered queue. Every job of a device takes a ticket on the JS thread, at
+// call time, and runs strictly in ticket order on its worker thread, so device work happens in
+// call order and the context is used by one thread at a time.
+//  - enqueue: takes the next ticket and calls submit(ticket) (which must hand the job to the
+//    worker pool), both under one lock, so ticket order is the pool's queue order and the job
+//    holding the turn is never stuck behind jobs waiting for it. If submit throws, the ticket
+//    is abandoned (its turn is skipped) and the exception propagates.
+//  - run_turn (in the job): waits for the ticket's turn, makes the device current, runs the
+//    deferred actions all of whose earlier jobs have run, then work(); the turn passes on when
+//    it returns (or throws).
+//  - after_issued: runs fn once every job issued so far has run: now (on this thread) when
+//    none is queued or running, else on the device thread at the end of the last such turn.
+//    Frees of released memory go through it.
+//  - run_timed (inside a turn): work() between the op timer's start and stop; last_op_ms is
+//    the GPU time of the last timed job that succeeded.
+uint64_t enqueue(Context* c, const std::function<void(uint64_t ticket)>& submit);
+Status run_turn(Context* c, uint64_t ticket, const std::function<Status()>& work);
+void after_issued(Context* c, std::function<void()> fn);
+Status run_timed(Context* c, const std::function<Status()>& work);
+double last_op_ms(Context* c);
 }  // namespace cuda
 
 }  // namespace gk

@@ -2,6 +2,9 @@
 // Builds the native addon. cmake-js is the canonical build (CUDA when nvcc is found);
 // node-gyp (binding.gyp, CPU only, same source list) is the fallback where cmake is missing.
 //   GK_CUDA=0|OFF        build without CUDA even when nvcc is present
+//   GK_CUDA=emu          build the CUDA backend against the CPU emulator (native/emu; no GPU needed)
+//   GK_SANITIZE=address|thread   (with GK_CUDA=emu) ASan + UBSan, or TSan
+//   GK_BUILD_DIR=dir     build folder (default build; the addon lands in <dir>/Release)
 //   GK_BUILD=node-gyp    force the node-gyp fallback
 'use strict';
 const { spawnSync } = require('node:child_process');
@@ -24,6 +27,7 @@ function have(cmd) {
 
 function cudaFlag() {
   const v = String(process.env.GK_CUDA ?? '').toUpperCase();
+  if (v === 'EMU') return 'EMU';
   return v === '0' || v === 'OFF' || v === 'FALSE' || v === 'NO' ? 'OFF' : 'ON';
 }
 
@@ -39,7 +43,7 @@ function cmakeJs() {
   // Without an explicit CUDA compiler, CMake looks for nvcc on PATH; also try the usual place.
   if (!process.env.CUDACXX && !have('nvcc') && fs.existsSync('/usr/local/cuda/bin/nvcc')) env.CUDACXX = '/usr/local/cuda/bin/nvcc';
   // Configure every time (cheap) so that a changed GK_CUDA takes effect, then build incrementally.
-  const args = ['--out', 'build', `--CDGK_CUDA=${cudaFlag()}`];
+  const args = ['--out', process.env.GK_BUILD_DIR || 'build', `--CDGK_CUDA=${cudaFlag()}`, `--CDGK_SANITIZE=${process.env.GK_SANITIZE ?? ''}`];
   const c = run(process.execPath, [cli, 'configure', ...args], env);
   if (!c.ok) return c;
   return run(process.execPath, [cli, 'build', ...args], env);

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 const root = path.resolve(__dirname, '..');
-const sources = JSON.parse(fs.readFileSync(path.join(root, 'native', 'sources.json'), 'utf8')) as { cpu: string[]; cuda: string[] };
+const sources = JSON.parse(fs.readFileSync(path.join(root, 'native', 'sources.json'), 'utf8')) as { cpu: string[]; cuda: string[]; emu: string[] };
 
 function walk(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
@@ -19,7 +19,7 @@ t.test('every .cc/.cu file under native/ is listed once, and every listed file e
     .map((f) => path.relative(root, f).split(path.sep).join('/'))
     .filter((f) => /\.(cc|cu|cpp)$/.test(f) && !f.startsWith('native/cuda/check/'))
     .sort();
-  const listed = [...sources.cpu, ...sources.cuda].sort();
+  const listed = [...sources.cpu, ...sources.cuda, ...sources.emu].sort();
   t.same(listed, onDisk);
   t.equal(new Set(listed).size, listed.length, 'no duplicates');
   t.ok(sources.cuda.every((f) => f.endsWith('.cu')), 'the cuda list holds .cu files');

@@ -121,101 +121,18 @@ DevRef AsDevMem(Napi::Env env, Napi::Value v) {
 
 constexpr int kMaxDevices = 8;
 
-// One queue per device: jobs take a ticket on the JS thread and run strictly in ticket order
-// (each waits for its turn on its libuv worker), so device work happens in call order and the
-// device's context is used by one thread at a time.
-struct DeviceQueue {
-  std::mutex m;
-  std::condition_variable cv;
-  uint64_t next = 0;     // tickets issued (under m)
-  uint64_t serving = 0;  // the ticket whose turn it is (under m)
-  std::set<uint64_t> abandoned;  // tickets whose job could not be queued (under m)
-  std::vector<std::pair<uint64_t, DevRef>> frees;  // (tickets issued at release, memory), under m
-  // Taking a ticket and queueing its job happen together under this lock, so ticket order is
-  // libuv's queue order (also across worker_threads): the job holding the turn is never
-  // stuck behind jobs that wait for it.
-  std::mutex submit;
-  gk::cuda::Context* ctx = nullptr;
-  std::atomic<double> last_ms{0.0};  // GPU time of the last timed job
-};
+// The device runtime's context of a device (created on first use; its call-ordered queue lives
+// in native/cuda/runtime.cu).
+gk::cuda::Context* g_contexts[kMaxDevices] = {nullptr};
 
-// Moves the turn past `t` (called under q.m), and past any abandoned tickets after it.
-void Advance(DeviceQueue& q, uint64_t t) {
-  q.serving = t + 1;
-  while (!q.abandoned.empty() && *q.abandoned.begin() == q.serving) {
-    q.abandoned.erase(q.abandoned.begin());
-    ++q.serving;
-  }
-}
-DeviceQueue g_queues[kMaxDevices];
-
-DeviceQueue& QueueOf(int32_t device) {
+gk::cuda::Context* QueueOf(int32_t device) {
   if (device < 0 || device >= kMaxDevices)
     throw ArgError{kDevice, "CUDA device index " + std::to_string(device) + " is out of range"};
-  DeviceQueue& q = g_queues[device];
-  if (!q.ctx) {
-    Status st = gk::cuda::context(device, &q.ctx);
+  if (!g_contexts[device]) {
+    Status st = gk::cuda::context(device, &g_contexts[device]);
     if (!st.ok()) throw ArgError{st.code == gk::kInvalid ? kDevice : st.code, st.message};
   }
-  return q;
-}
-
-// Frees the released memory all of whose earlier jobs have run (tag <= limit). Device thread,
-// during a turn.
-void Drain(DeviceQueue& q, uint64_t limit) {
-  std::vector<DevRef> ready;
-  {
-    std::lock_guard<std::mutex> lock(q.m);
-    auto& f = q.frees;
-    for (size_t i = 0; i < f.size();) {
-      if (f[i].first <= limit) {
-        ready.push_back(std::move(f[i].second));
-        f[i] = std::move(f.back());
-        f.pop_back();
-      } else {
-        ++i;
-      }
-    }
-  }
-  for (DevRef& m : ready) gk::cuda::free_async(q.ctx, m->ptr.exchange(nullptr));
-}
-
-class Turn {
- public:
-  Turn(DeviceQueue& q, uint64_t ticket) : q_(q), t_(ticket) {
-    std::unique_lock<std::mutex> lock(q_.m);
-    q_.cv.wait(lock, [&] { return q_.serving == t_; });
-  }
-  ~Turn() {
-    // Every job issued before a release tagged <= t + 1 has now run.
-    if (gk::cuda::activate(q_.ctx).ok()) Drain(q_, t_ + 1);
-    {
-      std::lock_guard<std::mutex> lock(q_.m);
-      Advance(q_, t_);
-    }
-    q_.cv.notify_all();
-  }
-  Turn(const Turn&) = delete;
-  Turn& operator=(const Turn&) = delete;
-
- private:
-  DeviceQueue& q_;
-  uint64_t t_;
-};
-
-uint64_t TakeTicket(DeviceQueue& q) {
-  std::lock_guard<std::mutex> lock(q.m);
-  return q.next++;
-}
-
-// A ticket whose job will never run: its turn is skipped.
-void Abandon(DeviceQueue& q, uint64_t t) {
-  {
-    std::lock_guard<std::mutex> lock(q.m);
-    if (q.serving == t) Advance(q, t);
-    else q.abandoned.insert(t);
-  }
-  q.cv.notify_all();
+  return g_contexts[device];
 }
 
 // Releases a device buffer (dispose() or the finalizer; JS thread). Owned memory is reported
@@ -225,15 +142,8 @@ void Release(Napi::Env env, const DevRef& m) {
   m->released = true;
   if (!m->owned) return;
   Napi::MemoryManagement::AdjustExternalMemory(env, -(int64_t)m->bytes);
-  DeviceQueue& q = g_queues[m->device];
-  bool idle = false;
-  {
-    std::lock_guard<std::mutex> lock(q.m);
-    idle = q.serving == q.next;
-    if (!idle) q.frees.emplace_back(q.next, m);
-  }
-  // No job queued or running: nothing can be using it.
-  if (idle && q.ctx) gk::cuda::free_async(q.ctx, m->ptr.exchange(nullptr));
+  gk::cuda::Context* c = g_contexts[m->device];
+  if (c) gk::cuda::after_issued(c, [c, m] { gk::cuda::free_async(c, m->ptr.exchange(nullptr)); });
 }
 
 Napi::Value NewDevMem(Napi::Env env, DevRef m) {
@@ -269,6 +179,16 @@ struct Bound {
 struct Call {
   int32_t device = -1;  // -1: the CPU
   std::vector<Bound> binds;
+
+  Call() = default;
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+  // A call that never ran (a later argument threw, or the job could not be queued) still holds
+  // the events recorded at bind time on wrapped memory's producer streams.
+  ~Call() {
+    for (Bound& b : binds)
+      if (b.event && device >= 0 && g_contexts[device]) gk::cuda::destroy_event(g_contexts[device], b.event);
+  }
 
   // Device thread, during the turn: resolves every field to device memory.
   Status Before(gk::cuda::Context* c) {
@@ -324,7 +244,7 @@ Bound DeviceBound(const DevRef& m, void** field, uint64_t bytes, Dir dir) {
   b.bytes = bytes;
   b.dir = dir;
   if (m->has_stream) {
-    Status st = gk::cuda::record_external(g_queues[m->device].ctx, m->stream, &b.event);
+    Status st = gk::cuda::record_external(g_contexts[m->device], m->stream, &b.event);
     if (!st.ok()) throw ArgError{st.code, st.message};
   }
   return b;
@@ -378,6 +298,11 @@ BindInfo Bind(Call& c, const Napi::Object& o, const char* key, const std::initia
     for (auto t : types) ok = ok || t == r.type;
     if (!ok) throw ArgError{gk::kDtype, std::string("'") + key + "' has the wrong element type"};
     const uint64_t need = (uint64_t)len * ElemSize(r.type);
+    // Wrapped memory may start anywhere: an element-misaligned start would fault on the GPU
+    // (cudaErrorMisalignedAddress, sticky for the process). Pool memory is always aligned.
+    if ((uintptr_t)m->ptr.load() % ElemSize(r.type) != 0)
+      throw ArgError{gk::kInvalid, std::string("'") + key + "' starts at a device address that is not aligned to its " +
+                                       std::to_string(ElemSize(r.type)) + "-byte elements"};
     if (m->bytes < need)
       throw ArgError{gk::kShape, std::string("'") + key + "' holds " + std::to_string(m->bytes) + " bytes, expected at least " +
                                      std::to_string(need)};
@@ -471,46 +396,19 @@ Napi::Value Submit(Napi::Env env, Napi::Object keep, std::function<Status()> wor
 // have all run is freed before and after it.
 Napi::Value SubmitDevice(Napi::Env env, Napi::Object keep, int32_t device, std::function<Status(gk::cuda::Context*)> work,
                          std::function<Napi::Value(Napi::Env)> done) {
-  DeviceQueue* q = &QueueOf(device);
+  gk::cuda::Context* c = QueueOf(device);
   // Everything that can throw happens before the ticket is taken; the ticket is set before
-  // the job can run (both under q->submit).
+  // the job can run (enqueue queues the job under the same lock).
   auto ticket = std::make_shared<uint64_t>(0);
   Job* job = new Job(
-      env, keep,
-      [q, ticket, work = std::move(work)]() -> Status {
-        Turn turn(*q, *ticket);
-        Status st = gk::cuda::activate(q->ctx);
-        if (!st.ok()) return st;
-        Drain(*q, *ticket);
-        return work(q->ctx);
-      },
+      env, keep, [c, ticket, work = std::move(work)]() -> Status { return gk::cuda::run_turn(c, *ticket, [&] { return work(c); }); },
       std::move(done));
   Napi::Promise p = job->Promise();
-  std::lock_guard<std::mutex> lock(q->submit);
-  *ticket = TakeTicket(*q);
-  try {
+  gk::cuda::enqueue(c, [&](uint64_t t) {
+    *ticket = t;
     job->Queue();
-  } catch (...) {
-    Abandon(*q, *ticket);
-    throw;
-  }
+  });
   return p;
-}
-
-// Runs a device job's `gpu` between the op timer's start and stop (DeviceQueue::last_ms).
-Status Timed(DeviceQueue* q, gk::cuda::Context* c, const std::function<Status()>& gpu) {
-  Status st = gk::cuda::timer_start(c);
-  if (!st.ok()) return st;
-  double ms = 0.0;
-  try {
-    st = gpu();
-  } catch (...) {
-    gk::cuda::timer_stop(c, &ms);  // disarms this thread's timer
-    throw;
-  }
-  const Status ts = gk::cuda::timer_stop(c, &ms);
-  if (st.ok() && ts.ok()) q->last_ms.store(ms);
-  return st.ok() ? ts : st;
 }
 
 // Runs an op: on the CPU backend (a worker thread), or on the call's device (bound fields
@@ -518,12 +416,11 @@ Status Timed(DeviceQueue* q, gk::cuda::Context* c, const std::function<Status()>
 Napi::Value Run(Napi::Env env, Napi::Object keep, std::shared_ptr<Call> call, std::function<Status()> cpu,
                 std::function<Status(gk::cuda::Stream)> gpu, std::function<Napi::Value(Napi::Env)> done) {
   if (call->device < 0) return Submit(env, keep, std::move(cpu), std::move(done));
-  DeviceQueue* q = &QueueOf(call->device);
   return SubmitDevice(
       env, keep, call->device,
-      [q, call, gpu = std::move(gpu)](gk::cuda::Context* c) -> Status {
+      [call, gpu = std::move(gpu)](gk::cuda::Context* c) -> Status {
         Status st = call->Before(c);
-        if (st.ok()) st = Timed(q, c, [&] { return gpu(gk::cuda::stream_of(c)); });
+        if (st.ok()) st = gk::cuda::run_timed(c, [&] { return gpu(gk::cuda::stream_of(c)); });
         const Status after = call->After(c, st.ok());
         return st.ok() ? after : st;
       },
@@ -957,12 +854,11 @@ Napi::Value BufferJob(const Napi::CallbackInfo& info, std::vector<DevRef> bufs, 
   auto ptrs = std::make_shared<std::vector<void*>>(bufs.size(), nullptr);
   for (size_t i = 0; i < bufs.size(); ++i)
     call->binds.push_back(DeviceBound(bufs[i], &(*ptrs)[i], bufs[i]->bytes, i == 0 ? kInOut : kIn));
-  DeviceQueue* q = &QueueOf(call->device);
   return SubmitDevice(
       info.Env(), Keep(info), call->device,
-      [q, call, ptrs, timed, work = std::move(work)](gk::cuda::Context* c) -> Status {
+      [call, ptrs, timed, work = std::move(work)](gk::cuda::Context* c) -> Status {
         Status st = call->Before(c);
-        if (st.ok()) st = timed ? Timed(q, c, [&] { return work(c, *ptrs); }) : work(c, *ptrs);
+        if (st.ok()) st = timed ? gk::cuda::run_timed(c, [&] { return work(c, *ptrs); }) : work(c, *ptrs);
         const Status after = call->After(c, false);  // nothing to download; drops leftover events
         return st.ok() ? after : st;
       },
@@ -1077,7 +973,7 @@ Napi::Value DeviceResetPeak(const Napi::CallbackInfo& info) {
 
 // deviceLastOpMs(index): GPU time of the last op (or copy) run on the device, in ms.
 Napi::Value DeviceLastOpMs(const Napi::CallbackInfo& info) {
-  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, QueueOf(DeviceArg(info[0])).last_ms.load()); });
+  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, gk::cuda::last_op_ms(QueueOf(DeviceArg(info[0])))); });
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -1091,6 +987,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   c.Set("compiled", gk::cuda::compiled());
   gk::cuda::DeviceInfo d;
   gk::cuda::probe(&d);
+  c.Set("emulated", d.emulated);
   c.Set("deviceCount", (double)d.count);
   c.Set("runtimeVersion", (double)d.runtime_version);
   c.Set("driverVersion", (double)d.driver_version);

@@ -58,6 +58,16 @@ Status token_logprobs_backward(const LogProbBackwardArgs& a) {
   const LogitsView& x = a.in;
   const int64_t v = x.v;
   const float inv_t = 1.0f / x.temperature;
+  // In place, the targets are checked before any row is written: a failed call leaves its inputs
+  // as they were (the device path does the same).
+  if (a.grad == x.logits)
+    for (int64_t r = 0; r < x.n; ++r) {
+      const int64_t y = read_target(x.targets, x.target_dtype, r);
+      if (y != x.ignore_index && (y < 0 || y >= v)) {
+        set_row_error(&st, kTargetRange, r, "target id outside [0, V)");
+        return st;
+      }
+    }
   Scratch scratch(num_threads(), v);
   FirstRow bad_target;
   parallel_for(x.n, row_grain(v), [&](int64_t b, int64_t e, int slot) {

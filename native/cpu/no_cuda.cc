@@ -46,6 +46,11 @@ Status memory_info(Context*, MemoryInfo*) { return no_cuda(); }
 Status reset_peak(Context*) { return no_cuda(); }
 Status timer_start(Context*) { return no_cuda(); }
 Status timer_stop(Context*, double*) { return no_cuda(); }
+uint64_t enqueue(Context*, const std::function<void(uint64_t)>&) { return 0; }
+Status run_turn(Context*, uint64_t, const std::function<Status()>&) { return no_cuda(); }
+void after_issued(Context*, std::function<void()>) {}
+Status run_timed(Context*, const std::function<Status()>&) { return no_cuda(); }
+double last_op_ms(Context*) { return 0.0; }
 
 }  // namespace cuda
 }  // namespace gk

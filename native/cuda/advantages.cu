@@ -53,8 +53,8 @@ __device__ __forceinline__ void block_range(const Params& p, int64_t b, int64_t*
 
 // 1. combined = Σ_k w_k r_k over the applicable rewards (+ the level-1 batch partials).
 __global__ void __launch_bounds__(kThreads) combine_kernel(const Params p) {
-  __shared__ detail::ReduceSmem<double> smd;
-  __shared__ detail::ReduceSmem<long long> sml;
+  GK_SHARED(smd, detail::ReduceSmem<double>);
+  GK_SHARED(sml, detail::ReduceSmem<long long>);
   int64_t lo, hi;
   block_range(p, blockIdx.x, &lo, &hi);
   double s = 0.0;
@@ -80,8 +80,8 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const Params p) {
 // 2. The batch mean (every block reduces all level-1 partials in the same order), then the
 // block's Σ (x - mean)^2 over its valid values.
 __global__ void __launch_bounds__(kThreads) batch_ss_kernel(const Params p) {
-  __shared__ detail::ReduceSmem<double> smd;
-  __shared__ detail::ReduceSmem<long long> sml;
+  GK_SHARED(smd, detail::ReduceSmem<double>);
+  GK_SHARED(sml, detail::ReduceSmem<long long>);
   double s = 0.0;
   long long c = 0;
   for (int64_t t = threadIdx.x; t < p.nb; t += kThreads) {
@@ -104,8 +104,8 @@ __global__ void __launch_bounds__(kThreads) batch_ss_kernel(const Params p) {
 
 // 3. batch std = sqrt(Σ (x - mean)^2 / (valid - 1)), 0 with fewer than two valid values.
 __global__ void __launch_bounds__(kFinalThreads) batch_std_kernel(const Params p) {
-  __shared__ detail::ReduceSmem<double> smd;
-  __shared__ detail::ReduceSmem<long long> sml;
+  GK_SHARED(smd, detail::ReduceSmem<double>);
+  GK_SHARED(sml, detail::ReduceSmem<long long>);
   double ss = 0.0;
   long long c = 0;
   for (int64_t t = threadIdx.x; t < p.nb; t += kFinalThreads) {
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kFinalThreads) batch_std_kernel(const Params p
 
 // 4. One thread per group: native/cpu/advantages.cc's group loop.
 __global__ void __launch_bounds__(kThreads) groups_kernel(const Params p) {
-  __shared__ detail::ReduceSmem<long long> sml;
+  GK_SHARED(sml, detail::ReduceSmem<long long>);
   const int64_t groups = p.n / p.group;
   const double batch_std = p.batch_std ? *p.batch_std : 0.0;
   long long zero = 0;
@@ -183,21 +183,20 @@ Status group_advantages(AdvantageArgs& a, cudaStream_t stream) {
   p.part_ss = batch ? scratch.as<double>(head_b + 2 * part_b) : nullptr;
   GK_CUDA_CHECK(cudaMemsetAsync(p.zero_groups, 0, sizeof(unsigned long long), stream));
 
-  combine_kernel<<<(unsigned)nb, kThreads, 0, stream>>>(p);
+  GK_LAUNCH((unsigned)nb, kThreads, 0, stream, combine_kernel)(p);
   GK_CUDA_CHECK_LAUNCH();
   if (batch) {
-    batch_ss_kernel<<<(unsigned)nb, kThreads, 0, stream>>>(p);
+    GK_LAUNCH((unsigned)nb, kThreads, 0, stream, batch_ss_kernel)(p);
     GK_CUDA_CHECK_LAUNCH();
-    batch_std_kernel<<<1, kFinalThreads, 0, stream>>>(p);
+    GK_LAUNCH(1, kFinalThreads, 0, stream, batch_std_kernel)(p);
     GK_CUDA_CHECK_LAUNCH();
   }
   const int64_t groups = a.n / a.group;
-  groups_kernel<<<detail::grid_for((groups + kThreads - 1) / kThreads, 8), kThreads, 0, stream>>>(p);
+  GK_LAUNCH(detail::grid_for((groups + kThreads - 1) / kThreads, 8), kThreads, 0, stream, groups_kernel)(p);
   GK_CUDA_CHECK_LAUNCH();
 
   unsigned long long zero = 0;
-  GK_CUDA_CHECK(cudaMemcpyAsync(&zero, p.zero_groups, sizeof(zero), cudaMemcpyDeviceToHost, stream));
-  GK_CUDA_CHECK(detail::sync_stream(stream));
+  GK_CUDA_CHECK(detail::finish_op(&zero, p.zero_groups, sizeof(zero), stream));
   a.zero_variance_groups = (int64_t)zero;
   return st;
 }

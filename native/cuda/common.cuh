@@ -16,6 +16,34 @@
 #include "../core/dtype.h"
 #include "../core/softmax.h"
 
+// ---------------------------------------------------------------------------------------------
+// The spellings that differ between nvcc and the CPU emulator (the GK_CUDA=emu build,
+// native/emu/): every kernel source compiles under both, unchanged.
+//   GK_LAUNCH(grid, block, smem, stream, kernel)(args)   kernel<<<grid, block, smem, stream>>>(args)
+//   GK_SHARED(name, Type);                               __shared__ Type name;
+//   GK_SHARED_ALIGNED(16, name, Type);                   __shared__ __align__(16) Type name;
+//   GK_DYNAMIC_SHARED(16, name, T);                      extern __shared__ __align__(16) T name[];
+// (Type may be an array type, T[n].) Under the emulator a launch runs to completion on the CPU,
+// one fiber per CUDA thread, and shared variables live in a per-block arena filled with 0xFF.
+#if defined(GK_EMU)
+#define GK_LAUNCH(grid, block, smem, stream, ...) \
+  ::emu::launch(__VA_ARGS__, #__VA_ARGS__, __FILE__, __LINE__, grid, block, smem, stream)
+#define GK_SHARED(name, ...) EMU_SHARED(0, name, __VA_ARGS__)
+#define GK_SHARED_ALIGNED(align, name, ...) EMU_SHARED(align, name, __VA_ARGS__)
+#define GK_DYNAMIC_SHARED(align, name, T) EMU_EXTERN_SHARED(align, name, T)
+// A 16-byte vector access must be 16-byte aligned: the GPU faults otherwise, a CPU does not.
+#define GK_VEC_ALIGNED(p) ::emu::check_aligned(reinterpret_cast<const uint4*>(p), "16-byte vector access", __FILE__, __LINE__)
+#else
+namespace gk { namespace cuda { namespace detail {
+template <class T> using SharedType = T;  // lets GK_SHARED take array types
+}}}  // namespace gk::cuda::detail
+#define GK_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define GK_SHARED(name, ...) __shared__ ::gk::cuda::detail::SharedType<__VA_ARGS__> name
+#define GK_SHARED_ALIGNED(align, name, ...) __shared__ __align__(align) ::gk::cuda::detail::SharedType<__VA_ARGS__> name
+#define GK_DYNAMIC_SHARED(align, name, T) extern __shared__ __align__(align) T name[]
+#define GK_VEC_ALIGNED(p) ((void)0)
+#endif
+
 namespace gk {
 namespace cuda {
 namespace detail {
@@ -99,9 +127,10 @@ class DeviceScratch {
 
 // ---------------------------------------------------------------------------------------------
 // Op timing for benchmarks: native/cuda/runtime.cu arms a start event on this thread before an
-// op; every synchronisation of the op (sync_stream) records the stop event again right before
-// it, so the span ends after the op's last kernel, without the final host round trip (an op
-// that synchronises midway includes that gap: it is part of the op's latency).
+// op; every synchronisation of the op (finish_op / sync_stream) records the stop event again right
+// before it, so the span ends after the op's last kernel, without the final copy of its scalars
+// and the host round trip (an op that synchronises midway includes that gap: it is part of the
+// op's latency).
 struct OpTimer {
   cudaEvent_t start = nullptr, stop = nullptr;
   bool armed = false, stopped = false;
@@ -111,16 +140,23 @@ inline OpTimer& op_timer() {
   return t;
 }
 
-// The ops' final synchronisation (after the D2H copy of their flags and scalars).
-inline cudaError_t sync_stream(cudaStream_t s) {
+// An op's last step: the op timer's stop event (right after its last kernel), then the copy of
+// its flags and scalars into `host` (pageable memory: the copy and the host's wake-up are not
+// GPU time of the op, so they come after the stop event), then the synchronisation.
+inline cudaError_t finish_op(void* host, const void* dev, size_t bytes, cudaStream_t s) {
   OpTimer& t = op_timer();
   if (t.armed) {
     const cudaError_t e = cudaEventRecord(t.stop, s);
     if (e != cudaSuccess) return e;
     t.stopped = true;
   }
+  if (bytes > 0) {
+    const cudaError_t e = cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, s);
+    if (e != cudaSuccess) return e;
+  }
   return cudaStreamSynchronize(s);
 }
+inline cudaError_t sync_stream(cudaStream_t s) { return finish_op(nullptr, nullptr, 0, s); }
 
 // Rounds a byte count up to a multiple of 256 (keeps sub-allocations of one scratch aligned).
 inline size_t align256(size_t b) { return (b + 255) & ~size_t(255); }
@@ -203,7 +239,11 @@ template <> struct DevElem<float> {
 template <> struct DevElem<bf16_t> {
   static __device__ __forceinline__ float load(bf16_t v) { return __uint_as_float((uint32_t)v.bits << 16); }
   static __device__ __forceinline__ bf16_t store(float v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(GK_EMU)
+    unsigned short h;
+    ::emu::ptx::cvt_rn_bf16_f32(h, v);
+    return bf16_t{h};
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     unsigned short h;
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
     return bf16_t{h};
@@ -215,12 +255,20 @@ template <> struct DevElem<bf16_t> {
 template <> struct DevElem<f16_t> {
   static __device__ __forceinline__ float load(f16_t v) {
     float f;
+#if defined(GK_EMU)
+    ::emu::ptx::cvt_f32_f16(f, v.bits);
+#else
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+#endif
     return f;
   }
   static __device__ __forceinline__ f16_t store(float v) {
     unsigned short h;
+#if defined(GK_EMU)
+    ::emu::ptx::cvt_rn_f16_f32(h, v);
+#else
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+#endif
     return f16_t{h};
   }
 };
@@ -256,6 +304,7 @@ __device__ __forceinline__ void unpack_vec<f16_t>(const uint4& r, float (&out)[8
 
 template <class T>
 __device__ __forceinline__ void load_vec(const T* p, float (&out)[Vec<T>::kWidth]) {
+  GK_VEC_ALIGNED(p);
   unpack_vec<T>(*reinterpret_cast<const uint4*>(p), out);
 }
 
@@ -263,6 +312,7 @@ template <class T>
 __device__ __forceinline__ void store_vec(T* p, const float (&in)[Vec<T>::kWidth]);
 template <>
 __device__ __forceinline__ void store_vec<float>(float* p, const float (&in)[4]) {
+  GK_VEC_ALIGNED(p);
   *reinterpret_cast<float4*>(p) = make_float4(in[0], in[1], in[2], in[3]);
 }
 template <class T>
@@ -271,6 +321,7 @@ __device__ __forceinline__ void store_vec16(T* p, const float (&in)[8]) {
 #pragma unroll
   for (int k = 0; k < 4; ++k)
     w[k] = (uint32_t)DevElem<T>::store(in[2 * k]).bits | ((uint32_t)DevElem<T>::store(in[2 * k + 1]).bits << 16);
+  GK_VEC_ALIGNED(p);
   *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 template <>
@@ -279,8 +330,9 @@ template <>
 __device__ __forceinline__ void store_vec<f16_t>(f16_t* p, const float (&in)[8]) { store_vec16(p, in); }
 
 // How a row of v elements starting at `row` splits into a scalar head (elements before the first
-// 16-byte boundary), whole 16-byte vectors, and a scalar tail. Works for any v and any row start
-// (a row start that is not even element-aligned goes entirely through the scalar path).
+// 16-byte boundary), whole 16-byte vectors, and a scalar tail. Works for any v and any
+// element-aligned row start. (A start that is not element-aligned would put the whole row on the
+// scalar path, whose element accesses then fault on the GPU: the binding rejects such pointers.)
 struct RowSplit {
   int64_t head;        // elements [0, head) are scalar
   int64_t nvec;        // vectors cover [head, head + nvec * kWidth)

@@ -12,6 +12,9 @@ namespace cuda {
 bool compiled() { return true; }
 
 void probe(DeviceInfo* info) {
+#if defined(GK_EMU)
+  info->emulated = true;
+#endif
   cudaRuntimeGetVersion(&info->runtime_version);
   cudaDriverGetVersion(&info->driver_version);
   int count = 0;

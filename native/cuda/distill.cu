@@ -670,7 +670,11 @@ __device__ __forceinline__ T group_reduce(T v, Op op, const T& identity, ReduceS
   if constexpr (kRowThreads == 32) {
     (void)identity;
     (void)sm;
-    return detail::warp_reduce(v, op);
+    const T r = detail::warp_reduce(v, op);
+    // Shuffles order no memory: this is the barrier after which a lane may overwrite what other
+    // lanes of the row read before the reduction (the in-place gradient over the target logit).
+    __syncwarp();
+    return r;
   } else {
     static_assert(kRowThreads == kBlock, "a row is owned by a warp or by the whole block");
     return detail::block_reduce<kBlock>(v, op, identity, sm);
@@ -700,8 +704,8 @@ __global__ void __launch_bounds__(kBlock) row_kernel(const RowParams p) {
   if (p.flags->seq_ends != kNoRow || p.flags->seq_order != kNoRow || p.flags->bad_target != kNoRow) return;
   constexpr int kAcc = kDiv == kForwardKl ? 1 : (kDiv == kReverseKl ? 2 : 0);
   constexpr int kRows = kBlock / kRowThreads;
-  __shared__ ReduceSmem<OnlineState> sm1;
-  __shared__ ReduceSmem<JsdSums> sm2;
+  GK_SHARED(sm1, ReduceSmem<OnlineState>);
+  GK_SHARED(sm2, ReduceSmem<JsdSums>);
   const int sub = (int)threadIdx.x / kRowThreads, tid = (int)threadIdx.x % kRowThreads;
   const bool lead = tid == 0;
   // r is the same for every thread of a group: the branches below are group-uniform.
@@ -804,7 +808,7 @@ __device__ __forceinline__ bool row_counts(const PrepParams& p, int64_t t) {
 
 // 1. Layout checks, target checks, per-sequence counts.
 __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const PrepParams p) {
-  __shared__ ReduceSmem<long long> sm;
+  GK_SHARED(sm, ReduceSmem<long long>);
   for (int64_t s = blockIdx.x; s < p.S; s += gridDim.x) {
     const int64_t b0 = p.off[s], e0 = p.off[s + 1];
     if (threadIdx.x == 0) {
@@ -831,7 +835,7 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const PrepParams p) {
 
 // 2. Total valid rows and the longest sequence (integers in doubles: exact in any order).
 __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const PrepParams p) {
-  __shared__ ReduceSmem<double> sm;
+  GK_SHARED(sm, ReduceSmem<double>);
   double tokens = 0.0, longest = 0.0;
   for (int64_t s = threadIdx.x; s < p.S; s += kOneBlockThreads) {
     tokens += p.count[s];
@@ -847,6 +851,9 @@ __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const PrepPara
 
 // 3. Row weights, as the CPU forms them: (ok ? 1 : 0) × aggregation_weight(sequence).
 __global__ void __launch_bounds__(kSeqThreads) weight_kernel(const PrepParams p) {
+  // A bad layout (decreasing offsets: the clamped ranges of two sequences overlap) writes no
+  // weight; the op reports it from the flags.
+  if (p.blk->flags.seq_order != kNoRow || p.blk->flags.seq_ends != kNoRow) return;
   const double tokens = p.blk->tokens, longest = p.blk->longest;
   for (int64_t s = blockIdx.x; s < p.S; s += gridDim.x) {
     const double w = aggregation_weight(p.agg, p.count[s], (double)p.S, tokens, longest);
@@ -859,7 +866,7 @@ __global__ void __launch_bounds__(kSeqThreads) weight_kernel(const PrepParams p)
 // 5. loss = Σ weight × value over the rows: each thread sums a fixed stride in row order, then a
 // fixed tree.
 __global__ void __launch_bounds__(kOneBlockThreads) sum_kernel(const double* wvalue, int64_t n, DistillBlock* blk) {
-  __shared__ ReduceSmem<double> sm;
+  GK_SHARED(sm, ReduceSmem<double>);
   double acc = 0.0;
   for (int64_t r = threadIdx.x; r < n; r += kOneBlockThreads) acc += wvalue[r];
   acc = detail::block_sum<kOneBlockThreads>(acc, sm);
@@ -876,7 +883,7 @@ Status launch_rows_cfg(const RowParams& p, cudaStream_t s) {
   const int64_t groups = (p.n + kRows - 1) / kRows;
   const int64_t cap = (int64_t)(GK_DISTILL_MAX_GRID) > 0 ? (int64_t)(GK_DISTILL_MAX_GRID) : 1;
   const unsigned grid = (unsigned)(groups < 1 ? 1 : (groups < cap ? groups : cap));
-  row_kernel<TS, TT, kDiv, kBlock, kRowThreads><<<grid, kBlock, 0, s>>>(p);
+  GK_LAUNCH(grid, kBlock, 0, s, row_kernel<TS, TT, kDiv, kBlock, kRowThreads>)(p);
   GK_CUDA_CHECK_LAUNCH();
   return Status{};
 }
@@ -955,11 +962,11 @@ Status distill_loss(DistillArgs& a, cudaStream_t stream) {
   pp.weight = weight;
   pp.blk = blk;
   const unsigned seq_grid = detail::grid_for(S, 8);
-  seq_kernel<<<seq_grid, kSeqThreads, 0, stream>>>(pp);
+  GK_LAUNCH(seq_grid, kSeqThreads, 0, stream, seq_kernel)(pp);
   GK_CUDA_CHECK_LAUNCH();
-  global_kernel<<<1, kOneBlockThreads, 0, stream>>>(pp);
+  GK_LAUNCH(1, kOneBlockThreads, 0, stream, global_kernel)(pp);
   GK_CUDA_CHECK_LAUNCH();
-  weight_kernel<<<seq_grid, kSeqThreads, 0, stream>>>(pp);
+  GK_LAUNCH(seq_grid, kSeqThreads, 0, stream, weight_kernel)(pp);
   GK_CUDA_CHECK_LAUNCH();
 
   if (n > 0) {
@@ -984,12 +991,11 @@ Status distill_loss(DistillArgs& a, cudaStream_t stream) {
     rp.flags = &blk->flags;
     GK_RETURN_IF_ERROR(launch_rows(rp, a.student_dtype, a.teacher_dtype, a.divergence, stream));
   }
-  sum_kernel<<<1, kOneBlockThreads, 0, stream>>>(wvalue, n, blk);
+  GK_LAUNCH(1, kOneBlockThreads, 0, stream, sum_kernel)(wvalue, n, blk);
   GK_CUDA_CHECK_LAUNCH();
 
   DistillBlock h;
-  GK_CUDA_CHECK(cudaMemcpyAsync(&h, blk, sizeof(h), cudaMemcpyDeviceToHost, stream));
-  GK_CUDA_CHECK(detail::sync_stream(stream));
+  GK_CUDA_CHECK(detail::finish_op(&h, blk, sizeof(h), stream));
 
   // The CPU's order: layout (start/end, then the first decreasing sequence), targets, then the
   // scalars and the non-finite check.

@@ -70,7 +70,7 @@ Status grpo_loss_fused(FusedLossArgs& a, cudaStream_t stream) {
 
   // 2. The token mask.
   if (n > 0) {
-    mask_kernel<<<detail::grid_for((n + 255) / 256, 8), 256, 0, stream>>>(
+    GK_LAUNCH(detail::grid_for((n + 255) / 256, 8), 256, 0, stream, mask_kernel)(
         st.mask, f.in.targets, f.in.target_dtype == kI32, f.in.ignore_index, n, mask);
     GK_CUDA_CHECK_LAUNCH();
   }
@@ -89,8 +89,7 @@ Status grpo_loss_fused(FusedLossArgs& a, cudaStream_t stream) {
   GK_RETURN_IF_ERROR(detail::enqueue_token_logprobs_backward(b, &blk->flags, nullptr, stream));
 
   FusedBlock h;
-  GK_CUDA_CHECK(cudaMemcpyAsync(&h, blk, sizeof(h), cudaMemcpyDeviceToHost, stream));
-  GK_CUDA_CHECK(detail::sync_stream(stream));
+  GK_CUDA_CHECK(detail::finish_op(&h, blk, sizeof(h), stream));
 
   // As native/cpu/fused.cc leaves the step args: logp/entropy from the forward, scratch cleared.
   st.logp = f.logp;

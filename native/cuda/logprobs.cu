@@ -228,7 +228,7 @@ struct FwdParams : RowParams {
 template <class T, int kBlock, int kRowThreads, bool kEntropy>
 __global__ void __launch_bounds__(kBlock) fwd_kernel(const FwdParams p) {
   constexpr int kRows = kBlock / kRowThreads;
-  __shared__ ReduceSmem<RowStats> sm;
+  GK_SHARED(sm, ReduceSmem<RowStats>);
   const int sub = (int)threadIdx.x / kRowThreads, tid = (int)threadIdx.x % kRowThreads;
   const bool lead = tid == 0;
   // Every thread of a group has the same r and y, so the branches below are group-uniform.
@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const BwdParams p) {
     if (f.bad_target != kNoRow || f.bad_value != kNoRow || f.seq_order != kNoRow || f.seq_ends != kNoRow) return;
   }
   constexpr int kRows = kBlock / kRowThreads;
-  __shared__ ReduceSmem<RowStats> sm;
+  GK_SHARED(sm, ReduceSmem<RowStats>);
   const int sub = (int)threadIdx.x / kRowThreads, tid = (int)threadIdx.x % kRowThreads;
   for (int64_t r = (int64_t)blockIdx.x * kRows + sub; r < p.n; r += (int64_t)gridDim.x * kRows) {
     T* g = static_cast<T*>(p.grad) + r * p.v;
@@ -325,6 +325,15 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const BwdParams p) {
 // block, 256 threads up to kBlock256MaxV, else 512. The grid is one group of rows per block,
 // capped at 4 waves of resident blocks (grid-stride beyond that).
 
+// Before an in-place backward: flags the smallest bad target, so that the backward kernel (its
+// abort_if) writes nothing over the logits of a call that fails.
+__global__ void __launch_bounds__(256) check_targets_kernel(const RowParams p, unsigned long long* bad_target) {
+  for (int64_t r = (int64_t)blockIdx.x * 256 + threadIdx.x; r < p.n; r += (int64_t)gridDim.x * 256) {
+    const int64_t y = load_target(p.targets, p.target_i32, r);
+    if (y != p.ignore_index && (y < 0 || y >= p.v)) detail::flag_row(bad_target, r);
+  }
+}
+
 constexpr int64_t kWarpRowMaxV = 2048;
 constexpr int64_t kBlock256MaxV = 32768;
 
@@ -343,7 +352,7 @@ Status launch_fwd_cfg(const FwdParams& p, cudaStream_t s) {
   constexpr int kRows = kBlock / kRowThreads;
   static const int per_sm = resident_blocks(fwd_kernel<T, kBlock, kRowThreads, kEntropy>, kBlock);
   const unsigned grid = detail::grid_for((p.n + kRows - 1) / kRows, per_sm * 4);
-  fwd_kernel<T, kBlock, kRowThreads, kEntropy><<<grid, kBlock, 0, s>>>(p);
+  GK_LAUNCH(grid, kBlock, 0, s, fwd_kernel<T, kBlock, kRowThreads, kEntropy>)(p);
   GK_CUDA_CHECK_LAUNCH();
   return Status{};
 }
@@ -365,7 +374,7 @@ Status launch_bwd_cfg(const BwdParams& p, cudaStream_t s) {
   constexpr int kRows = kBlock / kRowThreads;
   static const int per_sm = resident_blocks(bwd_kernel<T, kBlock, kRowThreads>, kBlock);
   const unsigned grid = detail::grid_for((p.n + kRows - 1) / kRows, per_sm * 4);
-  bwd_kernel<T, kBlock, kRowThreads><<<grid, kBlock, 0, s>>>(p);
+  GK_LAUNCH(grid, kBlock, 0, s, bwd_kernel<T, kBlock, kRowThreads>)(p);
   GK_CUDA_CHECK_LAUNCH();
   return Status{};
 }
@@ -395,8 +404,7 @@ Status run_with_flags(int64_t n, cudaStream_t s, Fn enqueue) {
   GK_CUDA_CHECK(cudaMemsetAsync(fl.as<void>(), 0xFF, sizeof(DeviceFlags), s));
   GK_RETURN_IF_ERROR(enqueue(fl.as<DeviceFlags>()));
   DeviceFlags h;
-  GK_CUDA_CHECK(cudaMemcpyAsync(&h, fl.as<void>(), sizeof(h), cudaMemcpyDeviceToHost, s));
-  GK_CUDA_CHECK(detail::sync_stream(s));
+  GK_CUDA_CHECK(detail::finish_op(&h, fl.as<void>(), sizeof(h), s));
   return detail::flags_to_status(h, n);
 }
 
@@ -456,7 +464,13 @@ Status token_logprobs_backward(const LogProbBackwardArgs& a, cudaStream_t stream
   GK_RETURN_IF_ERROR(check_view(a.in));
   if (a.in.n == 0) return Status{};
   return run_with_flags(a.in.n, stream, [&](DeviceFlags* f) {
-    return detail::enqueue_token_logprobs_backward(a, nullptr, &f->bad_target, stream);
+    // In place, a failed call must leave the logits as they were (the CPU does the same).
+    const bool in_place = a.grad == a.in.logits;
+    if (in_place) {
+      GK_LAUNCH(detail::grid_for((a.in.n + 255) / 256, 8), 256, 0, stream, check_targets_kernel)(row_params(a.in), &f->bad_target);
+      GK_CUDA_CHECK_LAUNCH();
+    }
+    return detail::enqueue_token_logprobs_backward(a, in_place ? f : nullptr, &f->bad_target, stream);
   });
 }
 

@@ -80,7 +80,7 @@ __device__ __forceinline__ bool tok_valid(const LossParams& p, int64_t t) { retu
 
 // 1. Per-sequence counts and layout checks.
 __global__ void __launch_bounds__(kSeqThreads) count_kernel(const LossParams p) {
-  __shared__ ReduceSmem<long long> sm;
+  GK_SHARED(sm, ReduceSmem<long long>);
   for (int64_t s = blockIdx.x; s < p.S; s += gridDim.x) {
     const int64_t b0 = p.off[s], e0 = p.off[s + 1];
     if (threadIdx.x == 0) {
@@ -155,9 +155,9 @@ __device__ float select_kth(const LossParams& p, long long k, SelectSmem& sm) {
 
 // 2. Global counts and the entropy threshold.
 __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const LossParams p) {
-  __shared__ ReduceSmem<double> sm;
-  __shared__ ReduceSmem<long long> sml;
-  __shared__ SelectSmem sel;
+  GK_SHARED(sm, ReduceSmem<double>);
+  GK_SHARED(sml, ReduceSmem<long long>);
+  GK_SHARED(sel, SelectSmem);
   double tokens = 0.0, longest = 0.0;
   for (int64_t s = threadIdx.x; s < p.S; s += kOneBlockThreads) {
     tokens += p.count[s];
@@ -189,8 +189,8 @@ __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const LossPara
 
 // 3. Per-token terms and per-sequence sums (the loop body is native/cpu/loss.cc's).
 __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
-  __shared__ ReduceSmem<double> smd;
-  __shared__ __align__(16) unsigned char raw[sizeof(ReduceSmem<LossSums>)];
+  GK_SHARED(smd, ReduceSmem<double>);
+  GK_SHARED_ALIGNED(16, raw, unsigned char[sizeof(ReduceSmem<LossSums>)]);
   ReduceSmem<LossSums>& sml = smem_as<LossSums>(raw);
   const LossOptions& o = p.o;
   const double tokens = p.result->tokens, longest = p.result->longest, threshold = p.result->threshold;
@@ -239,7 +239,7 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
 
 // 4. The sums of all sequences, in a fixed order.
 __global__ void __launch_bounds__(kOneBlockThreads) final_kernel(const LossParams p) {
-  __shared__ __align__(16) unsigned char raw[sizeof(ReduceSmem<LossSums>)];
+  GK_SHARED_ALIGNED(16, raw, unsigned char[sizeof(ReduceSmem<LossSums>)]);
   ReduceSmem<LossSums>& sml = smem_as<LossSums>(raw);
   LossSums acc;
   const detail::LossSumsOp add;
@@ -323,13 +323,13 @@ Status enqueue_loss_step(const LossStepArgs& a, DeviceFlags* flags, LossResult* 
   if (use_q && n > 0) GK_CUDA_CHECK(cudaMemsetAsync(p.valid, 0, (size_t)n, s));
 
   const unsigned seq_grid = grid_for(S, 8);
-  count_kernel<<<seq_grid, kSeqThreads, 0, s>>>(p);
+  GK_LAUNCH(seq_grid, kSeqThreads, 0, s, count_kernel)(p);
   GK_CUDA_CHECK_LAUNCH();
-  global_kernel<<<1, kOneBlockThreads, 0, s>>>(p);
+  GK_LAUNCH(1, kOneBlockThreads, 0, s, global_kernel)(p);
   GK_CUDA_CHECK_LAUNCH();
-  seq_kernel<<<seq_grid, kSeqThreads, 0, s>>>(p);
+  GK_LAUNCH(seq_grid, kSeqThreads, 0, s, seq_kernel)(p);
   GK_CUDA_CHECK_LAUNCH();
-  final_kernel<<<1, kOneBlockThreads, 0, s>>>(p);
+  GK_LAUNCH(1, kOneBlockThreads, 0, s, final_kernel)(p);
   GK_CUDA_CHECK_LAUNCH();
   return Status{};  // scratch is freed in stream order, after the kernels
 }
@@ -344,8 +344,7 @@ Status grpo_loss_step(LossStepArgs& a, cudaStream_t stream) {
   GK_CUDA_CHECK(cudaMemsetAsync(&d->flags, 0xFF, sizeof(DeviceFlags), stream));
   GK_RETURN_IF_ERROR(detail::enqueue_loss_step(a, &d->flags, &d->result, stream));
   StepBlock h;
-  GK_CUDA_CHECK(cudaMemcpyAsync(&h, d, sizeof(h), cudaMemcpyDeviceToHost, stream));
-  GK_CUDA_CHECK(detail::sync_stream(stream));
+  GK_CUDA_CHECK(detail::finish_op(&h, d, sizeof(h), stream));
   const Status st = detail::flags_to_status(h.flags, a.n);
   if (!st.ok()) return st;
   detail::fill_metrics(h.result, &a.out);

@@ -40,8 +40,8 @@ struct Params {
 };
 
 __global__ void __launch_bounds__(kThreads) pairs_kernel(const Params p) {
-  __shared__ detail::ReduceSmem<double> smd;
-  __shared__ detail::ReduceSmem<long long> sml;
+  GK_SHARED(smd, detail::ReduceSmem<double>);
+  GK_SHARED(sml, detail::ReduceSmem<long long>);
   const int64_t l = (int64_t)blockIdx.x * p.chunk;
   const int64_t lo = l < p.n ? l : p.n;
   const int64_t hi = l + p.chunk < p.n ? l + p.chunk : p.n;
@@ -68,8 +68,8 @@ __global__ void __launch_bounds__(kThreads) pairs_kernel(const Params p) {
 }
 
 __global__ void __launch_bounds__(kFinalThreads) final_kernel(const Params p) {
-  __shared__ detail::ReduceSmem<double> smd;
-  __shared__ detail::ReduceSmem<long long> sml;
+  GK_SHARED(smd, detail::ReduceSmem<double>);
+  GK_SHARED(sml, detail::ReduceSmem<long long>);
   double loss = 0.0, margin = 0.0;
   long long correct = 0;
   for (int64_t t = threadIdx.x; t < p.nb; t += kFinalThreads) {
@@ -112,12 +112,11 @@ Status bradley_terry_loss(PreferenceArgs& a, cudaStream_t stream) {
     p.part_loss = scratch.as<double>(out_b);
     p.part_margin = scratch.as<double>(out_b + part_b);
     p.part_correct = scratch.as<long long>(out_b + 2 * part_b);
-    pairs_kernel<<<(unsigned)nb, kThreads, 0, stream>>>(p);
+    GK_LAUNCH((unsigned)nb, kThreads, 0, stream, pairs_kernel)(p);
     GK_CUDA_CHECK_LAUNCH();
-    final_kernel<<<1, kFinalThreads, 0, stream>>>(p);
+    GK_LAUNCH(1, kFinalThreads, 0, stream, final_kernel)(p);
     GK_CUDA_CHECK_LAUNCH();
-    GK_CUDA_CHECK(cudaMemcpyAsync(&h, p.out, sizeof(h), cudaMemcpyDeviceToHost, stream));
-    GK_CUDA_CHECK(detail::sync_stream(stream));
+    GK_CUDA_CHECK(detail::finish_op(&h, p.out, sizeof(h), stream));
   }
   // As the CPU: the mean reduction scales the loss; accuracy and margin are means over the pairs.
   const double n = a.n > 0 ? (double)a.n : 1.0;

@@ -1,10 +1,16 @@
 // The device runtime under the binding: one context per GPU (a non-blocking stream, the
 // device's stream-ordered memory pool kept warm, pinned staging buffers for host copies, op
-// timing). The binding serialises the work of one device (one job at a time, in call order),
-// so a context is only ever used by one thread at a time.
+// timing) and its call-ordered queue (one job at a time, in call order, so a context is only
+// ever used by one thread at a time; frees deferred until the jobs issued before them ran).
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <memory>
 #include <mutex>
+#include <set>
+#include <utility>
+#include <vector>
 
 #include "../backend.h"
 #include "common.cuh"
@@ -21,6 +27,26 @@ struct Context {
   void* pinned[2] = {nullptr, nullptr};
   cudaEvent_t chunk_done[2] = {nullptr, nullptr};
   cudaEvent_t t0 = nullptr, t1 = nullptr;
+
+  // The call-ordered queue (see enqueue / run_turn in backend.h).
+  std::mutex m;
+  std::condition_variable cv;
+  uint64_t next = 0;             // tickets issued (under m)
+  uint64_t serving = 0;          // the ticket whose turn it is (under m)
+  std::set<uint64_t> abandoned;  // tickets whose job could not be queued (under m)
+  // (tickets issued when deferred, action), under m
+  std::vector<std::pair<uint64_t, std::function<void()>>> deferred;
+  std::mutex submit;             // taking a ticket and queueing its job happen under it together
+  std::atomic<double> last_ms{0.0};
+
+  ~Context() {
+    // Only a context whose create() failed partway is destroyed (the others live as long as the
+    // process): release what it got.
+    for (cudaEvent_t e : {chunk_done[0], chunk_done[1], t0, t1})
+      if (e) cudaEventDestroy(e);
+    if (stream) cudaStreamDestroy(stream);
+    cudaGetLastError();
+  }
 };
 
 namespace {
@@ -34,10 +60,12 @@ class DeviceGuard {
  public:
   explicit DeviceGuard(int index) {
     if (cudaGetDevice(&prev_) != cudaSuccess) prev_ = -1;
-    cudaSetDevice(index);
+    // A failure here shows in the call that follows; it must not stay as this thread's last
+    // error for a later, unrelated launch check to report.
+    if (cudaSetDevice(index) != cudaSuccess) cudaGetLastError();
   }
   ~DeviceGuard() {
-    if (prev_ >= 0) cudaSetDevice(prev_);
+    if (prev_ >= 0 && cudaSetDevice(prev_) != cudaSuccess) cudaGetLastError();
   }
 
  private:
@@ -57,7 +85,8 @@ Status create(int index, Context** out) {
   int pools = 0;
   GK_CUDA_CHECK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, index));
   if (!pools) return detail::make_status(kCuda, "this GPU or driver does not support stream-ordered memory pools");
-  Context* c = new Context();
+  // Owned until complete: a failure partway destroys what was created so far.
+  std::unique_ptr<Context> c(new Context());
   c->index = index;
   GK_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
   GK_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&c->pool, index));
@@ -67,7 +96,7 @@ Status create(int index, Context** out) {
   for (int i = 0; i < 2; ++i) GK_CUDA_CHECK(cudaEventCreateWithFlags(&c->chunk_done[i], cudaEventDisableTiming));
   GK_CUDA_CHECK(cudaEventCreate(&c->t0));
   GK_CUDA_CHECK(cudaEventCreate(&c->t1));
-  *out = c;
+  *out = c.release();
   return Status{};
 }
 
@@ -274,6 +303,126 @@ Status timer_stop(Context* c, double* ms) {
   *ms = (double)f;
   return Status{};
 }
+
+// ---------------------------------------------------------------------------------------------
+// The call-ordered queue.
+
+namespace {
+
+// Moves the turn past `t` (called under c->m), and past any abandoned tickets after it.
+void advance(Context* c, uint64_t t) {
+  c->serving = t + 1;
+  while (!c->abandoned.empty() && *c->abandoned.begin() == c->serving) {
+    c->abandoned.erase(c->abandoned.begin());
+    ++c->serving;
+  }
+}
+
+// A ticket whose job will never run: its turn is skipped.
+void abandon(Context* c, uint64_t t) {
+  {
+    std::lock_guard<std::mutex> lock(c->m);
+    if (c->serving == t) advance(c, t);
+    else c->abandoned.insert(t);
+  }
+  c->cv.notify_all();
+}
+
+// Runs the deferred actions all of whose earlier jobs have run (tag <= limit). Device thread,
+// during a turn; the actions run outside the lock.
+void drain(Context* c, uint64_t limit) {
+  std::vector<std::function<void()>> ready;
+  {
+    std::lock_guard<std::mutex> lock(c->m);
+    auto& d = c->deferred;
+    for (size_t i = 0; i < d.size();) {
+      if (d[i].first <= limit) {
+        ready.push_back(std::move(d[i].second));
+        d[i] = std::move(d.back());
+        d.pop_back();
+      } else {
+        ++i;
+      }
+    }
+  }
+  for (auto& fn : ready) fn();
+}
+
+class Turn {
+ public:
+  Turn(Context* c, uint64_t ticket) : c_(c), t_(ticket) {
+    std::unique_lock<std::mutex> lock(c_->m);
+    c_->cv.wait(lock, [&] { return c_->serving == t_; });
+  }
+  ~Turn() {
+    // Every job issued before an action deferred with tag <= t + 1 has now run.
+    if (activate(c_).ok()) drain(c_, t_ + 1);
+    {
+      std::lock_guard<std::mutex> lock(c_->m);
+      advance(c_, t_);
+    }
+    c_->cv.notify_all();
+  }
+  Turn(const Turn&) = delete;
+  Turn& operator=(const Turn&) = delete;
+
+ private:
+  Context* c_;
+  uint64_t t_;
+};
+
+}  // namespace
+
+uint64_t enqueue(Context* c, const std::function<void(uint64_t)>& submit) {
+  std::lock_guard<std::mutex> lock(c->submit);
+  uint64_t t;
+  {
+    std::lock_guard<std::mutex> l(c->m);
+    t = c->next++;
+  }
+  try {
+    submit(t);
+  } catch (...) {
+    abandon(c, t);
+    throw;
+  }
+  return t;
+}
+
+Status run_turn(Context* c, uint64_t ticket, const std::function<Status()>& work) {
+  Turn turn(c, ticket);
+  GK_RETURN_IF_ERROR(activate(c));
+  drain(c, ticket);
+  return work();
+}
+
+void after_issued(Context* c, std::function<void()> fn) {
+  bool idle = false;
+  {
+    std::lock_guard<std::mutex> lock(c->m);
+    idle = c->serving == c->next;
+    if (!idle) c->deferred.emplace_back(c->next, std::move(fn));
+  }
+  // No job queued or running: nothing issued before can still be using what fn releases.
+  if (idle) fn();
+}
+
+Status run_timed(Context* c, const std::function<Status()>& work) {
+  GK_RETURN_IF_ERROR(timer_start(c));
+  double ms = 0.0;
+  Status st;
+  try {
+    st = work();
+  } catch (...) {
+    timer_stop(c, &ms);  // disarms this thread's timer
+    throw;
+  }
+  const Status ts = timer_stop(c, &ms);
+  if (st.ok() && ts.ok()) c->last_ms.store(ms);
+  return st.ok() ? ts : st;
+}
+
+double last_op_ms(Context* c) { return c->last_ms.load(); }
 
 }  // namespace cuda
 }  // namespace gk

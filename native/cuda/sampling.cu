@@ -57,6 +57,7 @@
 // the CPU. Not bit-identical to cuda::token_logprobs, which sums __expf terms.
 #include "sampling.cuh"
 
+#include <climits>
 #include <cmath>
 
 #include "../core/philox.h"
@@ -794,7 +795,7 @@ template <class T, int kThreads, int kMode>
 __global__ void __launch_bounds__(kThreads, kThreads >= 512 ? 2 : 8) sample_kernel(const Params p) {
   constexpr int kWarps = kThreads / 32;
   using Sh = Smem<kThreads, kMode == kFiltered>;
-  extern __shared__ __align__(16) unsigned char gk_smem[];
+  GK_DYNAMIC_SHARED(16, gk_smem, unsigned char);
   Sh& sm = *reinterpret_cast<Sh*>(gk_smem);
   const Stage st{reinterpret_cast<uint4*>(gk_smem + align16(sizeof(Sh))), p.stage_segs};
   const float inv_t = p.inv_t;
@@ -944,7 +945,7 @@ Status launch_cfg(Params p, cudaStream_t s) {
     per = 1;
   }
   const unsigned grid = detail::grid_for(p.n, per);
-  kernel<<<grid, kThreads, dyn, s>>>(p);
+  GK_LAUNCH(grid, kThreads, dyn, s, kernel)(p);
   GK_CUDA_CHECK_LAUNCH();
   return Status{};
 }
@@ -1001,8 +1002,7 @@ Status sample_tokens(const SampleArgs& a, cudaStream_t stream) {
   else if (x.dtype == kF16) GK_RETURN_IF_ERROR(launch_t<f16_t>(p, mode, stream));
   else GK_RETURN_IF_ERROR(launch_t<float>(p, mode, stream));
   unsigned long long bad = detail::kNoRow;
-  GK_CUDA_CHECK(cudaMemcpyAsync(&bad, p.bad_row, sizeof(bad), cudaMemcpyDeviceToHost, stream));
-  GK_CUDA_CHECK(detail::sync_stream(stream));
+  GK_CUDA_CHECK(detail::finish_op(&bad, p.bad_row, sizeof(bad), stream));
   Status st;
   if (bad != detail::kNoRow) {  // native/cpu/rows.h set_row_error
     st.code = kNonFinite;

@@ -474,7 +474,7 @@ export function distillCases(full: boolean): DistillCase[] {
   for (const dtype of DT) {
     out.push({ s: 3, l: 4, v: 1, student: dtype, teacher: dtype, options: {} });
     out.push({ s: 4, l: 5, v: 37, student: dtype, teacher: 'float32', options: { divergence: 'reverseKL', temperature: 0.8 }, ignored: true });
-    out.push({ s: 4, l: 5, v: 301, student: dtype, teacher: 'bfloat16', options: { divergence: 'jsd', beta: 0.3, aggregation: 'seqMeanTokenMean' }, inPlace: true });
+    out.push({ s: 4, l: 5, v: 301, student: dtype, teacher: 'bfloat16', options: { divergence: 'jsd', beta: 0.3, aggregation: 'seqMeanTokenMean', hardLabelWeight: 0.2 }, inPlace: true });
     out.push({ s: 1, l: 2, v: 151936, student: dtype, teacher: dtype, options: { hardLabelWeight: 0.5, temperature: 2 } });
     if (full) out.push({ s: 6, l: 7, v: 1001, student: dtype, teacher: 'float16', packed: true, options: { divergence: 'jsd', beta: 0.9, aggregation: 'constant', hardLabelWeight: 0.1 }, ignored: true });
   }

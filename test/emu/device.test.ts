@@ -1,0 +1,92 @@
+// The device API on the emulated GPU (GK_CUDA=emu; scripts/emu-ci.sh runs this file with
+// GK_ADDON_PATH pointing at that build; it is not in the default tap run, whose addon is the
+// real one). What selftest --device cuda cannot show: the info line, misaligned pointers refused
+// at both layers, op timing, and the failure contract of in-place ops on the device.
+import t from 'tap';
+import * as gk from '../../lib/index';
+import { addon } from '../../lib/native';
+
+const info = gk.backendInfo();
+
+async function code(f: () => unknown): Promise<string | undefined> {
+  try {
+    await f();
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+  return undefined;
+}
+
+t.test('this run has the emulated build loaded', async (t) => {
+  t.equal(info.cuda.emulated, true, 'info says emulated');
+  t.equal(info.cuda.used, true, 'the emulated device is usable');
+  t.equal(info.backend, 'cpu', "'auto' keeps the (far faster) CPU backend");
+  t.match(info.cuda.devices[0]?.name ?? '', /emulator.*sched=\w+ seed=\d+/, 'the device name carries the scheduling order and its seed');
+  t.equal(gk.Device.open('cuda').kind, 'cuda', "'cuda' opens the emulated device");
+});
+
+t.test('an element-misaligned pointer is refused by Device.wrap and by the binding', async (t) => {
+  const dev = gk.Device.open('cuda');
+  const x = await dev.upload(Uint16Array.from({ length: 64 }, (_, i) => 0x3f80 + i), { dtype: 'bfloat16' });
+  const p = await x.pointer();
+  t.equal(await code(() => dev.wrap(p + 1n, { shape: [2, 16], dtype: 'bfloat16' })), 'GK_INVALID_ARG', 'bfloat16 at an odd address');
+  t.equal(await code(() => dev.wrap(p + 4n, { shape: [4], dtype: 'int64' })), 'GK_INVALID_ARG', 'int64 at an odd multiple of 4');
+  const ok = dev.wrap(p + 2n, { shape: [2, 31], dtype: 'bfloat16' });
+  t.equal(ok.shape[1], 31, 'an element-aligned start that is not 16-byte aligned is fine');
+  const r = await gk.tokenLogProbs(ok, Int32Array.of(0, 30));
+  const lp = (await r.logp.toArray()) as Float32Array;
+  t.ok(lp.every((v) => Number.isFinite(v) && v <= 0), 'and runs (the vector path starts at the next 16-byte boundary)');
+  // The raw addon: a wrapped buffer at an odd address bound as bf16 logits.
+  const a = addon();
+  const h = a.deviceWrap(0, p + 1n, 64);
+  const logp = new Float32Array(2);
+  const c = await code(() =>
+    a.tokenLogProbs({ device: 0, logits: h, dtype: 2, n: 2, v: 16, targets: Int32Array.of(0, 1), temperature: 1, ignoreIndex: -100, checkFinite: false, logp }),
+  );
+  t.equal(c, 'GK_INVALID_ARG', 'the binding refuses it before any kernel runs');
+  a.deviceRelease(h);
+  const after = await gk.tokenLogProbs(ok, Int32Array.of(0, 30));
+  t.same(Array.from((await after.logp.toArray()) as Float32Array), Array.from(lp), 'the device still works');
+  x.dispose();
+});
+
+t.test('lastOpMs times the op on the device', async (t) => {
+  const dev = gk.Device.open('cuda');
+  const logits = await dev.upload(Float32Array.from({ length: 64 * 1000 }, (_, i) => Math.sin(i)), { shape: [64, 1000] });
+  await gk.tokenLogProbs(logits, Int32Array.from({ length: 64 }, (_, i) => i));
+  const ms = dev.lastOpMs();
+  t.ok(ms > 0 && Number.isFinite(ms), `lastOpMs ${ms}`);
+  logits.dispose();
+});
+
+// The failure contract (README, Errors): a failed op returns no result and leaves every tensor
+// the caller passed as it was, in place included; on both backends.
+t.test('a failed in-place op leaves the logits unchanged, on the CPU and on the device', async (t) => {
+  const dev = gk.Device.open('cuda');
+  const n = 10;
+  const v = 37;
+  const x = Float32Array.from({ length: n * v }, (_, i) => Math.sin(i * 0.7) * 3);
+  x[3 * v + 2] = NaN;
+  const targets = Int32Array.from({ length: n }, (_, i) => (i * 5) % v);
+  const badTargets = Int32Array.from(targets);
+  badTargets[5] = 99;
+  for (const where of ['cpu', 'cuda'] as const) {
+    const cases: [string, (l: gk.Tensor) => Promise<unknown>][] = [
+      ['fused grpoLoss, checkFinite, NaN row', (l) => gk.grpoLoss({ logits: l, targets, advantages: [1], seqOffsets: [0, n] }, { inPlace: true, checkFinite: true })],
+      ['fused grpoLoss, device target out of range', async (l) =>
+        gk.grpoLoss({ logits: l, targets: where === 'cuda' ? await dev.upload(badTargets) : badTargets, advantages: [1], seqOffsets: [0, n] }, { inPlace: true })],
+      ['tokenLogProbsBackward, target out of range', async (l) =>
+        gk.tokenLogProbsBackward(l, where === 'cuda' ? await dev.upload(badTargets) : badTargets, { gradLogp: new Float32Array(n).fill(1) }, { inPlace: true })],
+    ];
+    for (const [name, run] of cases) {
+      const host = gk.Tensor.from(Float32Array.from(x), { shape: [n, v] });
+      const logits = where === 'cpu' ? host : await dev.upload(host);
+      const c = await code(() => run(logits));
+      t.ok(c === 'GK_NONFINITE' || c === 'GK_TARGET_RANGE', `${where}, ${name}: rejected (${c})`);
+      const after = (where === 'cpu' ? host.data : await logits.toArray()) as Float32Array;
+      let changed = 0;
+      for (let i = 0; i < x.length; i++) if (!Object.is(after[i], x[i])) changed++;
+      t.equal(changed, 0, `${where}, ${name}: the logits are unchanged`);
+    }
+  }
+});
