@@ -18,12 +18,18 @@
 //  * determinism: the GPU runs every op twice; the outputs must be bit-identical.
 // Every output element is compared, so an element a kernel leaves unwritten fails (device
 // memory is uninitialised; the emulator fills it with 0xFF, NaN in every float dtype).
+// When a value check fails, its detail also gives each backend's distance to the float64
+// reference (which backend is off: the spec's tolerances are relative to float64).
 // The sizes take every kernel layout past one full grid (grid-stride loops): computed from the
 // multiprocessor count (the emulator's EMU_SM_COUNT, default 2; on a real GPU an upper bound).
 import * as gk from '../../lib/index';
 import type { FloatDType } from '../../lib/index';
 import type { CaseResult, Check } from './cases';
 import { compare, TOLERANCE } from './cases';
+import { refDistill } from './distill';
+import { refGrpoLossFromLogits } from './fused';
+import { refTokenLogProbs, refTokenLogProbsBackward } from './logprobs';
+import { refGrpoLoss } from './loss';
 import { Rng } from './random';
 
 type HostArray = Float32Array | Float64Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array;
@@ -153,6 +159,32 @@ function sameFailure(label: string, gpu: Outcome<unknown>, cpu: Outcome<unknown>
 function bothOk(gpu: Outcome<unknown>, cpu: Outcome<unknown>): Check | null {
   if (!gpu.err && !cpu.err) return null;
   return ok('both succeed', false, `gpu ${describeOutcome(gpu)}; cpu ${describeOutcome(cpu)}`);
+}
+
+type Triple = () => [gpu: ArrayLike<number>, cpu: ArrayLike<number>, f64: ArrayLike<number>];
+
+/**
+ * For each failed check named in `refs`, appends both backends' distance to the float64
+ * reference to its detail (the reference is computed only then).
+ */
+function explain(checks: Check[], refs: Record<string, Triple>): Check[] {
+  for (const c of checks) {
+    const f = refs[c.label];
+    if (c.pass || !f) continue;
+    try {
+      const [g, cpu, ref] = f();
+      const e = (x: ArrayLike<number>) => compare('', x, ref, 1).err.toExponential(2);
+      c.detail = `${c.detail ? `${c.detail}; ` : ''}vs float64: gpu ${e(g)}, cpu ${e(cpu)}`;
+    } catch (err) {
+      c.detail = `${c.detail ?? ''} (float64 reference failed: ${(err as Error).message})`;
+    }
+  }
+  return checks;
+}
+
+function once<T>(f: () => T): () => T {
+  let v: { x: T } | undefined;
+  return () => (v ??= { x: f() }).x;
 }
 
 /** Float32 ulps between two floats (0 for equal bits; NaN vs NaN counts as 0). */
@@ -493,6 +525,9 @@ async function logProbCase(ctx: Ctx, c: LpCase): Promise<void> {
       bwd.push(await read(g));
     }
     const vt = TOLERANCE[c.dtype].value;
+    const values = once(() => Float64Array.from(gk.decodeFloats(data, c.dtype)));
+    const rowOpts = { temperature: temp, ignoreIndex: -100 };
+    const fwdRef = once(() => refTokenLogProbs(values(), c.n, c.v, y, rowOpts));
     const checks = [
       vsCpu('logp', fwd[0]![0]!, cf.logp.data as HostArray, vt),
       vsCpu('lse', fwd[0]![1]!, cf.lse.data as HostArray, vt),
@@ -502,7 +537,11 @@ async function logProbCase(ctx: Ctx, c: LpCase): Promise<void> {
       sameBits('backward twice: bit-identical', bwd[1]!, bwd[0]!),
     ];
     if (c.inPlace) checks.push(ok('in place returns the logits tensor', returnsLogits));
-    return checks;
+    return explain(checks, {
+      logp: () => [floats(fwd[0]![0]!), floats(cf.logp.data as HostArray), fwdRef().logp],
+      entropy: () => [floats(fwd[0]![2]!), floats(cf.entropy!.data as HostArray), fwdRef().entropy],
+      grad: () => [floats(bwd[0]!, c.dtype), floats(cpuGrad, c.dtype), refTokenLogProbsBackward(values(), c.n, c.v, y, gl, c.entropy ? gh : null, rowOpts)],
+    });
   });
 }
 
@@ -666,7 +705,15 @@ async function lossCase(ctx: Ctx, c: LossCase): Promise<void> {
       sameMetrics('run twice: loss and metrics identical', runs[1]!, g),
       sameRuns('run twice: gradients bit-identical', grads[1]!, grads[0]!),
     ];
-    return checks;
+    const ref = once(() => refGrpoLoss({
+      logp: d.logp, entropy: d.entropy, advantages: d.advantages, seqOffsets: d.offsets, mask: c.mask ? d.mask : null,
+      oldLogp: c.old ? d.oldLogp : null, refLogp: c.ref ? d.refLogp : null, truncated: c.truncated ? d.truncated : null,
+    }, { ...cg.options }));
+    return explain(checks, {
+      loss: () => [[g.loss], [cg.loss], [ref().loss]],
+      gradLogp: () => [floats(grads[0]![0]!), floats(cg.gradLogp.data as HostArray), ref().dlogp],
+      gradEntropy: () => [floats(grads[0]![1]!), floats(cg.gradEntropy!.data as HostArray), ref().dentropy],
+    });
   });
 }
 
@@ -809,7 +856,15 @@ async function fusedCase(ctx: Ctx, c: FusedCase): Promise<void> {
       sameRuns('run twice: outputs bit-identical', outs[1]!, outs[0]!),
     ];
     if (c.inPlace) checks.push(ok('in place returns the logits tensor', returnsLogits));
-    return checks;
+    const ref = once(() => refGrpoLossFromLogits(Float64Array.from(gk.decodeFloats(data, c.dtype)), n, c.v, y, {
+      advantages: d.advantages, seqOffsets: d.offsets, mask: d.mask, oldLogp: d.oldLogp, refLogp: d.refLogp, truncated: d.truncated,
+    }, { ...cg.options, temperature, ignoreIndex: -100 }));
+    return explain(checks, {
+      loss: () => [[g1.ok!.loss], [cg.loss], [ref().loss]],
+      gradLogits: () => [floats(outs[0]![0]!, c.dtype), floats(cg.gradLogits.data as HostArray, c.dtype), ref().grad],
+      logp: () => [floats(outs[0]![1]!), floats(cg.logp.data as HostArray), ref().logp],
+      entropy: () => [floats(outs[0]![2]!), floats(cg.entropy.data as HostArray), ref().entropy],
+    });
   });
 }
 
@@ -962,7 +1017,20 @@ async function distillCase(ctx: Ctx, c: DistillCase): Promise<void> {
     if (c.rowLoss) checks.push(vsCpu('rowLoss', outs[0]![i++]!, cg.rowLoss!.data as HostArray, 1e-5 * factor));
     checks.push(sameRuns('run twice: bit-identical', outs[1]!, outs[0]!));
     if (c.grad !== 'inPlace') checks.push(sameBits('the student is not written', students[0]!, student));
-    return checks;
+    const ref = once(() => {
+      let longest = 0;
+      for (let s = 0; s < c.s; s++) longest = Math.max(longest, offsets[s + 1]! - offsets[s]!);
+      return refDistill(Float64Array.from(gk.decodeFloats(student, c.sdt)), Float64Array.from(gk.decodeFloats(teacher, c.tdt)), n, v, y ?? null,
+        c.masked ? mask : null, offsets, {
+          divergence: c.div, beta: c.beta, temperature: c.temp, ignoreIndex: -100, hardLabelWeight: y ? c.hw : 0, aggregation: c.agg,
+          normalizer: c.normalizer || null, maxCompletionLength: c.mcl || longest,
+        });
+    });
+    return explain(checks, {
+      loss: () => [[gr.loss], [cg.loss], [ref().loss]],
+      gradStudent: () => [floats(outs[0]![0]!, c.sdt), floats(cg.gradStudent!.data as HostArray, c.sdt), ref().grad],
+      rowLoss: () => [floats(outs[0]![c.grad !== 'none' ? 1 : 0]!), floats(cg.rowLoss!.data as HostArray), ref().rowLoss],
+    });
   });
 }
 
