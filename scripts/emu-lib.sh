@@ -7,7 +7,7 @@
 
 emu_dir() { case $1 in plain) echo build-emu ;; asan) echo build-emu-asan ;; tsan) echo build-emu-tsan ;; esac; }
 
-emu_addon() { echo "$(emu_dir "$1")/Release/grpo_kernels.node"; }
+emu_addon() { echo "$PWD/$(emu_dir "$1")/Release/grpo_kernels.node"; }
 
 # emu_build FLAVOUR LOG: builds (incrementally) the flavour's addon.
 emu_build() {
@@ -37,8 +37,12 @@ emu_node() {
   esac
 }
 
-# A log holds a finding of the emulator or a sanitizer.
-emu_findings() { grep -E 'EMU ERROR|ERROR: AddressSanitizer|runtime error:|WARNING: ThreadSanitizer|SUMMARY: (Address|Undefined|Thread)' "$1"; }
+# The findings of the emulator or a sanitizer in a log, one line each (an EMU ERROR with the
+# message on its next line).
+emu_findings() {
+  awk '/EMU ERROR/ { line = $0; if ((getline n) > 0) line = line " " n; print line; next }
+       /ERROR: AddressSanitizer|runtime error:|WARNING: ThreadSanitizer|SUMMARY: (Address|Undefined|Thread)/ { print }' "$1"
+}
 
 # "X/Y cases passed" of a selftest log -> "X Y"
 emu_cases() { sed -nE 's#^([0-9]+)/([0-9]+) cases passed.*#\1 \2#p' "$1" | tail -1; }

@@ -64,6 +64,7 @@ step() {
     return
   fi
   [ $emulated -eq 0 ] && [ "$limit" -gt "$l" ] && limit=$l
+  [ $emulated -eq 1 ] && limit=$((limit * 10))  # the emulator is far slower than a GPU; no lease to save
   local t0=$SECONDS
   timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
   local rc=$?

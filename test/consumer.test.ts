@@ -18,7 +18,7 @@ t.test('npm pack → install into an empty project → import and require', asyn
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gk-consumer-'));
   t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
   const pre = sh(process.execPath, [path.join(root, 'scripts', 'prebuild.js')], root);
-  t.ok(pre.ok, 'npm run prebuild leaves a prebuilt binary');
+  t.ok(pre.ok, 'scripts/prebuild.js leaves a prebuilt binary');
   const prebuilt = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'node.napi.node');
   t.ok(fs.existsSync(prebuilt), prebuilt);
   const nm = spawnSync('nm', ['--debug-syms', prebuilt], { encoding: 'utf8' });

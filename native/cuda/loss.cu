@@ -124,15 +124,26 @@ struct SelectSmem {
 // The k-th smallest (0-based) entropy among the valid tokens: four 8-bit radix passes, each a
 // shared-memory histogram (integer atomics: exact, order-independent counts) of the keys that
 // match the digits chosen so far. All threads of the block call it; all get the result.
+// Entropies share their top byte (and often the next), so the keys of a warp land on one or a
+// few digits: the lanes with the same digit are counted by one of them (__match_any_sync), one
+// shared atomic per distinct digit per warp instead of 32 on the same address.
 __device__ float select_kth(const LossParams& p, long long k, SelectSmem& sm) {
+  static_assert(kOneBlockThreads % 32 == 0, "whole warps");
   uint32_t prefix = 0, mask = 0;
+  const int lane = (int)(threadIdx.x & 31u);
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int i = threadIdx.x; i < 256; i += kOneBlockThreads) sm.hist[i] = 0;
     __syncthreads();
-    for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads) {
-      if (!p.valid[t]) continue;
-      const uint32_t key = float_key(p.entropy[t]);
-      if ((key & mask) == prefix) atomicAdd(&sm.hist[(key >> shift) & 255u], 1u);
+    // Block-uniform trip count: every lane of a warp reaches the match together.
+    for (int64_t base = 0; base < p.n; base += kOneBlockThreads) {
+      const int64_t t = base + (int64_t)threadIdx.x;
+      int digit = -1;
+      if (t < p.n && p.valid[t]) {
+        const uint32_t key = float_key(p.entropy[t]);
+        if ((key & mask) == prefix) digit = (int)((key >> shift) & 255u);
+      }
+      const unsigned same = __match_any_sync(0xffffffffu, digit);
+      if (digit >= 0 && lane == __ffs((int)same) - 1) atomicAdd(&sm.hist[digit], (unsigned)__popc(same));
     }
     __syncthreads();
     if (threadIdx.x == 0) {

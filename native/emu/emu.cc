@@ -426,6 +426,10 @@ bool try_complete(Block& B, int w, WarpOp& op, Fiber* self) {
         break;
       }
       case kBallot: r = ballot; break;
+      case kMatchAny:  // the lanes that took part with the same value
+        for (int k = 0; k < 32; ++k)
+          if ((op.arrived >> k & 1) && op.val[k] == op.val[l]) r |= 1ull << k;
+        break;
       case kAny: r = ballot != 0; break;
       case kAll: r = ballot == op.arrived; break;
       default: r = 0;

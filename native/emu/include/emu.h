@@ -259,6 +259,7 @@ inline T from_u64(uint64_t u) {
 #define __ballot_sync(m, p) ::emu::vote_impl(::emu::kBallot, (m), (p), "__ballot_sync", __FILE__, __LINE__)
 #define __any_sync(m, p) ((int)::emu::vote_impl(::emu::kAny, (m), (p), "__any_sync", __FILE__, __LINE__))
 #define __all_sync(m, p) ((int)::emu::vote_impl(::emu::kAll, (m), (p), "__all_sync", __FILE__, __LINE__))
+#define __match_any_sync(m, v) ::emu::match_any_impl((m), (v), "__match_any_sync", __FILE__, __LINE__)
 #define __activemask() ::emu::active_mask()
 #define __trap() ::emu::trap(__FILE__, __LINE__)
 
@@ -268,6 +269,11 @@ inline void __syncwarp(unsigned mask = 0xffffffffu, const char* file = __builtin
 namespace emu {
 inline unsigned vote_impl(int kind, unsigned mask, bool pred, const char* what, const char* file, int line) {
   return (unsigned)warp_collective(kind, mask, pred ? 1 : 0, -1, what, file, line);
+}
+template <class T>
+inline unsigned match_any_impl(unsigned mask, T v, const char* what, const char* file, int line) {
+  static_assert(std::is_integral<T>::value && sizeof(T) <= 8, "__match_any_sync takes a 32- or 64-bit integer");
+  return (unsigned)warp_collective(kMatchAny, mask, to_u64(v), -1, what, file, line);
 }
 // Source lane of each shuffle, as the CUDA programming guide defines it (-1: own value).
 inline int seg_base(int width) { return (int)(lane_id() & ~(unsigned)(width - 1)); }
