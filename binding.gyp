@@ -13,7 +13,7 @@
         "NAPI_CPP_EXCEPTIONS",
         "<!(node -p \"'GK_VERSION=\\\"' + require('./package.json').version + '\\\"'\")"
       ],
-      "cflags_cc": ["-std=c++17", "-O3", "-fno-math-errno", "-fno-trapping-math", "-fexceptions"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fexceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "xcode_settings": {
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",

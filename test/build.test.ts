@@ -55,3 +55,33 @@ t.test('the built addon leaves no grpo-kernels symbol undefined (every declared 
   const ours = undefinedSyms.split('\n').filter((l) => /\bgk::/.test(l));
   t.same(ours, [], 'no gk:: symbol is left for the dynamic loader');
 });
+
+// The CPU backend is built with -ffp-contract=off: a*b + c is two roundings on every ISA clone
+// (g++ contracts into FMA in the AVX-512/AVX2 clones, and by default on aarch64). core/common.h
+// and the CPU/GPU identical-draw promise of sampleTokens rely on it: a fused multiply-add in any
+// gk::cpu function of the built addon fails here.
+t.test('no fused multiply-add in the CPU backend of the built addon (-ffp-contract=off holds)', async (t) => {
+  const { execFileSync } = await import('node:child_process');
+  const addonFile = path.join(root, 'build', 'Release', 'grpo_kernels.node');
+  let dis: string;
+  try {
+    dis = execFileSync('objdump', ['-d', '--no-show-raw-insn', '-C', addonFile], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  } catch (e) {
+    t.fail(`objdump could not read the addon: ${(e as Error).message}`);
+    return;
+  }
+  let fn = '';
+  let cpuFunctions = 0;
+  const fused = new Set<string>();
+  for (const line of dis.split('\n')) {
+    const head = /^[0-9a-f]+ <(.*)>:$/.exec(line);
+    if (head) {
+      fn = head[1]!;
+      if (fn.startsWith('gk::cpu::')) cpuFunctions++;
+      continue;
+    }
+    if (fn.startsWith('gk::cpu::') && /\s(v?fn?m(add|sub)\d{3}[sp][sd]|fmadd|fmsub|fnmadd|fnmsub)\s/.test(line)) fused.add(fn);
+  }
+  t.ok(cpuFunctions > 20, `the disassembly has the CPU backend (${cpuFunctions} gk::cpu functions)`);
+  t.same([...fused], [], 'no gk::cpu function has an FMA instruction');
+});
