@@ -24,14 +24,35 @@ GK_HD PairProbs pair_probs(float us, float ut, double lse_s, double lse_t) {
 // x log(x / y) with the conventions 0 log 0 = 0.
 GK_HD double xlogxy(double x, double lx, double ly) { return x > 0.0 ? x * (lx - ly) : 0.0; }
 
+// log(p_S / M) and log(p_T / M) for the JSD's mixture M = β p_T + (1 − β) p_S, from
+// d = log p_T − log p_S, without the cancellation of log p_S − log M (both about −log V, their
+// difference small when the distributions are close): log(M / p_S) = log(β e^d + 1 − β) is
+// log1p(β expm1(d)) for d <= 0 and d + log1p((1 − β) expm1(−d)) for d > 0 (no overflow when p_S
+// underflows). A NaN d gives NaN logs.
+struct MixLogs {
+  double s, t;
+};
+GK_HD MixLogs mixture_logs(double beta, double d) {
+  MixLogs r;
+  if (d <= 0.0) {
+    const double a = log1p(beta * expm1(d));
+    r.s = -a;
+    r.t = d - a;
+  } else {
+    const double b = log1p((1.0 - beta) * expm1(-d));
+    r.s = -d - b;
+    r.t = -b;
+  }
+  return r;
+}
+
 // Contribution of one element to the row divergence.
 GK_HD double divergence_term(int32_t kind, double beta, PairProbs p) {
   if (kind == kForwardKl) return xlogxy(p.pt, p.lt, p.ls);
   if (kind == kReverseKl) return xlogxy(p.ps, p.ls, p.lt);
-  const double m = beta * p.pt + (1.0 - beta) * p.ps;
-  if (m <= 0.0) return 0.0;
-  const double lm = log(m);
-  return beta * xlogxy(p.pt, p.lt, lm) + (1.0 - beta) * xlogxy(p.ps, p.ls, lm);
+  if (!(p.ps > 0.0) && !(p.pt > 0.0)) return 0.0;  // M = 0 (or both NaN): 0 log 0
+  const MixLogs r = mixture_logs(beta, p.lt - p.ls);
+  return beta * (p.pt > 0.0 ? p.pt * r.t : 0.0) + (1.0 - beta) * (p.ps > 0.0 ? p.ps * r.s : 0.0);
 }
 
 // ∂(row divergence)/∂u_S for one element (u = z / T), given the row's divergence value d_row
@@ -40,14 +61,12 @@ GK_HD double divergence_grad(int32_t kind, double beta, PairProbs p, double d_ro
   if (p.ps <= 0.0 && kind != kForwardKl) return 0.0;
   if (kind == kForwardKl) return p.ps - p.pt;
   if (kind == kReverseKl) return p.ps * (p.ls - p.lt - d_row);
-  const double m = beta * p.pt + (1.0 - beta) * p.ps;
-  return (1.0 - beta) * p.ps * (p.ls - log(m) - kl_sm);
+  return (1.0 - beta) * p.ps * (mixture_logs(beta, p.lt - p.ls).s - kl_sm);
 }
 
 // The JSD's second row statistic: the element term of KL(p_S || M).
 GK_HD double kl_student_mixture_term(double beta, PairProbs p) {
-  const double m = beta * p.pt + (1.0 - beta) * p.ps;
-  return m > 0.0 ? xlogxy(p.ps, p.ls, log(m)) : 0.0;
+  return p.ps > 0.0 ? p.ps * mixture_logs(beta, p.lt - p.ls).s : 0.0;
 }
 
 }  // namespace gk

@@ -103,11 +103,6 @@ GK_HD float fexp(float x) {
 #endif
 }
 
-// log of the JSD mixture m (> 0 or NaN). The precise logf (~1 ulp, subnormals included): the MUFU
-// __logf's absolute error (up to 2^-21.4) would enter Σ M·log M terms unscaled, several times the
-// CPU's error for distributions close to each other; logf keeps the device at the CPU's accuracy.
-GK_HD float flog(float m) { return logf(m); }
-
 GK_HD bool is_nan(double x) { return x != x; }
 GK_HD bool is_finite(double x) { return x - x == 0.0; }
 
@@ -531,6 +526,7 @@ __device__ __forceinline__ JsdSums shfl_idx(const JsdSums& v, int l) {
 
 struct ElemConsts {
   LseSplit ls, lt;   // student / teacher log-normalisers
+  LseSplit dts;      // lse_T − lse_S (the JSD's log-ratio d of an element is u_T − u_S − dts)
   float xref;        // reverse KL: log p_S − log p_T − D = ((u_S − u_T) − xref) − k, where xref is the
   LseSplit k;        //   row's centring (bitwise the dominant element's u_S − u_T) and k = A / S_S
   float beta, omb;   // β and 1 − β (JSD)
@@ -544,6 +540,7 @@ GK_HD ElemConsts elem_consts(double lse_s, double lse_t, double beta) {
   ElemConsts c;
   c.ls = split(lse_s);
   c.lt = split(lse_t);
+  c.dts = split(lse_t - lse_s);
   c.xref = 0.0f;
   c.k = LseSplit{0.0f, 0.0f};
   c.beta = (float)beta;
@@ -555,8 +552,30 @@ GK_HD ElemConsts elem_consts(double lse_s, double lse_t, double beta) {
   return c;
 }
 
-// The mixture M of one element (the same expression in the JSD pass and the gradient).
-GK_HD float mixture(const ElemConsts& c, float pt, float ps) { return fmaf(c.beta, pt, c.omb * ps); }
+// log(p_S / M) and log(p_T / M) of one element, from d = log p_T − log p_S taken directly from the
+// logits (u_T − u_S − (lse_T − lse_S)): core/distill.h's mixture_logs in float32, which avoids the
+// cancellation of log p_S − log M (both about −log V).
+struct MixLogsF {
+  float s, t;
+};
+GK_HD MixLogsF mix_logs(const ElemConsts& c, float us, float ut) {
+  // u_T − u_S kept exact as s + e (a two-difference; no multiplication, so no FMA contraction can
+  // change it), so that d is 0 exactly where the two log-probabilities are equal.
+  const float s = ut - us, v = s - ut;
+  const float e = (ut - (s - v)) + (-us - v);
+  const float d = is_finite(s) ? (s - c.dts.hi) + (e - c.dts.lo) : s;
+  MixLogsF r;
+  if (d <= 0.0f) {
+    const float a = log1pf(c.beta * expm1f(d));
+    r.s = -a;
+    r.t = d - a;
+  } else {
+    const float b = log1pf(c.omb * expm1f(-d));
+    r.s = -d - b;
+    r.t = -b;
+  }
+  return r;
+}
 
 // The CPU's divergence_term / kl_student_mixture_term for the JSD in float32, with the same guards
 // (m <= 0: nothing; x log(x/m) only for x > 0; NaN probabilities fall through the same way).
@@ -571,13 +590,12 @@ struct JsdPass {
     for (int i = 0; i < N; ++i) {
       const float ls = (xs[i] - c.ls.hi) - c.ls.lo, lt = (xt[i] - c.lt.hi) - c.lt.lo;
       const float ps = fexp(ls), pt = fexp(lt);
-      const float m = mixture(c, pt, ps);
-      if (!(m <= 0.0f)) {
-        const float lm = flog(m);
-        const float ts = ps > 0.0f ? ps * (ls - lm) : 0.0f;
-        const float tt = pt > 0.0f ? pt * (lt - lm) : 0.0f;
+      if (ps > 0.0f || pt > 0.0f) {  // M = 0 (or both NaN): 0 log 0
+        const MixLogsF r = mix_logs(c, xs[i], xt[i]);
+        const float ts = ps > 0.0f ? ps * r.s : 0.0f;
+        const float tt = pt > 0.0f ? pt * r.t : 0.0f;
         d += c.beta * tt + c.omb * ts;
-        k += m > 0.0f ? ts : 0.0f;
+        k += ts;
       }
     }
     acc.d += (double)d;
@@ -604,8 +622,7 @@ struct GradPass {
         // element: near-one-hot rows cancel here, and the dominant element gives exactly −k.
         g = ps <= 0.0f ? 0.0f : ps * ((((xs[i] - xt[i]) - c.xref) - c.k.hi) - c.k.lo);
       } else {
-        const float m = mixture(c, fexp((xt[i] - c.lt.hi) - c.lt.lo), ps);
-        g = ps <= 0.0f ? 0.0f : (c.omb * ps) * ((ls - flog(m)) - c.klsm);
+        g = ps <= 0.0f ? 0.0f : (c.omb * ps) * (mix_logs(c, xs[i], xt[i]).s - c.klsm);
       }
       if (c.y >= 0) g += c.hw * (ps - (cols(i) == c.y ? 1.0f : 0.0f));
       out[i] = g * c.scale;

@@ -195,6 +195,19 @@ struct Sched {  // one per OS thread
   std::vector<void*> tsan_fibers[kSets];
   char* arena = nullptr;   // cached shared memory arena (no TSan)
   std::mt19937_64 rng;
+
+  // The OS threads of EMU_THREADS > 1 live for one launch: what they mapped goes with them
+  // (otherwise every launch leaks its stacks and arena, and mmap soon fails).
+  ~Sched() {
+    const size_t per = cfg().stack_bytes + 4096;
+    for (int s = 0; s < kSets; ++s) {
+      if (stacks[s]) munmap(stacks[s], per * stacks_n[s]);
+#if defined(EMU_TSAN)
+      for (void* f : tsan_fibers[s]) __tsan_destroy_fiber(f);
+#endif
+    }
+    if (arena) munmap(arena, kArenaBytes + 4096);
+  }
 };
 thread_local Sched g;
 
