@@ -2,10 +2,11 @@
 // without bound or gave a silently wrong answer. The crashing ones run in a child process
 // (test/robust/cases.ts) whose exit status is checked.
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
 import * as gk from '../lib/index';
-import { addon } from '../lib/native';
+import { addon, addonPathOverride } from '../lib/native';
 import { rejectsCode } from './helpers';
 
 const root = path.resolve(__dirname, '..');
@@ -162,4 +163,14 @@ t.test('7. non-finite rows are counted in the loss metrics (checkFinite stays op
   t.equal(fromLogp.metrics.nonFiniteRows, 2, 'from log-probs: NaN and -inf log-probs counted');
   const healthy = await gk.grpoLoss({ logp: [-1, -2], advantages: [1] });
   t.equal(healthy.metrics.nonFiniteRows, 0, 'a healthy step reports 0');
+});
+
+t.test('GK_ADDON_PATH (the sanitizer build) is validated before it is loaded', async (t) => {
+  t.equal(addonPathOverride({}), undefined, 'unset: the package build');
+  t.equal(addonPathOverride({ GK_ADDON_PATH: '' }), undefined, 'empty: the package build');
+  const self = path.join(root, 'build/Release/grpo_kernels.node');
+  await rejectsCode(t, () => addonPathOverride({ GK_ADDON_PATH: 'build/Release/grpo_kernels.node' }), 'GK_NO_ADDON', /must be an absolute path to a \.node file/);
+  await rejectsCode(t, () => addonPathOverride({ GK_ADDON_PATH: path.join(root, 'package.json') }), 'GK_NO_ADDON', /absolute path to a \.node file/);
+  await rejectsCode(t, () => addonPathOverride({ GK_ADDON_PATH: path.join(root, 'no-such-dir/x.node') }), 'GK_NO_ADDON', /names no file/);
+  if (fs.existsSync(self)) t.equal(addonPathOverride({ GK_ADDON_PATH: self }), self, 'an absolute path to a .node file');
 });
