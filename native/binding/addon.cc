@@ -101,7 +101,6 @@ double Divisor(const Napi::Object& o, const char* key) {
   return d;
 }
 
-
 // a * b as an element count, rejecting products that do not fit.
 size_t Count(int64_t a, int64_t b) {
   uint64_t r = 0;
@@ -572,9 +571,10 @@ Status Timed(DeviceQueue* q, gk::cuda::Context* c, const std::function<Status()>
 // from it. Each bound typed array is checked first to still have the storage it was bound
 // with: a getter run while later arguments were read may have detached (transferred) or
 // shrunk one that was already bound.
+// (Own data properties, defined rather than assigned: no setter on a prototype can intercept them.)
 Napi::Object Hold(Napi::Env env, Napi::Object args, const Call& c) {
-  Napi::Array keep = Napi::Array::New(env, c.held.size() + 1);
-  keep.Set(0u, args);
+  Napi::Object keep = Napi::Object::New(env);
+  keep.DefineProperty(Napi::PropertyDescriptor::Value("args", args));
   for (size_t i = 0; i < c.held.size(); ++i) {
     const Call::Held& h = c.held[i];
     if (h.typed) {
@@ -585,7 +585,7 @@ Napi::Object Hold(Napi::Env env, Napi::Object args, const Call& c) {
       if (napi_get_typedarray_info(env, h.value, &type, &n, &data, &buf, &off) != napi_ok || data != h.data || n != h.length)
         throw ArgError{gk::kInvalid, std::string("'") + h.key + "' was detached or resized while the arguments were read"};
     }
-    keep.Set((uint32_t)(i + 1), Napi::Value(env, h.value));
+    keep.DefineProperty(Napi::PropertyDescriptor::Value(Napi::String::New(env, std::to_string(i)), Napi::Value(env, h.value)));
   }
   return keep;
 }
