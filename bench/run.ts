@@ -1,4 +1,5 @@
 // `npm run bench [-- --quick] [-- --device cpu|cuda]`: on the CPU (default) times each op against a
+// (`npm run bench -- --soak`: the memory soak run of bench/soak.ts instead.)
 // plain TypeScript float32 loop doing the same work, prints elements/s and the ratio, shows the
 // peak RSS growth of the fused GRPO step, and writes JSON under bench/results/.
 import { execSync } from 'node:child_process';
@@ -9,6 +10,7 @@ import { parseArgs } from 'node:util';
 import * as gk from '../lib/index';
 import { Rng } from '../lib/random';
 import { runCudaBench } from './cuda';
+import { runSoak } from './soak';
 import { plainAdvantages, plainBackward, plainForwardKl, plainLogProbs, plainLossStep, plainSample } from './plain';
 
 interface Row {
@@ -75,8 +77,16 @@ async function main() {
       quick: { type: 'boolean', default: false }, device: { type: 'string', default: 'cpu' }, out: { type: 'string' },
       'no-peers': { type: 'boolean', default: false }, 'no-compile': { type: 'boolean', default: false }, python: { type: 'string' },
       headline: { type: 'boolean', default: false }, smoke: { type: 'boolean', default: false },
+      soak: { type: 'boolean', default: false }, steps: { type: 'string', default: '10000' }, every: { type: 'string', default: '1000' },
     },
   });
+  if (values.soak) {
+    const steps = Number(values.steps);
+    const every = Number(values.every);
+    if (!Number.isInteger(steps) || steps < 1 || !Number.isInteger(every) || every < 1) throw new Error('--steps and --every must be positive integers');
+    await runSoak({ steps, every, ...(values.out ? { out: values.out } : {}) });
+    return;
+  }
   if (gk.resolveDevice(values.device as gk.DeviceRequest) === 'cuda') {
     const mode = values.smoke ? 'smoke' : values.headline ? 'headline' : values.quick ? 'quick' : 'full';
     await runCudaBench({

@@ -3,7 +3,7 @@
 import { allocate, type DType, type HostArray } from './dtype';
 import { describe, fail } from './errors';
 import { addon, packageVersion, type DeviceHandle, type NativeInfo } from './native';
-import { DTYPE_BYTES, shapeSize, Tensor, type TensorOptions } from './tensor';
+import { checkShape, DTYPE_BYTES, shapeSize, Tensor, type TensorOptions } from './tensor';
 
 export type DeviceRequest = 'auto' | 'cpu' | 'cuda';
 
@@ -147,7 +147,9 @@ export class Device {
   /** An uninitialised tensor on this device (zeros on the CPU). */
   empty(shape: readonly number[], dtype: DType = 'float32'): Tensor {
     if (this.kind === 'cpu') return Tensor.zeros(shape, dtype);
-    return Tensor.fromDevice(this.alloc(dtype, shapeSize(shape)), dtype, shape, this.index);
+    const dims = checkShape('Device.empty', shape, false);
+    if (!(dtype in DTYPE_BYTES)) fail('GK_DTYPE', `Device.empty: unknown dtype ${describe(dtype)}`);
+    return Tensor.fromDevice(this.alloc(dtype, shapeSize(dims)), dtype, dims, this.index);
   }
 
   /**

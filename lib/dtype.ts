@@ -1,3 +1,5 @@
+import { describe, fail } from './errors';
+
 /** Element types. 16-bit floats travel as Uint16Array holding the raw bits. */
 export type DType = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int32' | 'int64' | 'uint8';
 export type FloatDType = 'float32' | 'float16' | 'bfloat16';
@@ -19,7 +21,27 @@ export function arrayTypeOf(dtype: DType): string {
   }
 }
 
-export function allocate(dtype: DType, length: number): HostArray {
+/** The most elements a typed array can hold here (V8's limit on 64-bit hosts). */
+export const MAX_ELEMENTS = 2 ** 32;
+
+/**
+ * A new zero-filled typed array for `length` elements of `dtype`: GK_SHAPE past the typed-array
+ * limit, GK_OOM when the memory cannot be had (never a bare RangeError).
+ */
+export function allocate(dtype: DType, length: number, what = 'tensor'): HostArray {
+  if (!Number.isSafeInteger(length) || length < 0)
+    fail('GK_SHAPE', `${what}: ${describe(length)} is not a valid element count`);
+  if (length > MAX_ELEMENTS)
+    fail('GK_SHAPE', `${what}: ${length} elements exceed the typed-array limit of ${MAX_ELEMENTS}`);
+  try {
+    return allocateRaw(dtype, length);
+  } catch (e) {
+    if (e instanceof RangeError) fail('GK_OOM', `${what}: could not allocate ${length} ${dtype} elements (${e.message})`);
+    throw e;
+  }
+}
+
+function allocateRaw(dtype: DType, length: number): HostArray {
   switch (dtype) {
     case 'float32': return new Float32Array(length);
     case 'float16':
@@ -34,9 +56,31 @@ export function allocate(dtype: DType, length: number): HostArray {
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
+/** A float array argument of the converters: a numeric typed array or an array of numbers. */
+function checkValues(op: string, src: unknown): ArrayLike<number> {
+  if (ArrayBuffer.isView(src) && !(src instanceof DataView) && !(src instanceof BigInt64Array) && !(src instanceof BigUint64Array))
+    return src as unknown as ArrayLike<number>;
+  if (!Array.isArray(src)) fail('GK_INVALID_ARG', `${op}: values must be a typed array or an array of numbers, got ${describe(src)}`);
+  for (let i = 0; i < src.length; i++)
+    if (typeof src[i] !== 'number') fail('GK_INVALID_ARG', `${op}: values[${i}] must be a number, got ${describe(src[i])}`, i);
+  return src as number[];
+}
+
+function checkBits(op: string, src: unknown): Uint16Array {
+  if (!(src instanceof Uint16Array)) fail('GK_DTYPE', `${op}: the 16-bit values must be a Uint16Array of raw bits, got ${describe(src)}`);
+  return src;
+}
+
+function checkFloatDType(op: string, dtype: unknown): FloatDType {
+  if (dtype !== 'float32' && dtype !== 'float16' && dtype !== 'bfloat16')
+    fail('GK_DTYPE', `${op}: dtype must be 'float32', 'float16' or 'bfloat16', got ${describe(dtype)}`);
+  return dtype;
+}
+
 /** float32 → bfloat16 bits, round to nearest even (NaN stays NaN). */
-export function toBFloat16(src: ArrayLike<number>): Uint16Array {
-  const out = new Uint16Array(src.length);
+export function toBFloat16(values: ArrayLike<number>): Uint16Array {
+  const src = checkValues('toBFloat16', values);
+  const out = allocate('bfloat16', src.length, 'toBFloat16') as Uint16Array;
   for (let i = 0; i < src.length; i++) {
     f32[0] = src[i]!;
     const u = u32[0]!;
@@ -47,16 +91,18 @@ export function toBFloat16(src: ArrayLike<number>): Uint16Array {
 }
 
 /** bfloat16 bits → float32. */
-export function fromBFloat16(src: Uint16Array): Float32Array {
-  const out = new Float32Array(src.length);
-  const bits = new Uint32Array(out.buffer);
-  for (let i = 0; i < src.length; i++) bits[i] = src[i]! << 16;
+export function fromBFloat16(bits: Uint16Array): Float32Array {
+  const src = checkBits('fromBFloat16', bits);
+  const out = allocate('float32', src.length, 'fromBFloat16') as Float32Array;
+  const words = new Uint32Array(out.buffer);
+  for (let i = 0; i < src.length; i++) words[i] = src[i]! << 16;
   return out;
 }
 
 /** float32 → IEEE half bits, round to nearest even, overflow to ±inf, NaN kept. */
-export function toFloat16(src: ArrayLike<number>): Uint16Array {
-  const out = new Uint16Array(src.length);
+export function toFloat16(values: ArrayLike<number>): Uint16Array {
+  const src = checkValues('toFloat16', values);
+  const out = allocate('float16', src.length, 'toFloat16') as Uint16Array;
   for (let i = 0; i < src.length; i++) out[i] = halfBits(Math.fround(src[i]!));
   return out;
 }
@@ -89,8 +135,9 @@ function halfBits(x: number): number {
 }
 
 /** IEEE half bits → float32. */
-export function fromFloat16(src: Uint16Array): Float32Array {
-  const out = new Float32Array(src.length);
+export function fromFloat16(bits: Uint16Array): Float32Array {
+  const src = checkBits('fromFloat16', bits);
+  const out = allocate('float32', src.length, 'fromFloat16') as Float32Array;
   for (let i = 0; i < src.length; i++) {
     const h = src[i]!;
     const s = h & 0x8000 ? -1 : 1;
@@ -105,14 +152,20 @@ export function fromFloat16(src: Uint16Array): Float32Array {
 
 /** Converts float32 values to the storage of a float dtype. */
 export function encodeFloats(values: ArrayLike<number>, dtype: FloatDType): Float32Array | Uint16Array {
-  if (dtype === 'bfloat16') return toBFloat16(values);
-  if (dtype === 'float16') return toFloat16(values);
-  return Float32Array.from(values);
+  checkFloatDType('encodeFloats', dtype);
+  const src = checkValues('encodeFloats', values);
+  if (dtype === 'bfloat16') return toBFloat16(src);
+  if (dtype === 'float16') return toFloat16(src);
+  const out = allocate('float32', src.length, 'encodeFloats') as Float32Array;
+  for (let i = 0; i < src.length; i++) out[i] = src[i]!;
+  return out;
 }
 
 /** Decodes the storage of a float dtype to float32. */
 export function decodeFloats(data: Float32Array | Uint16Array, dtype: FloatDType): Float32Array {
+  checkFloatDType('decodeFloats', dtype);
   if (dtype === 'bfloat16') return fromBFloat16(data as Uint16Array);
   if (dtype === 'float16') return fromFloat16(data as Uint16Array);
-  return data as Float32Array;
+  if (!(data instanceof Float32Array)) fail('GK_DTYPE', `decodeFloats: float32 data must be a Float32Array, got ${describe(data)}`);
+  return data;
 }

@@ -108,6 +108,7 @@ export interface NativeLossMetrics {
   clipFraction: number;
   entropyMean: number;
   entropyThreshold: number;
+  nonFiniteRows: number;
 }
 
 export interface NativeInfo {
@@ -169,19 +170,44 @@ export interface NativeAddon {
 let cached: NativeAddon | undefined;
 let loadError: GrpoKernelsError | undefined;
 
+/**
+ * GK_ADDON_PATH: load the addon from this file instead of the package's build (a sanitizer build,
+ * for instance: scripts/asan.sh). It must be an absolute path to an existing `.node` file.
+ */
+export function addonPathOverride(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const p = env.GK_ADDON_PATH;
+  if (p === undefined || p === '') return undefined;
+  if (!path.isAbsolute(p) || !p.endsWith('.node'))
+    fail('GK_NO_ADDON', `grpo-kernels: GK_ADDON_PATH must be an absolute path to a .node file, got '${p}'`);
+  let ok = false;
+  try {
+    ok = fs.statSync(p).isFile();
+  } catch {
+    ok = false;
+  }
+  if (!ok) fail('GK_NO_ADDON', `grpo-kernels: GK_ADDON_PATH names no file: '${p}'`);
+  return p;
+}
+
 /** Loads the addon once; throws GK_NO_ADDON with what to do when the binary is missing. */
 export function addon(): NativeAddon {
   if (cached) return cached;
   if (loadError) throw loadError;
   try {
+    const override = addonPathOverride();
+    if (override !== undefined) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      cached = require(override) as NativeAddon;
+      return cached;
+    }
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    // GK_ADDON_PATH loads a specific build (the emulated and sanitizer builds of CI live beside
-    // build/Release); otherwise node-gyp-build finds build/Release or the prebuilt binary.
-    const explicit = process.env.GK_ADDON_PATH;
-    if (explicit) cached = require(path.resolve(explicit)) as NativeAddon;
-    else cached = (require('node-gyp-build') as (dir: string) => NativeAddon)(packageRoot);
+    cached = (require('node-gyp-build') as (dir: string) => NativeAddon)(packageRoot);
     return cached;
   } catch (e) {
+    if (e instanceof GrpoKernelsError) {
+      loadError = e;
+      throw e;
+    }
     loadError = new GrpoKernelsError(
       'GK_NO_ADDON',
       `grpo-kernels: the native addon could not be loaded from ${packageRoot} (${(e as Error).message}). ` +

@@ -1,11 +1,13 @@
 // A small seeded PRNG (mulberry32: 32-bit state, period 2^32) for sampling, shuffling and test
 // data, with Box-Muller normals. Deterministic for a seed.
+import { describe, fail } from './errors';
+
 export class Rng {
   private state: number;
   private spareNormal: number | null = null;
 
   constructor(seed: number) {
-    if (!Number.isFinite(seed)) throw new Error(`Rng: seed must be a finite number, got ${seed}`);
+    if (typeof seed !== 'number' || !Number.isFinite(seed)) fail('GK_INVALID_ARG', `Rng: seed must be a finite number, got ${describe(seed)}`);
     this.state = Math.trunc(seed) >>> 0; // any finite number folds into 32 bits
   }
 
@@ -33,7 +35,8 @@ export class Rng {
 
   /** Uniform integer in [lo, hiExclusive). */
   int(lo: number, hiExclusive: number): number {
-    if (!(hiExclusive > lo)) throw new Error(`Rng.int: empty range [${lo}, ${hiExclusive})`);
+    if (typeof lo !== 'number' || typeof hiExclusive !== 'number' || !(hiExclusive > lo) || !Number.isFinite(hiExclusive - lo))
+      fail('GK_INVALID_ARG', `Rng.int: [${describe(lo)}, ${describe(hiExclusive)}) is not a non-empty finite range`);
     return lo + Math.floor(this.next() * (hiExclusive - lo));
   }
 

@@ -1,4 +1,4 @@
-import { allocate, arrayTypeOf, decodeFloats, DTYPES, type DType, type FloatDType, type HostArray } from './dtype';
+import { allocate, arrayTypeOf, decodeFloats, DTYPES, MAX_ELEMENTS, type DType, type FloatDType, type HostArray } from './dtype';
 import { describe, fail } from './errors';
 import { addon, type DeviceHandle } from './native';
 // Used at call time only (device.ts imports this module).
@@ -64,6 +64,7 @@ export class Tensor {
   static from(data: HostArray, options: TensorOptions = {}): Tensor {
     if (!ArrayBuffer.isView(data) || data instanceof DataView)
       fail('GK_DTYPE', `Tensor.from: data must be a typed array, got ${describe(data)}`);
+    if (options === null || typeof options !== 'object') fail('GK_INVALID_ARG', `Tensor.from: options must be an object { dtype?, shape? }, got ${describe(options)}`);
     const inferred = inferDType(data);
     const dtype = options.dtype ?? inferred;
     if (dtype === undefined)
@@ -72,6 +73,8 @@ export class Tensor {
     const want = arrayTypeOf(dtype);
     if (data.constructor.name !== want)
       fail('GK_DTYPE', `Tensor.from: dtype '${dtype}' is stored in a ${want}, got ${describe(data)}`);
+    if (isResizable(data.buffer))
+      fail('GK_INVALID_ARG', 'Tensor.from: data must not be a view of a resizable ArrayBuffer (its memory could shrink under a running op); copy it into a fixed-length array');
     const shape = checkShape('Tensor.from', options.shape ?? [data.length]);
     if (shapeSize(shape) !== data.length)
       fail('GK_SHAPE', `Tensor.from: shape [${shape.join(', ')}] holds ${shapeSize(shape)} elements, but the data has ${data.length}`);
@@ -80,12 +83,14 @@ export class Tensor {
 
   /** @internal A tensor over device memory (lib/ code only; users go through Device). */
   static fromDevice(handle: DeviceHandle, dtype: DType, shape: readonly number[], index: number): Tensor {
-    return new Tensor(null, handle, dtype, checkShape('Tensor', shape), index);
+    return new Tensor(null, handle, dtype, checkShape('Tensor', shape, false), index);
   }
 
   /** A new zero-filled host tensor. */
   static zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
-    return Tensor.from(allocate(dtype, shapeSize(shape)), { dtype, shape });
+    const dims = checkShape('Tensor.zeros', shape);
+    if (!DTYPES.includes(dtype)) fail('GK_DTYPE', `Tensor.zeros: unknown dtype ${describe(dtype)}; expected one of ${DTYPES.join(', ')}`);
+    return Tensor.from(allocate(dtype, shapeSize(dims), `Tensor.zeros([${dims.join(', ')}])`), { dtype, shape: dims });
   }
 
   /** Number of elements. */
@@ -107,6 +112,8 @@ export class Tensor {
     this.#live();
     if (this.#data === null)
       fail('GK_DEVICE', `${this.toString()} lives on the GPU; read it with \`await tensor.toArray()\` or move it with \`await tensor.to('cpu')\``);
+    if (this.#data.length !== this.size)
+      fail('GK_DISPOSED', `${this.toString()}: its storage was detached (its ArrayBuffer transferred) or shrunk to ${this.#data.length} elements`);
     return this.#data;
   }
 
@@ -195,10 +202,27 @@ export class Tensor {
   }
 }
 
-function checkShape(op: string, shape: unknown): readonly number[] {
-  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0))
-    fail('GK_SHAPE', `${op}: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+/** A shape: non-negative safe integers; a host tensor's must fit in one typed array. */
+export function checkShape(op: string, shape: unknown, host = true): readonly number[] {
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0))
+    fail('GK_SHAPE', `${op}: shape must be an array of non-negative integers, got ${describeShape(shape)}`);
+  const size = shapeSize(shape as number[]);
+  if (!host && !Number.isSafeInteger(size))
+    fail('GK_SHAPE', `${op}: shape [${shape.join(', ')}] holds more than 2^53 elements`);
+  if (host && size > MAX_ELEMENTS)
+    fail('GK_SHAPE', `${op}: shape [${shape.join(', ')}] holds ${size} elements, more than a typed array can (${MAX_ELEMENTS})`);
   return shape as number[];
+}
+
+function describeShape(shape: unknown): string {
+  if (!Array.isArray(shape)) return describe(shape);
+  const items = shape.slice(0, 8).map((d) => (typeof d === 'number' ? String(d) : describe(d)));
+  return `[${items.join(', ')}${shape.length > 8 ? ', …' : ''}]`;
+}
+
+/** Whether a typed array's buffer is a resizable (non-shared) ArrayBuffer. */
+export function isResizable(buffer: ArrayBufferLike): boolean {
+  return buffer instanceof ArrayBuffer && (buffer as { resizable?: boolean }).resizable === true;
 }
 
 /** Shorthand for Tensor.from. */

@@ -22,6 +22,10 @@ export interface NumberRule {
   /** min is exclusive */
   gt?: number;
   integer?: boolean;
+  /** 1/v must be finite too (a divisor: a denormal normalizer would make every weight infinite). */
+  reciprocal?: boolean;
+  /** The value travels as float32: it must be finite there, and with `reciprocal` so must 1/v. */
+  float32?: boolean;
 }
 
 export function checkNumber(op: string, name: string, v: unknown, rule: NumberRule = {}): number {
@@ -31,6 +35,15 @@ export function checkNumber(op: string, name: string, v: unknown, rule: NumberRu
   if (rule.gt !== undefined && !(v > rule.gt)) fail('GK_INVALID_ARG', `${op}: ${name} must be > ${rule.gt}, got ${v}`);
   if (rule.min !== undefined && v < rule.min) fail('GK_INVALID_ARG', `${op}: ${name} must be >= ${rule.min}, got ${v}`);
   if (rule.max !== undefined && v > rule.max) fail('GK_INVALID_ARG', `${op}: ${name} must be <= ${rule.max}, got ${v}`);
+  if (rule.float32) {
+    const f = Math.fround(v);
+    if (!Number.isFinite(f) || (v !== 0 && f === 0))
+      fail('GK_INVALID_ARG', `${op}: ${name} must fit in float32 (finite there, and not rounding to 0), got ${v}`);
+    if (rule.reciprocal && !Number.isFinite(Math.fround(1 / f)))
+      fail('GK_INVALID_ARG', `${op}: ${name} must have a finite reciprocal in float32, got ${v}`);
+  } else if (rule.reciprocal && v !== 0 && !Number.isFinite(1 / v)) {
+    fail('GK_INVALID_ARG', `${op}: ${name} must have a finite reciprocal (1/${name} is used as a weight), got ${v}`);
+  }
   return v;
 }
 
@@ -137,11 +150,23 @@ export function maskArg(op: string, name: string, x: unknown, length: number): U
   return checkMask(op, name, x, length);
 }
 
+/**
+ * A per-row input given as a Tensor of rank >= 2 must have the rows' shape when that has rank
+ * >= 2 too ([S, L] against [S, L]; a transposed [L, S] would pass a count check). Flat inputs,
+ * or flat rows, are matched by element count elsewhere.
+ */
+export function checkRowShape(op: string, name: string, x: unknown, rows: readonly number[]): void {
+  if (!(x instanceof Tensor) || x.shape.length < 2 || rows.length < 2) return;
+  if (x.shape.length !== rows.length || x.shape.some((d, i) => d !== rows[i]))
+    fail('GK_SHAPE', `${op}: ${name} has shape [${x.shape.join(', ')}], the rows have shape [${rows.join(', ')}]`);
+}
+
 /** The element count of a per-row input (a Tensor's size or an array's length), or undefined. */
 export function lengthOf(x: unknown): number | undefined {
   if (x instanceof Tensor) return x.size;
-  const len = (x as ArrayLike<unknown> | undefined)?.length;
-  return typeof len === 'number' ? len : undefined;
+  if (x === null || typeof x !== 'object') return undefined;
+  const len = (x as ArrayLike<unknown>).length;
+  return typeof len === 'number' && Number.isSafeInteger(len) && len >= 0 ? len : undefined;
 }
 
 /**
@@ -206,7 +231,10 @@ export function checkLayout(op: string, so: ArrayLike<number> | BigInt64Array | 
     if (!(Array.isArray(so) || ArrayBuffer.isView(so)) || so.length !== s + 1)
       fail('GK_SHAPE', `${op}: inputs.seqOffsets must have S+1 = ${s + 1} entries, got ${describe(so)}`);
     for (let i = 0; i <= s; i++) {
-      const v = Number(so[i]);
+      const raw: unknown = so[i];
+      if (typeof raw !== 'number' && typeof raw !== 'bigint')
+        fail('GK_INVALID_ARG', `${op}: inputs.seqOffsets[${i}] must be an integer, got ${describe(raw)}`, i);
+      const v = Number(raw);
       if (!Number.isInteger(v)) fail('GK_INVALID_ARG', `${op}: inputs.seqOffsets[${i}] must be an integer, got ${describe(so[i])}`, i);
       if (i === 0 && v !== 0) fail('GK_SHAPE', `${op}: inputs.seqOffsets[0] must be 0, got ${v}`, 0);
       if (i > 0 && v < Number(seqOffsets[i - 1])) fail('GK_SHAPE', `${op}: inputs.seqOffsets must be non-decreasing; [${i}] = ${v} < [${i - 1}] = ${seqOffsets[i - 1]}`, i);

@@ -62,6 +62,7 @@ struct LossMetrics {
   double loss = 0, tokens = 0, kl_mean = 0, ratio_mean = 0;
   double clip_low = 0, clip_high = 0, clip = 0, entropy_mean = 0;
   double entropy_threshold = 0;
+  double non_finite = 0;  // valid tokens whose log-prob or entropy is NaN or ±inf (nonFiniteRows)
 };
 
 // Spec §3-5 on per-token log-probs. Sequences are rows seq_offsets[s] .. seq_offsets[s+1]-1.

@@ -2,7 +2,8 @@ import { describe, fail } from '../errors';
 import { addon, call, EstimatorCode, ScaleCode } from '../native';
 import { Placement } from '../device';
 import { Tensor } from '../tensor';
-import { checkEnum, checkKnownKeys, checkNumber, checkObject } from '../validate';
+import { allocate } from '../dtype';
+import { checkEnum, checkKnownKeys, checkNumber, checkObject, lengthOf } from '../validate';
 
 export type AdvantageScale = 'group' | 'batch' | 'none';
 export type AdvantageEstimator = 'grpo' | 'rloo';
@@ -76,8 +77,9 @@ export async function groupAdvantages(rewards: RewardValues | RewardValues[], op
   checkKnownKeys(op, 'option', options, KEYS);
   const list = isRewardList(rewards) ? rewards : [rewards as RewardValues];
   const first = list[0] as unknown;
-  const n = first instanceof Tensor ? first.size : (first as ArrayLike<unknown>)?.length;
-  if (typeof n !== 'number') fail('GK_DTYPE', `${op}: rewards must be an array of rewards or a list of them, got ${describe(rewards)}`);
+  const n = lengthOf(first);
+  if (n === undefined || !(first instanceof Tensor || Array.isArray(first) || (ArrayBuffer.isView(first) && !(first instanceof DataView))))
+    fail('GK_DTYPE', `${op}: rewards must be an array of rewards or a list of them, got ${describe(rewards)}`);
   if (n < 1) fail('GK_SHAPE', `${op}: rewards must not be empty`);
   const g = checkNumber(op, 'options.groupSize', options.groupSize, { integer: true, min: 1 });
   if (n % g !== 0) fail('GK_SHAPE', `${op}: options.groupSize ${g} does not divide the ${n} rewards`);
@@ -85,7 +87,9 @@ export async function groupAdvantages(rewards: RewardValues | RewardValues[], op
   const scale = options.scale === undefined ? (estimator === 'rloo' ? 'none' : 'group') : checkEnum(op, 'options.scale', options.scale, ['group', 'batch', 'none'] as const);
   const eps = options.eps === undefined ? 1e-4 : checkNumber(op, 'options.eps', options.eps, { min: 0 });
   const k = list.length;
-  const packed = new Float64Array(k * n);
+  for (let i = 1; i < k; i++)
+    if (lengthOf(list[i]) !== n) fail('GK_SHAPE', `${op}: rewards[${i}] must have ${n} elements (one per completion), got ${describe(list[i])}`);
+  const packed = allocate('float64', k * n, op) as Float64Array;
   list.forEach((r, i) => readRewards(op, k === 1 ? 'rewards' : `rewards[${i}]`, r, packed, i * n, n));
   let weights: Float64Array | undefined;
   if (options.weights !== undefined) {

@@ -1,9 +1,9 @@
 import { Placement } from '../device';
-import { fail } from '../errors';
+import { describe, fail } from '../errors';
 import { addon, AggregationCode, call, DivergenceCode, DTypeCode } from '../native';
 import { Tensor } from '../tensor';
 import {
-  checkBoolean, checkEnum, checkKnownKeys, checkLayout, checkLogits, checkNumber, checkObject, checkTargets, maskArg, targetsType,
+  checkBoolean, checkEnum, checkKnownKeys, checkLayout, checkLogits, checkNumber, checkObject, checkRowShape, checkTargets, maskArg, targetsType,
   type TargetsInput,
 } from '../validate';
 import type { Aggregation } from './loss';
@@ -70,24 +70,31 @@ export async function distillationLoss(inputs: DistillationInputs, options: Dist
   checkKnownKeys(op, 'option', options, KEYS);
   const st = checkLogits(op, inputs.student);
   const te = checkLogits(op, inputs.teacher);
-  if (st.n !== te.n || st.v !== te.v)
-    fail('GK_SHAPE', `${op}: teacher logits [${inputs.teacher.shape.join(', ')}] must match the student's [${inputs.student.shape.join(', ')}]`);
+  const sShape = inputs.student.shape;
+  const tShape = inputs.teacher.shape;
+  if (sShape.length !== tShape.length || sShape.some((d, i) => d !== tShape[i]))
+    fail('GK_SHAPE', `${op}: teacher logits [${tShape.join(', ')}] must match the student's [${sShape.join(', ')}]`);
   const divergence = options.divergence === undefined ? 'forwardKL' : checkEnum(op, 'options.divergence', options.divergence, ['forwardKL', 'reverseKL', 'jsd'] as const);
   const beta = options.beta === undefined ? 0.5 : checkNumber(op, 'options.beta', options.beta, { gt: 0, max: 0.999999 });
-  const temperature = options.temperature === undefined ? 1 : checkNumber(op, 'options.temperature', options.temperature, { gt: 0 });
+  const temperature = options.temperature === undefined ? 1 : checkNumber(op, 'options.temperature', options.temperature, { gt: 0, float32: true, reciprocal: true });
   const ignoreIndex = options.ignoreIndex === undefined ? -100 : checkNumber(op, 'options.ignoreIndex', options.ignoreIndex, { integer: true, min: -Number.MAX_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER });
   const hardLabelWeight = options.hardLabelWeight === undefined ? 0 : checkNumber(op, 'options.hardLabelWeight', options.hardLabelWeight, { min: 0 });
   const aggregation = options.aggregation === undefined ? 'tokenMean' : checkEnum(op, 'options.aggregation', options.aggregation, ['seqMeanTokenMean', 'tokenMean', 'constant', 'seqMeanTokenSum'] as const);
-  const normalizer = options.normalizer === undefined ? 0 : checkNumber(op, 'options.normalizer', options.normalizer, { gt: 0 });
+  const normalizer = options.normalizer === undefined ? 0 : checkNumber(op, 'options.normalizer', options.normalizer, { gt: 0, reciprocal: true });
   const wantGrad = options.grad === undefined ? true : checkBoolean(op, 'options.grad', options.grad);
   const inPlace = options.inPlace === undefined ? false : checkBoolean(op, 'options.inPlace', options.inPlace);
   const wantRows = options.rowLoss === undefined ? false : checkBoolean(op, 'options.rowLoss', options.rowLoss);
   if (hardLabelWeight > 0 && inputs.targets === undefined) fail('GK_INVALID_ARG', `${op}: inputs.targets are required with hardLabelWeight > 0`);
   const n = st.n;
+  const rows = sShape.slice(0, -1);
+  checkRowShape(op, 'inputs.targets', inputs.targets, rows);
+  checkRowShape(op, 'inputs.completionMask', inputs.completionMask, rows);
   const targets = inputs.targets === undefined ? undefined : checkTargets(op, inputs.targets, n, st.v, ignoreIndex);
-  const s = inputs.seqOffsets !== undefined
-    ? (inputs.seqOffsets as ArrayLike<number>).length - 1
-    : inputs.student.shape.length >= 3 ? inputs.student.shape[0]! : n;
+  const so = inputs.seqOffsets;
+  if (so !== undefined && !(Array.isArray(so) || (ArrayBuffer.isView(so) && !(so instanceof DataView))))
+    fail('GK_SHAPE', `${op}: inputs.seqOffsets must be an array of S+1 row offsets, got ${describe(so)}`);
+  // Without offsets: [S, L, V] logits are S padded sequences, [N, V] rows their own (N = 0: one empty sequence).
+  const s = so !== undefined ? (so as ArrayLike<number>).length - 1 : sShape.length >= 3 ? sShape[0]! : Math.max(1, n);
   if (s < 1) fail('GK_SHAPE', `${op}: at least one sequence (row) is required`);
   const { seqOffsets, maxLen } = checkLayout(op, inputs.seqOffsets, s, n);
   const maxCompletionLength = options.maxCompletionLength === undefined ? maxLen : checkNumber(op, 'options.maxCompletionLength', options.maxCompletionLength, { integer: true, min: 1 });

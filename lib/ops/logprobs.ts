@@ -1,7 +1,9 @@
 import { Placement } from '../device';
 import { addon, call, DTypeCode } from '../native';
 import { Tensor } from '../tensor';
-import { checkBoolean, checkKnownKeys, checkLogits, checkNumber, checkObject, checkTargets, floatArg, targetsType, type FloatInput, type TargetsInput } from '../validate';
+import {
+  checkBoolean, checkKnownKeys, checkLogits, checkNumber, checkObject, checkRowShape, checkTargets, floatArg, targetsType, type FloatInput, type TargetsInput,
+} from '../validate';
 
 export interface TokenLogProbsOptions {
   /** Softmax temperature T > 0: the distribution is softmax(logits / T). Default 1. */
@@ -32,7 +34,7 @@ const FWD_KEYS = ['temperature', 'ignoreIndex', 'entropy', 'checkFinite'] as con
 
 export function readRowOptions(op: string, o: { temperature?: number; ignoreIndex?: number }): LogitsRowOptions {
   return {
-    temperature: o.temperature === undefined ? 1 : checkNumber(op, 'options.temperature', o.temperature, { gt: 0 }),
+    temperature: o.temperature === undefined ? 1 : checkNumber(op, 'options.temperature', o.temperature, { gt: 0, float32: true, reciprocal: true }),
     ignoreIndex: o.ignoreIndex === undefined ? -100 : checkNumber(op, 'options.ignoreIndex', o.ignoreIndex, { integer: true, min: -Number.MAX_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER }),
   };
 }
@@ -50,9 +52,10 @@ export async function tokenLogProbs(logits: Tensor, targets: TargetsInput, optio
   const row = readRowOptions(op, options);
   const wantEntropy = options.entropy === undefined ? false : checkBoolean(op, 'options.entropy', options.entropy);
   const checkFinite = options.checkFinite === undefined ? false : checkBoolean(op, 'options.checkFinite', options.checkFinite);
+  const rowShape = logits.shape.slice(0, -1);
+  checkRowShape(op, 'targets', targets, rowShape);
   const t = checkTargets(op, targets, n, v, row.ignoreIndex);
   const at = Placement.of(op, [logits, targets]);
-  const rowShape = logits.shape.slice(0, -1);
   const logp = at.f32(n);
   const lse = at.f32(n);
   const entropy = wantEntropy ? at.f32(n) : undefined;
@@ -108,6 +111,12 @@ export async function tokenLogProbsBackward(
   checkKnownKeys(op, 'option', options, BWD_KEYS);
   const { n, v, dtype, data } = checkLogits(op, logits);
   const row = readRowOptions(op, options);
+  const rows = logits.shape.slice(0, -1);
+  checkRowShape(op, 'targets', targets, rows);
+  checkRowShape(op, 'grads.gradLogp', grads?.gradLogp, rows);
+  checkRowShape(op, 'grads.gradEntropy', grads?.gradEntropy, rows);
+  checkRowShape(op, 'options.lse', options.lse, rows);
+  checkRowShape(op, 'options.entropy', options.entropy, rows);
   const t = checkTargets(op, targets, n, v, row.ignoreIndex);
   const inPlace = options.inPlace === undefined ? false : checkBoolean(op, 'options.inPlace', options.inPlace);
   const at = Placement.of(op, [logits, targets, grads?.gradLogp, grads?.gradEntropy, options.lse, options.entropy]);

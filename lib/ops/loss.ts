@@ -6,7 +6,8 @@ import {
 } from '../native';
 import { Tensor } from '../tensor';
 import {
-  checkBoolean, checkEnum, checkKnownKeys, checkLayout, checkLogits, checkNumber, checkObject, checkTargets, floatArg, maskArg, targetsType,
+  checkBoolean, checkEnum, checkKnownKeys, checkLayout, checkLogits, checkNumber, checkObject, checkRowShape, checkTargets, floatArg, lengthOf, maskArg,
+  targetsType,
   type FloatInput, type TargetsInput,
 } from '../validate';
 import { readRowOptions } from './logprobs';
@@ -118,7 +119,7 @@ export function resolveLossOptions(o: GrpoLossOptions = {}, op = 'grpoLoss', ext
       o.aggregation === undefined
         ? p.aggregation ?? 'seqMeanTokenMean'
         : checkEnum(op, 'options.aggregation', o.aggregation, ['seqMeanTokenMean', 'tokenMean', 'constant', 'seqMeanTokenSum'] as const),
-    normalizer: o.normalizer === undefined ? null : checkNumber(op, 'options.normalizer', o.normalizer, { gt: 0 }),
+    normalizer: o.normalizer === undefined ? null : checkNumber(op, 'options.normalizer', o.normalizer, { gt: 0, reciprocal: true }),
     maxCompletionLength: o.maxCompletionLength === undefined ? null : checkNumber(op, 'options.maxCompletionLength', o.maxCompletionLength, { integer: true, min: 1 }),
     maskTruncatedCompletions: o.maskTruncatedCompletions === undefined ? false : checkBoolean(op, 'options.maskTruncatedCompletions', o.maskTruncatedCompletions),
     topEntropyQuantile: num('topEntropyQuantile', 1, { gt: 0, max: 1 }),
@@ -191,6 +192,12 @@ export interface GrpoLossMetrics {
   entropyMean?: number;
   /** Valid tokens: Σ mask. */
   tokens: number;
+  /**
+   * Valid tokens whose log-prob or entropy is NaN or ±Infinity (a NaN/inf logit, or a row with no
+   * finite logit): each makes the loss NaN or infinite. 0 in a healthy step; `checkFinite` turns
+   * such rows into a GK_NONFINITE error instead.
+   */
+  nonFiniteRows: number;
 }
 
 export interface GrpoLossResult {
@@ -206,14 +213,23 @@ export interface GrpoLossResult {
 
 const SEQ_KEYS = ['advantages', 'seqOffsets', 'completionMask', 'oldLogp', 'refLogp', 'truncated'] as const;
 
-function readSequenceInputs(op: string, inp: GrpoSequenceInputs, n: number, opts: ResolvedLossOptions): Omit<NativeLossInputs, 'options'> & { maxLen: number } {
+/**
+ * The sequence inputs of N token rows whose shape is `rows` (the logits' shape without V, or
+ * the shape of a logp tensor). Without seqOffsets, rows of shape [S, L] are S padded sequences:
+ * advantages must then have exactly S entries (a different count would silently regroup them).
+ */
+function readSequenceInputs(op: string, inp: GrpoSequenceInputs, n: number, opts: ResolvedLossOptions, rows: readonly number[]): Omit<NativeLossInputs, 'options'> & { maxLen: number } {
   const advRaw = inp.advantages;
-  const s = advRaw instanceof Tensor ? advRaw.size : (advRaw as ArrayLike<number> | undefined)?.length;
-  if (typeof s !== 'number') fail('GK_INVALID_ARG', `${op}: inputs.advantages (one per sequence) is required, got ${describe(advRaw)}`);
+  const s = lengthOf(advRaw);
+  if (s === undefined || !(advRaw instanceof Tensor || Array.isArray(advRaw) || ArrayBuffer.isView(advRaw)))
+    fail('GK_INVALID_ARG', `${op}: inputs.advantages (one per sequence) is required, got ${describe(advRaw)}`);
   if (s < 1) fail('GK_SHAPE', `${op}: at least one sequence is required (inputs.advantages is empty)`);
+  if (inp.seqOffsets === undefined && rows.length >= 2 && s !== rows[0])
+    fail('GK_SHAPE', `${op}: rows of shape [${rows.join(', ')}] are ${rows[0]} padded sequences, so inputs.advantages must have ${rows[0]} entries (one per sequence), got ${s}; pass seqOffsets for a packed layout`);
   const advantages = floatArg(op, 'inputs.advantages', advRaw, s, { finite: true });
   const { seqOffsets, maxLen } = checkLayout(op, inp.seqOffsets, s, n);
   const out: Omit<NativeLossInputs, 'options'> & { maxLen: number } = { s, seqOffsets, advantages, maxLen };
+  for (const k of ['completionMask', 'oldLogp', 'refLogp'] as const) checkRowShape(op, `inputs.${k}`, inp[k], rows);
   if (inp.completionMask !== undefined) out.mask = maskArg(op, 'inputs.completionMask', inp.completionMask, n);
   if (inp.oldLogp !== undefined) out.oldLogp = floatArg(op, 'inputs.oldLogp', inp.oldLogp, n);
   if (inp.refLogp !== undefined) out.refLogp = floatArg(op, 'inputs.refLogp', inp.refLogp, n);
@@ -231,6 +247,7 @@ function metricsFrom(m: NativeLossMetrics, hasRef: boolean, hasEntropy: boolean)
     clipFractionHigh: m.clipFractionHigh,
     clipFraction: m.clipFraction,
     tokens: m.tokens,
+    nonFiniteRows: m.nonFiniteRows,
   };
   if (hasRef) out.klMean = m.klMean;
   if (hasEntropy) out.entropyMean = m.entropyMean;
@@ -248,10 +265,13 @@ export async function grpoLossFromLogp(inputs: GrpoLossInputs, options: GrpoLoss
   checkKnownKeys(op, 'input', inputs, [...SEQ_KEYS, 'logp', 'entropy']);
   const opts = resolveLossOptions(options, op);
   const lpRaw = inputs.logp;
-  const n = lpRaw instanceof Tensor ? lpRaw.size : (lpRaw as ArrayLike<number> | undefined)?.length;
-  if (typeof n !== 'number') fail('GK_INVALID_ARG', `${op}: inputs.logp (one log-prob per token) is required, got ${describe(lpRaw)}`);
+  const n = lengthOf(lpRaw);
+  if (n === undefined || !(lpRaw instanceof Tensor || Array.isArray(lpRaw) || ArrayBuffer.isView(lpRaw)))
+    fail('GK_INVALID_ARG', `${op}: inputs.logp (one log-prob per token) is required, got ${describe(lpRaw)}`);
   const logp = floatArg(op, 'inputs.logp', lpRaw, n);
-  const seq = readSequenceInputs(op, inputs, n, opts);
+  const rows = lpRaw instanceof Tensor ? lpRaw.shape : [n];
+  const seq = readSequenceInputs(op, inputs, n, opts, rows);
+  checkRowShape(op, 'inputs.entropy', inputs.entropy, rows);
   const entropy = inputs.entropy === undefined ? undefined : floatArg(op, 'inputs.entropy', inputs.entropy, n);
   if ((opts.entropyCoef !== 0 || opts.topEntropyQuantile < 1) && !entropy)
     fail('GK_INVALID_ARG', `${op}: inputs.entropy is required for entropyCoef != 0 or topEntropyQuantile < 1`);
@@ -312,8 +332,10 @@ export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, optio
   const row = readRowOptions(op, options);
   const checkFinite = options.checkFinite === undefined ? false : checkBoolean(op, 'options.checkFinite', options.checkFinite);
   const inPlace = options.inPlace === undefined ? false : checkBoolean(op, 'options.inPlace', options.inPlace);
+  const rows = inputs.logits.shape.slice(0, -1);
+  checkRowShape(op, 'inputs.targets', inputs.targets, rows);
   const targets = checkTargets(op, inputs.targets, n, v, row.ignoreIndex);
-  const seq = readSequenceInputs(op, inputs, n, opts);
+  const seq = readSequenceInputs(op, inputs, n, opts, rows);
   const nativeOpts = toNativeOptions(opts);
   if (opts.aggregation === 'constant' && opts.maxCompletionLength === null) nativeOpts.maxCompletionLength = seq.maxLen;
   const at = Placement.of(op, [inputs.logits, inputs.targets, ...SEQ_KEYS.map((k) => inputs[k])]);
@@ -329,7 +351,7 @@ export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, optio
       ...seqArgs, logp, entropy, lse, ...(grad ? { grad: grad as Float32Array | Uint16Array } : { gradInPlace: true }), options: nativeOpts,
     }),
   ));
-  const rowShape = inputs.logits.shape.slice(0, -1);
+  const rowShape = rows;
   at.release(lse); // internal to the op (its backward pass used it)
   return {
     loss: m.loss,

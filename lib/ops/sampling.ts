@@ -47,7 +47,7 @@ export async function sampleTokens(logits: Tensor, options: SampleOptions = {}):
   checkKnownKeys(op, 'option', options, KEYS);
   const { n, v, dtype, data } = checkLogits(op, logits);
   const o = {
-    temperature: options.temperature === undefined ? 1 : checkNumber(op, 'options.temperature', options.temperature, { gt: 0 }),
+    temperature: options.temperature === undefined ? 1 : checkNumber(op, 'options.temperature', options.temperature, { gt: 0, float32: true, reciprocal: true }),
     greedy: options.greedy === undefined ? false : checkBoolean(op, 'options.greedy', options.greedy),
     topK: options.topK === undefined ? 0 : checkNumber(op, 'options.topK', options.topK, { integer: true, min: 0 }),
     topP: options.topP === undefined ? 1 : checkNumber(op, 'options.topP', options.topP, { gt: 0, max: 1 }),

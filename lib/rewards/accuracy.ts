@@ -1,4 +1,5 @@
-import { extractAnswer } from './format';
+import { describe, fail } from '../errors';
+import { checkText, extractAnswer } from './format';
 
 // After whitespace removal: an optional sign, integer digits, optionally '.' and fraction digits.
 const NUMBER = /^([+-]?)(\d*)(?:\.(\d*))?$/;
@@ -32,6 +33,9 @@ export function normalizeNumber(s: string): string | undefined {
  * NaN ("not applicable") when `expected` itself is not a number.
  */
 export function accuracyReward(completion: string, expected: string | number): number {
+  checkText('accuracyReward', completion);
+  if (typeof expected !== 'string' && typeof expected !== 'number' && typeof expected !== 'bigint')
+    fail('GK_INVALID_ARG', `accuracyReward: expected must be a string or a number, got ${describe(expected)}`);
   const want = normalizeNumber(String(expected));
   if (want === undefined) return NaN;
   const answer = extractAnswer(completion);

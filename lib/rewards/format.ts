@@ -1,4 +1,11 @@
 // Format rewards for reasoning completions of the form <think>…</think><answer>…</answer>.
+import { describe, fail } from '../errors';
+
+/** The completion text of a reward: a string (anything else is a caller's mistake, GK_INVALID_ARG). */
+export function checkText(op: string, completion: unknown): string {
+  if (typeof completion !== 'string') fail('GK_INVALID_ARG', `${op}: completion must be a string, got ${describe(completion)}`);
+  return completion;
+}
 
 /** The four reserved tags, in the order they must appear. */
 const TAGS = ['<think>', '</think>', '<answer>', '</answer>'] as const;
@@ -28,7 +35,12 @@ const SOFT = /<think>[\s\S]*?<\/think>[\s\S]*?<answer>[\s\S]*?<\/answer>/;
  *   `<answer>…</answer>` block; text around them and repeated tags are allowed.
  */
 export function formatReward(completion: string, options: { strict?: boolean } = {}): number {
-  if (options?.strict === false) return SOFT.test(completion) ? 1 : 0;
+  checkText('formatReward', completion);
+  if (options !== undefined && (options === null || typeof options !== 'object'))
+    fail('GK_INVALID_ARG', `formatReward: options must be an object { strict? }, got ${describe(options)}`);
+  if (options.strict !== undefined && typeof options.strict !== 'boolean')
+    fail('GK_INVALID_ARG', `formatReward: options.strict must be a boolean, got ${describe(options.strict)}`);
+  if (options.strict === false) return SOFT.test(completion) ? 1 : 0;
   if (!STRICT.test(completion)) return 0;
   return TAGS.every((tag) => occurrences(completion, tag) === 1) ? 1 : 0;
 }
@@ -44,6 +56,7 @@ export function formatReward(completion: string, options: { strict?: boolean } =
  * and trailing text costs 0.001 per character.
  */
 export function tagCountReward(completion: string): number {
+  checkText('tagCountReward', completion);
   let k = 0;
   for (const tag of TAGS) if (occurrences(completion, tag) === 1) k++;
   const end = completion.lastIndexOf(ANSWER_CLOSE);
@@ -58,6 +71,7 @@ const ANSWER_BLOCK = /<answer>((?:(?!<answer>)[\s\S])*?)<\/answer>/g;
 
 /** The text inside the last `<answer>…</answer>` block, trimmed; undefined when there is none. */
 export function extractAnswer(completion: string): string | undefined {
+  checkText('extractAnswer', completion);
   let last: string | undefined;
   for (const m of completion.matchAll(ANSWER_BLOCK)) last = m[1];
   return last?.trim();

@@ -1,6 +1,7 @@
 import { describe, fail } from '../errors';
 import { sampleTokens } from '../ops/sampling';
 import { Tensor } from '../tensor';
+import { checkNumber, checkObject } from '../validate';
 import { Rng } from '../random';
 import type { Policy } from './policy';
 
@@ -40,6 +41,21 @@ export async function sampleCompletions(
   promptIndex: readonly number[],
   o: SampleOptions,
 ): Promise<SampledCompletion[]> {
+  const op = 'sampleCompletions';
+  const p = policy as Partial<Policy> | null | undefined;
+  if (!p || typeof p !== 'object' || typeof p.nextTokenLogits !== 'function')
+    fail('GK_INVALID_ARG', `${op}: policy must implement nextTokenLogits, got ${describe(policy)}`);
+  checkNumber(op, 'policy.vocabSize', p.vocabSize, { integer: true, min: 1 });
+  if (!Array.isArray(prompts) || prompts.some((x) => !(x instanceof Int32Array)))
+    fail('GK_INVALID_ARG', `${op}: prompts must be an array of Int32Array token ids, got ${describe(prompts)}`);
+  if (!Array.isArray(promptIndex) || promptIndex.length !== prompts.length || promptIndex.some((x) => typeof x !== 'number'))
+    fail('GK_INVALID_ARG', `${op}: promptIndex must be one number per prompt (${prompts.length}), got ${describe(promptIndex)}`);
+  checkObject(op, 'options', o);
+  if (!o) fail('GK_INVALID_ARG', `${op}: options are required`);
+  checkNumber(op, 'options.maxCompletionLength', o.maxCompletionLength, { integer: true, min: 0 });
+  checkNumber(op, 'options.seed', o.seed, { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER });
+  checkNumber(op, 'options.firstRow', o.firstRow, { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER });
+  if (o.stop !== undefined && typeof o.stop !== 'function') fail('GK_INVALID_ARG', `${op}: options.stop must be a function, got ${describe(o.stop)}`);
   const n = prompts.length;
   const toks: number[][] = prompts.map(() => []);
   const lps: number[][] = prompts.map(() => []);

@@ -181,7 +181,7 @@ export class GRPOTrainer<S = unknown> {
     if (options.gradientAccumulationSteps !== undefined)
       checkNumber(op, 'options.gradientAccumulationSteps', options.gradientAccumulationSteps, { integer: true, min: 1 });
     checkNumber(op, 'options.maxCompletionLength', options.maxCompletionLength, { integer: true, min: 1 });
-    if (options.temperature !== undefined) checkNumber(op, 'options.temperature', options.temperature, { gt: 0 });
+    if (options.temperature !== undefined) checkNumber(op, 'options.temperature', options.temperature, { gt: 0, float32: true, reciprocal: true });
     if (this.loss.beta > 0 && !options.reference)
       fail('GK_INVALID_ARG', `${op}: options.reference (a frozen reference policy) is required when beta > 0`);
     if (options.maskTruncatedCompletions !== undefined) checkBoolean(op, 'options.maskTruncatedCompletions', options.maskTruncatedCompletions);

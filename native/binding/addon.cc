@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -83,6 +84,22 @@ int32_t Enum(const Napi::Object& o, const char* key, int32_t dflt, int32_t count
 }
 
 bool Flag(const Napi::Object& o, const char* key) { return Has(o, key) && o.Get(key).ToBoolean().Value(); }
+
+// A finite number (NaN and ±inf reach no backend).
+double Finite(const Napi::Object& o, const char* key, double dflt) {
+  const double d = Num(o, key, dflt);
+  if (!std::isfinite(d)) throw ArgError{gk::kInvalid, std::string("'") + key + "' must be a finite number"};
+  return d;
+}
+
+// A divisor: 0 (the op's default) or a positive number whose reciprocal is finite (a denormal
+// one would make every weight infinite, and an ignored row's 0 x inf a NaN).
+double Divisor(const Napi::Object& o, const char* key) {
+  const double d = Finite(o, key, 0.0);
+  if (d < 0.0 || (d > 0.0 && !std::isfinite(1.0 / d)))
+    throw ArgError{gk::kInvalid, std::string("'") + key + "' must be 0 or a positive number with a finite reciprocal"};
+  return d;
+}
 
 // a * b as an element count, rejecting products that do not fit.
 size_t Count(int64_t a, int64_t b) {
@@ -179,6 +196,18 @@ struct Bound {
 struct Call {
   int32_t device = -1;  // -1: the CPU
   std::vector<Bound> binds;
+  // Every value bound to a field (typed arrays and device buffers), kept alive by the call's
+  // job until the op settles: a getter may return a fresh array that nothing else holds, or
+  // the caller may drop it right after the call. For a typed array, the storage it was bound
+  // with, checked again before the job is queued (see Hold).
+  struct Held {
+    napi_value value;
+    const char* key;  // a string literal
+    bool typed;
+    void* data;
+    size_t length;
+  };
+  std::vector<Held> held;
 
   Call() = default;
   Call(const Call&) = delete;
@@ -265,6 +294,7 @@ struct BindInfo {
   bool given = false;
   bool device = false;
   napi_typedarray_type type = napi_float32_array;
+  const void* host = nullptr;  // a typed array's elements (for checks of their values on this thread)
 };
 
 // Binds o[key] (a typed array of one of `types` with `len` elements, or a device buffer of at
@@ -307,6 +337,7 @@ BindInfo Bind(Call& c, const Napi::Object& o, const char* key, const std::initia
       throw ArgError{gk::kShape, std::string("'") + key + "' holds " + std::to_string(m->bytes) + " bytes, expected at least " +
                                      std::to_string(need)};
     c.binds.push_back(DeviceBound(m, slot, need, dir));
+    c.held.push_back(Call::Held{v, key, false, nullptr, 0});
     return r;
   }
   if (!v.IsTypedArray()) throw ArgError{gk::kDtype, std::string("'") + key + "' must be a typed array"};
@@ -324,11 +355,19 @@ BindInfo Bind(Call& c, const Napi::Object& o, const char* key, const std::initia
   size_t n = 0;
   napi_value buf;
   size_t off = 0;
-  if (napi_get_typedarray_info(o.Env(), ta, &type, &n, &data, &buf, &off) != napi_ok)
+  if (napi_get_typedarray_info(o.Env(), ta, &type, &n, &data, &buf, &off) != napi_ok || n != len)
     throw ArgError{gk::kInvalid, std::string("'") + key + "' could not be read"};
+  // A view of a resizable ArrayBuffer is refused: its memory can shrink (and be decommitted)
+  // while the op runs. (Growable SharedArrayBuffers only grow.)
+  bool is_ab = false;
+  if (napi_is_arraybuffer(o.Env(), buf, &is_ab) == napi_ok && is_ab &&
+      Napi::Object(o.Env(), buf).Get("resizable").ToBoolean().Value())
+    throw ArgError{gk::kInvalid, std::string("'") + key + "' is a view of a resizable ArrayBuffer; pass a fixed-length one"};
+  c.held.push_back(Call::Held{ta, key, true, data, n});
   // An empty array may have no storage; point it at a harmless dummy so "given" stays non-null.
   static uint64_t empty_storage[2] = {0, 0};
   if (!data) data = (void*)empty_storage;
+  r.host = data;
   if (c.device < 0) {
     *slot = data;
   } else {
@@ -348,6 +387,21 @@ BindInfo BindOpt(Call& c, const Napi::Object& o, const char* key, const std::ini
   return Bind(c, o, key, types, len, field, dir, true);
 }
 
+// Sequence offsets given as a typed array are checked here, before the op is queued:
+// off[0] = 0, off[s] = n, non-decreasing, all within [0, n]. (The backends check their own
+// copy again, since JS may change the array while the op runs; device memory is checked by
+// the CUDA kernels.)
+void CheckOffsets(const BindInfo& b, int64_t s, int64_t n) {
+  if (!b.host) return;
+  const int64_t* off = (const int64_t*)b.host;
+  if (off[0] != 0 || off[s] != n)
+    throw ArgError{gk::kShape, "seqOffsets must start at 0 and end at N = " + std::to_string(n)};
+  for (int64_t i = 0; i < s; ++i)
+    if (off[i + 1] < off[i] || off[i + 1] > n)
+      throw ArgError{gk::kShape, "seqOffsets must be non-decreasing within [0, N = " + std::to_string(n) + "] (at entry " +
+                                     std::to_string(i + 1) + ")"};
+}
+
 // Runs `work` off the JS thread; resolves with `done(env)` or rejects with a coded error.
 class Job : public Napi::AsyncWorker {
  public:
@@ -362,9 +416,9 @@ class Job : public Napi::AsyncWorker {
   void Execute() override {
     try {
       status_ = work_();
-    } catch (const std::bad_alloc&) {
+    } catch (const std::bad_alloc& e) {
       status_.code = gk::kOom;
-      snprintf(status_.message, sizeof(status_.message), "out of host memory");
+      snprintf(status_.message, sizeof(status_.message), "out of host memory (%s)", e.what());
     } catch (const std::exception& e) {
       status_.code = gk::kInternal;
       snprintf(status_.message, sizeof(status_.message), "%s", e.what());
@@ -411,10 +465,34 @@ Napi::Value SubmitDevice(Napi::Env env, Napi::Object keep, int32_t device, std::
   return p;
 }
 
+// What an op's job keeps alive until it settles: the argument object and every value bound
+// from it. Each bound typed array is checked first to still have the storage it was bound
+// with: a getter run while later arguments were read may have detached (transferred) or
+// shrunk one that was already bound.
+// (Own data properties, defined rather than assigned: no setter on a prototype can intercept them.)
+Napi::Object Hold(Napi::Env env, Napi::Object args, const Call& c) {
+  Napi::Object keep = Napi::Object::New(env);
+  keep.DefineProperty(Napi::PropertyDescriptor::Value("args", args));
+  for (size_t i = 0; i < c.held.size(); ++i) {
+    const Call::Held& h = c.held[i];
+    if (h.typed) {
+      napi_typedarray_type type;
+      size_t n = 0, off = 0;
+      void* data = nullptr;
+      napi_value buf;
+      if (napi_get_typedarray_info(env, h.value, &type, &n, &data, &buf, &off) != napi_ok || data != h.data || n != h.length)
+        throw ArgError{gk::kInvalid, std::string("'") + h.key + "' was detached or resized while the arguments were read"};
+    }
+    keep.DefineProperty(Napi::PropertyDescriptor::Value(Napi::String::New(env, std::to_string(i)), Napi::Value(env, h.value)));
+  }
+  return keep;
+}
+
 // Runs an op: on the CPU backend (a worker thread), or on the call's device (bound fields
 // resolved, the op timed, typed-array outputs downloaded).
-Napi::Value Run(Napi::Env env, Napi::Object keep, std::shared_ptr<Call> call, std::function<Status()> cpu,
+Napi::Value Run(Napi::Env env, Napi::Object args, std::shared_ptr<Call> call, std::function<Status()> cpu,
                 std::function<Status(gk::cuda::Stream)> gpu, std::function<Napi::Value(Napi::Env)> done) {
+  Napi::Object keep = Hold(env, args, *call);
   if (call->device < 0) return Submit(env, keep, std::move(cpu), std::move(done));
   return SubmitDevice(
       env, keep, call->device,
@@ -476,6 +554,8 @@ int32_t BindTargets(Call& c, const Napi::Object& o, size_t n, const void** field
 float ReadTemperature(const Napi::Object& o) {
   const float t = (float)Num(o, "temperature", 1.0);
   if (!(t > 0.0f)) throw ArgError{gk::kInvalid, "temperature must be > 0"};
+  if (!std::isfinite(t) || !std::isfinite(1.0f / t))
+    throw ArgError{gk::kInvalid, "temperature must be finite with a finite reciprocal in float32"};
   return t;
 }
 
@@ -556,7 +636,8 @@ Napi::Value GroupAdvantages(const Napi::CallbackInfo& info) {
     BindOpt(*c, o, "weights", kF64, (size_t)a->k, &a->weights);
     a->opt.scale = Enum(o, "scale", gk::kScaleGroup, 3);
     a->opt.estimator = Enum(o, "estimator", gk::kEstGrpo, 2);
-    a->opt.eps = Num(o, "eps", 1e-4);
+    a->opt.eps = Finite(o, "eps", 1e-4);
+    if (a->opt.eps < 0.0) throw ArgError{gk::kInvalid, "'eps' must be >= 0"};
     Bind(*c, o, "advantages", kF32, (size_t)a->n, &a->advantages, kOut);
     Bind(*c, o, "combined", kF64, (size_t)a->n, &a->combined, kOut);
     const size_t groups = (size_t)(a->n / a->group);
@@ -575,15 +656,15 @@ void ReadLossOptions(const Napi::Object& root, gk::LossOptions* o) {
   o->is_level = Enum(p, "importanceSamplingLevel", gk::kIsToken, 3);
   o->kl = Enum(p, "klEstimator", gk::kK3, 3);
   o->aggregation = Enum(p, "aggregation", gk::kSeqMeanTokenMean, 4);
-  o->epsilon_low = Num(p, "epsilonLow", 0.2);
-  o->epsilon_high = Num(p, "epsilonHigh", 0.2);
-  o->delta = Num(p, "delta", 0.0);
-  o->tau_pos = Num(p, "tauPos", 1.0);
-  o->tau_neg = Num(p, "tauNeg", 1.05);
-  o->beta = Num(p, "beta", 0.0);
-  o->entropy_coef = Num(p, "entropyCoef", 0.0);
-  o->normalizer = Num(p, "normalizer", 0.0);
-  o->max_completion_length = Num(p, "maxCompletionLength", 0.0);
+  o->epsilon_low = Finite(p, "epsilonLow", 0.2);
+  o->epsilon_high = Finite(p, "epsilonHigh", 0.2);
+  o->delta = Finite(p, "delta", 0.0);
+  o->tau_pos = Finite(p, "tauPos", 1.0);
+  o->tau_neg = Finite(p, "tauNeg", 1.05);
+  o->beta = Finite(p, "beta", 0.0);
+  o->entropy_coef = Finite(p, "entropyCoef", 0.0);
+  o->normalizer = Divisor(p, "normalizer");
+  o->max_completion_length = Divisor(p, "maxCompletionLength");
   o->mask_truncated = Flag(p, "maskTruncatedCompletions");
   o->top_entropy_quantile = Num(p, "topEntropyQuantile", 1.0);
   if (!(o->top_entropy_quantile > 0.0 && o->top_entropy_quantile <= 1.0))
@@ -595,7 +676,7 @@ void ReadLossInputs(Call& c, const Napi::Object& o, int64_t n, gk::LossStepArgs*
   s->n = n;
   s->s = Int(o, "s", 0);
   if (s->s < 1) throw ArgError{gk::kShape, "at least one sequence is required"};
-  Bind(c, o, "seqOffsets", kI64, (size_t)s->s + 1, &s->seq_offsets, kIn);
+  CheckOffsets(Bind(c, o, "seqOffsets", kI64, (size_t)s->s + 1, &s->seq_offsets, kIn), s->s, n);
   Bind(c, o, "advantages", kF32, (size_t)s->s, &s->advantages, kIn);
   BindOpt(c, o, "oldLogp", kF32, (size_t)n, &s->old_logp);
   BindOpt(c, o, "refLogp", kF32, (size_t)n, &s->ref_logp);
@@ -616,6 +697,7 @@ Napi::Value MetricsObject(Napi::Env env, const gk::LossMetrics& m) {
   r.Set("clipFraction", m.clip);
   r.Set("entropyMean", m.entropy_mean);
   r.Set("entropyThreshold", m.entropy_threshold);
+  r.Set("nonFiniteRows", m.non_finite);
   return r;
 }
 
@@ -671,16 +753,16 @@ Napi::Value DistillLoss(const Napi::CallbackInfo& info) {
     BindOpt(*c, o, "mask", kU8, n, &a->mask);
     a->s = Int(o, "s", 0);
     if (a->s < 1) throw ArgError{gk::kShape, "at least one sequence is required"};
-    Bind(*c, o, "seqOffsets", kI64, (size_t)a->s + 1, &a->seq_offsets, kIn);
+    CheckOffsets(Bind(*c, o, "seqOffsets", kI64, (size_t)a->s + 1, &a->seq_offsets, kIn), a->s, a->n);
     a->divergence = Enum(o, "divergence", gk::kForwardKl, 3);
-    a->beta = Num(o, "beta", 0.5);
+    a->beta = Finite(o, "beta", 0.5);
     if (a->divergence == gk::kJsd && !(a->beta > 0.0 && a->beta < 1.0)) throw ArgError{gk::kInvalid, "'beta' must be in (0, 1)"};
     a->temperature = ReadTemperature(o);
-    a->hard_label_weight = Num(o, "hardLabelWeight", 0.0);
+    a->hard_label_weight = Finite(o, "hardLabelWeight", 0.0);
     if (a->hard_label_weight != 0.0 && !Has(o, "targets")) throw ArgError{gk::kInvalid, "hardLabelWeight needs targets"};
     a->aggregation = Enum(o, "aggregation", gk::kTokenMean, 4);
-    a->normalizer = Num(o, "normalizer", 0.0);
-    a->max_completion_length = Num(o, "maxCompletionLength", 0.0);
+    a->normalizer = Divisor(o, "normalizer");
+    a->max_completion_length = Divisor(o, "maxCompletionLength");
     if (Flag(o, "gradInPlace") || Has(o, "grad")) BindGrad(*c, o, &a->student, a->student_dtype, nv, &a->grad);
     BindOpt(*c, o, "rowLoss", kF32, n, &a->row_loss, kOut);
     return Run(env, o, c, [a] { return gk::cpu::distill_loss(*a); },
@@ -729,7 +811,7 @@ Napi::Value BradleyTerryLoss(const Napi::CallbackInfo& info) {
     Bind(*c, o, "chosen", kF32, n, &a->chosen, kIn);
     Bind(*c, o, "rejected", kF32, n, &a->rejected, kIn);
     BindOpt(*c, o, "margins", kF32, n, &a->margins);
-    a->margin = Num(o, "margin", 0.0);
+    a->margin = Finite(o, "margin", 0.0);
     a->sum = Flag(o, "sum");
     Bind(*c, o, "gradChosen", kF32, n, &a->grad_chosen, kOut);
     Bind(*c, o, "gradRejected", kF32, n, &a->grad_rejected, kOut);

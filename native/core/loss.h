@@ -109,6 +109,19 @@ GK_HD KlTerm kl_term(int32_t estimator, double ref_lp, double lp) {
   return k;
 }
 
+// The options every backend can use without producing an infinite or NaN weight: finite
+// values, and a normalizer / maxCompletionLength that is 0 (the default) or positive with a
+// finite reciprocal (a denormal one would make every weight inf, and 0 x inf = NaN).
+inline bool loss_options_ok(const LossOptions& o) {
+  const double v[] = {o.epsilon_low, o.epsilon_high, o.delta, o.tau_pos, o.tau_neg, o.beta, o.entropy_coef, o.normalizer,
+                      o.max_completion_length, o.top_entropy_quantile};
+  for (double x : v)
+    if (!isfinite(x)) return false;
+  if (o.normalizer < 0.0 || (o.normalizer > 0.0 && !isfinite(1.0 / o.normalizer))) return false;
+  if (o.max_completion_length < 0.0 || (o.max_completion_length > 0.0 && !isfinite(1.0 / o.max_completion_length))) return false;
+  return o.top_entropy_quantile > 0.0 && o.top_entropy_quantile <= 1.0;
+}
+
 // Aggregation weight of every valid token of a sequence with `count` valid tokens.
 GK_HD double aggregation_weight(const LossOptions& o, double count, double seqs, double tokens,
                                 double longest) {
@@ -123,6 +136,7 @@ GK_HD double aggregation_weight(const LossOptions& o, double count, double seqs,
 // Metric sums of section 5, accumulated in float64 in a fixed order.
 struct LossSums {
   double loss = 0, tokens = 0, kl = 0, ratio = 0, clip_low = 0, clip_high = 0, clip_any = 0, entropy = 0;
+  double non_finite = 0;  // valid tokens whose log-prob or entropy is NaN or ±inf
 };
 
 // One valid token of the loss step (spec §3-5): adds its metrics to `acc` and its weighted
@@ -157,6 +171,7 @@ GK_HD void token_step(const LossOptions& o, const TokenInputs& x, double w, Rati
   if (token_loss) *token_loss = (float)l;
   acc.loss += w * l;
   acc.tokens += 1.0;
+  acc.non_finite += (!isfinite(x.lp) || (x.entropy && !isfinite(*x.entropy))) ? 1.0 : 0.0;
   acc.ratio += r.value;
   acc.clip_low += p.clipped_low ? 1.0 : 0.0;
   acc.clip_high += p.clipped_high ? 1.0 : 0.0;

@@ -1,6 +1,7 @@
 // Spec §7 on the CPU: distillation loss + ∂loss/∂student-logits, per row: one pass for both
 // rows' log-normalisers, one for the divergence (and its row statistics), one that writes the
-// gradient. Rows stay in per-thread float32 scratch; extra memory is O(threads·V + N).
+// gradient. Rows stay in per-thread float32 scratch, allocated by the threads that get rows; extra
+// memory is O(min(threads, rows)·V + N).
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -24,13 +25,36 @@ void store(int32_t dtype, void* row, int64_t j, float g) {
 Status distill_loss(DistillArgs& a) {
   Status st;
   const int64_t v = a.v, n = a.n, S = a.s;
-  const int64_t* off = a.seq_offsets;
-  if (S < 1 || off[0] != 0 || off[S] != n) {
+  a.loss = 0.0;
+  a.tokens = 0.0;
+  if (n < 0 || v < 1) {
     st.code = kShape;
-    snprintf(st.message, sizeof(st.message), "seqOffsets must start at 0 and end at N=%lld", (long long)n);
+    snprintf(st.message, sizeof(st.message), "logits must have N >= 0 rows and V >= 1 columns");
     return st;
   }
-  // Valid rows and the aggregation weight of each (spec §4, as the GRPO loss).
+  // Every offset is checked (on a private copy) before any row is indexed with it.
+  std::vector<int64_t> offsets;
+  st = copy_offsets(a.seq_offsets, S, n, &offsets);
+  if (!st.ok()) return st;
+  const int64_t* off = offsets.data();
+  // The aggregation weight is 1/normalizer (or 1/(S·maxCompletionLength)): both must have a
+  // finite reciprocal, or a row's weight becomes inf or NaN.
+  if (!std::isfinite(a.normalizer) || a.normalizer < 0.0 || (a.normalizer > 0.0 && !std::isfinite(1.0 / a.normalizer)) ||
+      !std::isfinite(a.max_completion_length) || a.max_completion_length < 0.0 ||
+      (a.max_completion_length > 0.0 && !std::isfinite(1.0 / ((double)S * a.max_completion_length)))) {
+    st.code = kInvalid;
+    snprintf(st.message, sizeof(st.message), "normalizer and maxCompletionLength must be 0 or positive with a finite reciprocal");
+    return st;
+  }
+  if (!(a.temperature > 0.0f) || !std::isfinite(1.0f / a.temperature)) {
+    st.code = kInvalid;
+    snprintf(st.message, sizeof(st.message), "temperature must be > 0 with a finite reciprocal in float32");
+    return st;
+  }
+  if (n == 0) return st;
+  // Valid rows (a flag, never inferred from the weight's value) and the aggregation weight of
+  // each (spec §4, as the GRPO loss).
+  std::vector<uint8_t> valid((size_t)n, 0);
   std::vector<double> weight((size_t)n, 0.0);
   LossOptions agg{};
   agg.aggregation = a.aggregation;
@@ -40,11 +64,6 @@ Status distill_loss(DistillArgs& a) {
   std::vector<double> count((size_t)S, 0.0);
   FirstRow bad_target, bad_value;
   for (int64_t s = 0; s < S; ++s) {
-    if (off[s + 1] < off[s]) {
-      st.code = kShape;
-      snprintf(st.message, sizeof(st.message), "seqOffsets must be non-decreasing (at sequence %lld)", (long long)s);
-      return st;
-    }
     longest = std::fmax(longest, (double)(off[s + 1] - off[s]));
     for (int64_t t = off[s]; t < off[s + 1]; ++t) {
       bool ok = !a.mask || a.mask[t] != 0;
@@ -53,7 +72,7 @@ Status distill_loss(DistillArgs& a) {
         if (y == a.ignore_index) ok = false;
         else if (y < 0 || y >= v) bad_target.report(t);
       }
-      weight[(size_t)t] = ok ? 1.0 : 0.0;
+      valid[(size_t)t] = ok ? 1 : 0;
       count[(size_t)s] += ok ? 1.0 : 0.0;
     }
     tokens += count[(size_t)s];
@@ -64,7 +83,7 @@ Status distill_loss(DistillArgs& a) {
   }
   for (int64_t s = 0; s < S; ++s) {
     const double w = aggregation_weight(agg, count[(size_t)s], (double)S, tokens, longest);
-    for (int64_t t = off[s]; t < off[s + 1]; ++t) weight[(size_t)t] *= w;
+    for (int64_t t = off[s]; t < off[s + 1]; ++t) weight[(size_t)t] = valid[(size_t)t] ? w : 0.0;
   }
 
   const float inv_t = 1.0f / a.temperature;
@@ -72,18 +91,30 @@ Status distill_loss(DistillArgs& a) {
   Scratch su(threads, v), tu(threads, v), sp(threads, v), tp(threads, v);
   std::vector<double> row_value((size_t)n, 0.0);
   parallel_for(n, row_grain(v), [&](int64_t b, int64_t e, int slot) {
-    float* us = su.get(slot);
-    float* ut = tu.get(slot);
-    float* ps = sp.get(slot);  // p_S and p_T of the row, kept for the gradient pass
-    float* pt = tp.get(slot);
     for (int64_t r = b; r < e; ++r) {
       const double w = weight[(size_t)r];
       void* g = a.grad ? row_ptr(a.grad, a.student_dtype, r, v) : nullptr;
-      if (w == 0.0) {
+      if (!valid[(size_t)r]) {
         if (g) zero_row(a.student_dtype, v, g);
         if (a.row_loss) a.row_loss[r] = 0.0f;
         continue;
       }
+      // The hard-label target, read once and range-checked where it is used (the caller's
+      // array may have changed since the first pass).
+      int64_t y = -1;
+      if (a.targets && a.hard_label_weight != 0.0) {
+        y = read_target(a.targets, a.target_dtype, r);
+        if (y < 0 || y >= v) {
+          bad_target.report(r);
+          if (g) zero_row(a.student_dtype, v, g);
+          if (a.row_loss) a.row_loss[r] = 0.0f;
+          continue;
+        }
+      }
+      float* us = su.get(slot);
+      float* ut = tu.get(slot);
+      float* ps = sp.get(slot);  // p_S and p_T of the row, kept for the gradient pass
+      float* pt = tp.get(slot);
       load_row(row_ptr(a.student, a.student_dtype, r, v), a.student_dtype, v, inv_t, us);
       load_row(row_ptr(a.teacher, a.teacher_dtype, r, v), a.teacher_dtype, v, inv_t, ut);
       const RowStats ss = row_stats(us, v, false), ts = row_stats(ut, v, false);
@@ -97,12 +128,8 @@ Status distill_loss(DistillArgs& a) {
         d += divergence_term(a.divergence, a.beta, p);
         if (a.divergence == kJsd) kl_sm += kl_student_mixture_term(a.beta, p);
       }
-      int64_t y = -1;
       double value = d;
-      if (a.targets && a.hard_label_weight != 0.0) {
-        y = read_target(a.targets, a.target_dtype, r);
-        value += a.hard_label_weight * (lse_s - (double)us[y]);
-      }
+      if (y >= 0) value += a.hard_label_weight * (lse_s - (double)us[y]);
       row_value[(size_t)r] = value;
       if (a.row_loss) a.row_loss[r] = (float)value;
       if (!std::isfinite(value)) bad_value.report(r);
@@ -121,6 +148,10 @@ Status distill_loss(DistillArgs& a) {
   for (int64_t r = 0; r < n; ++r) loss += weight[(size_t)r] * row_value[(size_t)r];
   a.loss = loss;
   a.tokens = tokens;
+  if (bad_target.any()) {
+    set_row_error(&st, kTargetRange, bad_target.row.load(), "target id outside [0, V)");
+    return st;
+  }
   if (bad_value.any())
     set_row_error(&st, kNonFinite, bad_value.row.load(), "non-finite divergence (no finite logit, or teacher mass where the student has none)");
   return st;

@@ -8,6 +8,7 @@
 
 #include "../backend.h"
 #include "pool.h"
+#include "rows.h"
 
 namespace gk {
 namespace cpu {
@@ -16,18 +17,22 @@ Status grpo_loss_step(LossStepArgs& a) {
   Status st;
   const LossOptions& o = a.opt;
   const int64_t S = a.s;
-  const int64_t* off = a.seq_offsets;
-  if (S < 1 || off[0] != 0 || off[S] != a.n) {
+  a.out = LossMetrics{};
+  if (a.n < 0) {
     st.code = kShape;
-    snprintf(st.message, sizeof(st.message), "seqOffsets must start at 0 and end at N=%lld", (long long)a.n);
+    snprintf(st.message, sizeof(st.message), "the token count must be >= 0");
     return st;
   }
-  for (int64_t s = 0; s < S; ++s)
-    if (off[s + 1] < off[s]) {
-      st.code = kShape;
-      snprintf(st.message, sizeof(st.message), "seqOffsets must be non-decreasing (at sequence %lld)", (long long)s);
-      return st;
-    }
+  // Every offset is checked (on a private copy) before any token is indexed with it.
+  std::vector<int64_t> offsets;
+  st = copy_offsets(a.seq_offsets, S, a.n, &offsets);
+  if (!st.ok()) return st;
+  const int64_t* off = offsets.data();
+  if (!loss_options_ok(o)) {
+    st.code = kInvalid;
+    snprintf(st.message, sizeof(st.message), "loss options must be finite, with normalizer and maxCompletionLength 0 or positive with a finite reciprocal");
+    return st;
+  }
   const bool use_q = o.top_entropy_quantile < 1.0;
   if ((use_q || o.entropy_coef != 0.0) && !a.entropy) {
     st.code = kInvalid;
@@ -123,6 +128,7 @@ Status grpo_loss_step(LossStepArgs& a) {
     tot.clip_high += p.clip_high;
     tot.clip_any += p.clip_any;
     tot.entropy += p.entropy;
+    tot.non_finite += p.non_finite;
   }
   const double denom = tot.tokens > 1.0 ? tot.tokens : 1.0;
   a.out.loss = tot.loss;
@@ -134,6 +140,7 @@ Status grpo_loss_step(LossStepArgs& a) {
   a.out.clip = tot.clip_any / denom;
   a.out.entropy_mean = tot.entropy / denom;
   a.out.entropy_threshold = threshold;
+  a.out.non_finite = tot.non_finite;
   return st;
 }
 

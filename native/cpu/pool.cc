@@ -1,8 +1,12 @@
 #include "pool.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -41,6 +45,7 @@ class Pool {
       n_ = n;
       grain_ = grain;
       next_.store(0);
+      error_ = nullptr;
       active_ = threads_ - 1;
       ++generation_;
     }
@@ -49,15 +54,29 @@ class Pool {
     std::unique_lock<std::mutex> lk(mu_);
     done_cv_.wait(lk, [this] { return active_ == 0; });
     fn_ = nullptr;
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
   }
 
  private:
+  // Runs chunks until none is left; an exception (never let out of a pool thread, where it
+  // would terminate the process) is kept for Run to rethrow and ends the loop for everyone.
   void Work(int slot) {
     for (;;) {
       const int64_t b = next_.fetch_add(grain_);
       if (b >= n_) break;
       const int64_t e = b + grain_ < n_ ? b + grain_ : n_;
-      (*fn_)(b, e, slot);
+      try {
+        (*fn_)(b, e, slot);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(err_mu_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(n_);
+        break;
+      }
     }
   }
   void Loop(int slot) {
@@ -77,7 +96,8 @@ class Pool {
 
   const int threads_;
   std::vector<std::thread> workers_;
-  std::mutex mu_, run_mu_;
+  std::mutex mu_, run_mu_, err_mu_;
+  std::exception_ptr error_;  // the first exception of the current Run (under err_mu_ / mu_)
   std::condition_variable cv_, done_cv_;
   bool stop_ = false;
   uint64_t generation_ = 0;
@@ -102,7 +122,51 @@ Pool& GetPool() {
   return *pool;
 }
 
+size_t DetectScratchCap() {
+  if (const char* env = std::getenv("GK_MAX_SCRATCH_BYTES")) {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(env, &end, 10);
+    if (end && end != env && *end == '\0' && v > 0) return (size_t)v;
+  }
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages > 0 && page > 0) return (size_t)pages * (size_t)page;
+  return (size_t)1 << 40;
+}
+
+std::atomic<size_t> g_scratch_in_use{0};
+
 }  // namespace
+
+ScratchOom::ScratchOom(size_t bytes, size_t in_use, size_t cap) {
+  snprintf(msg, sizeof(msg), "%zu bytes of scratch requested with %zu in use, over the cap of %zu (GK_MAX_SCRATCH_BYTES)",
+           bytes, in_use, cap);
+}
+
+size_t scratch_cap() {
+  static const size_t cap = DetectScratchCap();
+  return cap;
+}
+
+void* scratch_alloc(size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  const size_t cap = scratch_cap();
+  size_t cur = g_scratch_in_use.load();
+  do {
+    if (bytes > cap || cur > cap - bytes) throw ScratchOom(bytes, cur, cap);
+  } while (!g_scratch_in_use.compare_exchange_weak(cur, cur + bytes));
+  void* p = std::malloc(bytes);
+  if (!p) {
+    g_scratch_in_use.fetch_sub(bytes);
+    throw std::bad_alloc();
+  }
+  return p;
+}
+
+void scratch_free(void* p, size_t bytes) {
+  if (!p) return;
+  std::free(p);
+  g_scratch_in_use.fetch_sub(bytes == 0 ? 1 : bytes);
+}
 
 int num_threads() { return GetPool().threads(); }
 

@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "../core/common.h"
 #include "../core/softmax.h"
+#include "pool.h"
 
 namespace gk {
 namespace cpu {
@@ -19,8 +21,11 @@ void store_row_grad(const float* u, int64_t v, int64_t target, float lse, float 
                     float inv_t, int32_t dtype, void* grad);
 void zero_row(int32_t dtype, int64_t v, void* grad);
 
+// One read of a target id (the caller's array may change under the op: each id is loaded
+// once, range-checked and then used from the local copy).
 inline int64_t read_target(const void* t, int32_t dtype, int64_t i) {
-  return dtype == kI32 ? (int64_t)((const int32_t*)t)[i] : ((const int64_t*)t)[i];
+  return dtype == kI32 ? (int64_t)__atomic_load_n((const int32_t*)t + i, __ATOMIC_RELAXED)
+                       : __atomic_load_n((const int64_t*)t + i, __ATOMIC_RELAXED);
 }
 inline size_t dtype_size(int32_t dtype) {
   switch (dtype) {
@@ -55,14 +60,57 @@ inline void set_row_error(Status* st, int32_t code, int64_t row, const char* wha
   snprintf(st->message, sizeof(st->message), "%s at row %lld", what, (long long)row);
 }
 
-// Per-thread float32 scratch rows.
-struct Scratch {
-  std::vector<std::vector<float>> rows;
-  Scratch(int threads, int64_t v) : rows(threads) {
-    for (auto& r : rows) r.resize((size_t)(v > 0 ? v : 1));
+// Per-thread scratch rows of `width` elements of T, allocated by a slot the first time it asks
+// (so a call with no rows, or one chunk, allocates nothing, or one row) and counted against
+// the scratch cap (scratch_alloc throws ScratchOom, a std::bad_alloc, past it).
+template <class T>
+class ScratchRows {
+ public:
+  ScratchRows(int threads, int64_t width) : rows_((size_t)threads, nullptr), bytes_((size_t)(width > 0 ? width : 1) * sizeof(T)) {}
+  ~ScratchRows() {
+    for (T* r : rows_) scratch_free(r, bytes_);
   }
-  float* get(int slot) { return rows[(size_t)slot].data(); }
+  ScratchRows(const ScratchRows&) = delete;
+  ScratchRows& operator=(const ScratchRows&) = delete;
+  T* get(int slot) {
+    T*& r = rows_[(size_t)slot];
+    if (!r) r = (T*)scratch_alloc(bytes_);
+    return r;
+  }
+
+ private:
+  std::vector<T*> rows_;
+  size_t bytes_;
 };
+using Scratch = ScratchRows<float>;
+
+// The S+1 sequence offsets, copied out of the caller's array (which JS may change while the op
+// runs) and checked before any row is indexed with them: off[0] = 0, off[S] = n, every entry
+// in [0, n] and none below the one before.
+inline Status copy_offsets(const int64_t* off, int64_t S, int64_t n, std::vector<int64_t>* out) {
+  Status st;
+  if (S < 1 || !off) {
+    st.code = kShape;
+    snprintf(st.message, sizeof(st.message), "at least one sequence (seqOffsets of S+1 >= 2 entries) is required");
+    return st;
+  }
+  out->resize((size_t)S + 1);
+  for (int64_t s = 0; s <= S; ++s) (*out)[(size_t)s] = __atomic_load_n(off + s, __ATOMIC_RELAXED);
+  const std::vector<int64_t>& o = *out;
+  if (o[0] != 0 || o[(size_t)S] != n) {
+    st.code = kShape;
+    snprintf(st.message, sizeof(st.message), "seqOffsets must start at 0 and end at N=%lld", (long long)n);
+    return st;
+  }
+  for (int64_t s = 0; s < S; ++s)
+    if (o[(size_t)s + 1] < o[(size_t)s] || o[(size_t)s + 1] > n) {
+      st.code = kShape;
+      snprintf(st.message, sizeof(st.message), "seqOffsets must be non-decreasing within [0, N=%lld] (at sequence %lld)",
+               (long long)n, (long long)s);
+      return st;
+    }
+  return st;
+}
 
 // Rows per work chunk: about 64K elements, at least one row.
 inline int64_t row_grain(int64_t v) { return v >= 65536 ? 1 : 65536 / (v > 0 ? v : 1); }

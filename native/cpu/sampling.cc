@@ -2,6 +2,7 @@
 // draws the same token for the same seed, row and step.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include "../backend.h"
@@ -12,20 +13,47 @@
 namespace gk {
 namespace cpu {
 
+namespace {
+// The ids being ranked: a fixed buffer of V entries (scratch) and how many are in use.
+struct IdList {
+  int32_t* data;
+  size_t count;
+  void clear() { count = 0; }
+  void push_back(int32_t j) { data[count++] = j; }
+  size_t size() const { return count; }
+  int32_t* begin() { return data; }
+  int32_t* end() { return data + count; }
+  int32_t operator[](size_t i) const { return data[i]; }
+};
+}  // namespace
+
 Status sample_tokens(const SampleArgs& a) {
   Status st;
   const LogitsView& x = a.in;
   const int64_t v = x.v;
   const float inv_t = 1.0f / x.temperature;
+  if (v > INT32_MAX) {
+    st.code = kShape;
+    snprintf(st.message, sizeof(st.message), "sampling needs V < 2^31 columns");
+    return st;
+  }
+  if (!(x.temperature > 0.0f) || !std::isfinite(inv_t) || a.top_k < 0 || !(a.top_p > 0.0 && a.top_p <= 1.0) ||
+      !(a.min_p >= 0.0 && a.min_p < 1.0)) {
+    st.code = kInvalid;
+    snprintf(st.message, sizeof(st.message), "need temperature > 0 (finite reciprocal), topK >= 0, 0 < topP <= 1, 0 <= minP < 1");
+    return st;
+  }
+  // Per-thread scratch, allocated by the threads that get rows: the row, its keep flags and
+  // the ids being ranked (at most V of them).
   const int threads = num_threads();
   Scratch scratch(threads, v);
-  std::vector<std::vector<uint8_t>> keep_s((size_t)threads, std::vector<uint8_t>((size_t)v));
-  std::vector<std::vector<int32_t>> idx_s((size_t)threads);
+  ScratchRows<uint8_t> keep_s(threads, v);
+  ScratchRows<int32_t> idx_s(threads, v);
   FirstRow bad;
   parallel_for(x.n, row_grain(v), [&](int64_t b, int64_t e, int slot) {
     float* u = scratch.get(slot);
-    uint8_t* keep = keep_s[(size_t)slot].data();
-    std::vector<int32_t>& idx = idx_s[(size_t)slot];
+    uint8_t* keep = keep_s.get(slot);
+    IdList idx{idx_s.get(slot), 0};
     for (int64_t r = b; r < e; ++r) {
       load_row(row_ptr(x.logits, x.dtype, r, v), x.dtype, v, inv_t, u);
       const RowStats rs = row_stats(u, v, false);
@@ -52,7 +80,7 @@ Status sample_tokens(const SampleArgs& a) {
         idx.clear();
         for (int64_t j = 0; j < v; ++j) if (keep[j]) idx.push_back((int32_t)j);
         auto before = [&](int32_t p, int32_t q) { return u[p] > u[q] || (u[p] == u[q] && p < q); };
-        std::nth_element(idx.begin(), idx.begin() + (long)(a.top_k - 1), idx.end(), before);
+        std::nth_element(idx.begin(), idx.begin() + (a.top_k - 1), idx.end(), before);
         const int32_t pivot = idx[(size_t)(a.top_k - 1)];
         for (int64_t j = 0; j < v; ++j) keep[j] = (uint8_t)(keep[j] && !before(pivot, (int32_t)j));
         kept = a.top_k;
@@ -72,7 +100,7 @@ Status sample_tokens(const SampleArgs& a) {
         size_t cut = idx.size();
         for (size_t k = 256;; k *= 4) {
           const size_t kk = k < idx.size() ? k : idx.size();
-          std::partial_sort(idx.begin(), idx.begin() + (long)kk, idx.end(), before);
+          std::partial_sort(idx.begin(), idx.begin() + kk, idx.end(), before);
           double cum = 0.0;
           bool found = false;
           for (size_t i = 0; i < kk; ++i) {
@@ -103,6 +131,12 @@ Status sample_tokens(const SampleArgs& a) {
         tok = j;
         cum += (double)exp_nonpos(u[j] - m);
         if (cum > target) break;
+      }
+      if (tok < 0) {  // no kept token (cannot happen for a finite row; never index with -1)
+        bad.report(r);
+        a.tokens[r] = -1;
+        a.logp[r] = a.logp_truncated[r] = NAN;
+        continue;
       }
       a.tokens[r] = (int32_t)tok;
       a.logp[r] = finalize_row(rs, u[tok]).logp;  // bit-identical to token_logprobs

@@ -371,6 +371,7 @@ __device__ __forceinline__ LossSums map_fields(const LossSums& v, F f) {
   r.clip_high = f(v.clip_high);
   r.clip_any = f(v.clip_any);
   r.entropy = f(v.entropy);
+  r.non_finite = f(v.non_finite);
   return r;
 }
 __device__ __forceinline__ RowStats shfl_xor(const RowStats& v, int m) {
@@ -412,6 +413,7 @@ struct LossSumsOp {
     r.clip_high = a.clip_high + b.clip_high;
     r.clip_any = a.clip_any + b.clip_any;
     r.entropy = a.entropy + b.entropy;
+    r.non_finite = a.non_finite + b.non_finite;
     return r;
   }
 };

@@ -281,6 +281,7 @@ void fill_metrics(const LossResult& r, LossMetrics* out) {
   out->clip = tot.clip_any / denom;
   out->entropy_mean = tot.entropy / denom;
   out->entropy_threshold = r.threshold;
+  out->non_finite = tot.non_finite;
 }
 
 Status check_loss_args(const LossStepArgs& a) {

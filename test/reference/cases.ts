@@ -257,6 +257,7 @@ function metricChecks(m: gk.GrpoLossMetrics, r: RefLossMetrics): Check[] {
     compareScalar('clipFraction', m.clipFraction, r.clipFraction, 1e-5),
     compareScalar('entropyMean', m.entropyMean, r.entropyMean, 1e-5),
     compareScalar('tokens', m.tokens, r.tokens, 0),
+    compareScalar('nonFiniteRows', m.nonFiniteRows, r.nonFiniteRows, 0),
   ];
 }
 

@@ -41,6 +41,8 @@ export interface RefLossMetrics {
   clipFraction: number;
   entropyMean: number | undefined;
   tokens: number;
+  /** Valid tokens whose log-prob or entropy is NaN or ±Infinity. */
+  nonFiniteRows: number;
 }
 
 export interface RefLossResult {
@@ -243,9 +245,11 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
   let highCount = 0;
   let eitherCount = 0;
   let entropySum = 0;
+  let nonFinite = 0;
 
   for (let t = 0; t < N; t++) {
     if (!m[t]) continue;
+    if (!Number.isFinite(logp[t]!) || (entropy !== null && !Number.isFinite(entropy[t]!))) nonFinite++;
     const s = seqOf[t]!;
     const A = inp.advantages[s]!;
     const r = rho[t]!;
@@ -318,6 +322,7 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     clipFraction: eitherCount / denom,
     entropyMean: entropy !== null ? entropySum / denom : undefined,
     tokens,
+    nonFiniteRows: nonFinite,
   };
   return { loss, metrics, dlogp, dentropy, perTokenLoss };
 }

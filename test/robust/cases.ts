@@ -1,0 +1,186 @@
+// Child-process cases for test/robustness.test.ts: each reproduces a crash that issue 9 found
+// (SIGSEGV, heap corruption, a runaway allocation), so it runs in its own process and the parent
+// checks the exit status. Usage: node <loader flags> test/robust/cases.ts <case>. Prints one JSON
+// line with what each step gave; exits 0 when every step rejected or resolved as expected.
+import * as gk from '../../lib/index';
+import { addon } from '../../lib/native';
+
+type Outcome = string; // 'ok' or the error code ('NO_CODE:<name>' for an uncoded error)
+
+async function outcome(f: () => unknown): Promise<Outcome> {
+  try {
+    await f();
+    return 'ok';
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    return typeof code === 'string' ? code : `NO_CODE:${(e as Error)?.name}:${(e as Error)?.message}`;
+  }
+}
+
+const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
+
+function distillArgs(n: number, v: number): Record<string, unknown> {
+  return {
+    n, v, student: new Float32Array(n * v), studentDtype: 0, teacher: new Float32Array(n * v), teacherDtype: 0, ignoreIndex: -100,
+    s: 1, seqOffsets: BigInt64Array.from([0n, BigInt(n)]), divergence: 0, beta: 0.5, temperature: 1, hardLabelWeight: 0, aggregation: 1,
+    normalizer: 0, maxCompletionLength: 0, grad: new Float32Array(n * v),
+  };
+}
+
+const cases: Record<string, () => Promise<Record<string, Outcome | number>>> = {
+  // Finding 1: a denormal normalizer made 1/normalizer infinite, an ignored row's weight NaN,
+  // and the hard-label term read studentRow[ignoreIndex] (SIGSEGV with ignoreIndex 2^40).
+  async 'distill-denormal-normalizer'() {
+    const st = gk.Tensor.from(new Float32Array(4 * 3).fill(1), { shape: [4, 3] });
+    const big = 2 ** 40;
+    const pub = await outcome(() =>
+      gk.distillationLoss({ student: st, teacher: st, targets: [0, big, 1, 2] }, { normalizer: 1e-310, hardLabelWeight: 1, ignoreIndex: big }));
+    const raw = await outcome(() => addon().distillLoss({
+      ...distillArgs(4, 3), targets: BigInt64Array.from([0n, BigInt(big), 1n, 2n]), ignoreIndex: big, hardLabelWeight: 1, normalizer: 1e-310,
+    } as never));
+    // A legal normalizer with the same ignored row: the row is skipped, the loss is finite.
+    const good = await gk.distillationLoss({ student: st, teacher: st, targets: [0, big, 1, 2] }, { normalizer: 1e-300, hardLabelWeight: 1, ignoreIndex: big });
+    const lossGrpo = await outcome(() => gk.grpoLoss({ logp: [-1, -2], advantages: [1] }, { lossType: 'dapo', normalizer: 5e-324 }));
+    return { pub, raw, goodFinite: Number.isFinite(good.loss) ? 1 : 0, goodTokens: good.tokens, lossGrpo };
+  },
+
+  // Finding 2: offsets beyond N were used before they were checked (heap-buffer-overflow writes).
+  async 'distill-offsets-beyond-n'() {
+    const a = addon();
+    const out: Record<string, Outcome> = {};
+    const bad: [string, bigint[], number][] = [
+      ['beyond', [0n, 2n ** 40n, 2n], 2],
+      ['negative', [0n, -5n, 2n], 2],
+      ['lastNotN', [0n, 1n, 3n], 2],
+      ['firstNotZero', [1n, 2n], 2],
+      ['nZeroBeyond', [0n, 7n, 0n], 0],
+    ];
+    for (const [name, offs, n] of bad) {
+      out[`distill:${name}`] = await outcome(() => a.distillLoss({ ...distillArgs(n, 3), s: offs.length - 1, seqOffsets: BigInt64Array.from(offs) } as never));
+      out[`step:${name}`] = await outcome(() => a.grpoLossStep({
+        n, logp: new Float32Array(n), s: offs.length - 1, seqOffsets: BigInt64Array.from(offs), advantages: new Float32Array(offs.length - 1),
+        dlogp: new Float32Array(n), options: {} as never,
+      }));
+    }
+    out['distill:nZeroOk'] = await outcome(() => a.distillLoss({ ...distillArgs(0, 3), s: 1, seqOffsets: BigInt64Array.from([0n, 0n]) } as never));
+    return out;
+  },
+
+  // Finding 3: the typed arrays an op reads and writes must stay alive until it settles, even
+  // when a getter hands out a fresh array each time or the caller drops them right away. The
+  // arrays are large (64 MiB: above glibc's largest mmap threshold, so their memory is unmapped
+  // when freed), so a use after free faults instead of reading stale memory.
+  async 'binding-lifetime'() {
+    const a = addon();
+    const n = 1024;
+    const v = 16384;
+    const out: Record<string, Outcome | number> = {};
+    const fresh = (len: number, fill: number) => () => new Float32Array(len).fill(fill);
+    // Getters returning fresh arrays for an input and the outputs. Three calls are queued at
+    // once: the CPU backend runs one at a time, so the later ones start after the collection.
+    const pending: Promise<unknown>[] = [];
+    for (let k = 0; k < 3; k++) {
+      const o: Record<string, unknown> = { dtype: 0, n, v, targets: new Int32Array(n), temperature: 1, ignoreIndex: -100, checkFinite: false };
+      Object.defineProperty(o, 'logits', { get: fresh(n * v, 1), enumerable: true });
+      Object.defineProperty(o, 'logp', { get: fresh(n, 0), enumerable: true });
+      Object.defineProperty(o, 'lse', { get: fresh(n, 0), enumerable: true });
+      pending.push(a.tokenLogProbs(o as never));
+    }
+    for (let i = 0; i < 3; i++) {
+      gc();
+      new Float32Array(n * v).fill(7); // reuse whatever was freed
+    }
+    out.getters = await outcome(() => Promise.all(pending));
+    // The caller deletes the arrays right after the call.
+    const outputs: Float32Array[] = [];
+    const pending2: Promise<unknown>[] = [];
+    for (let k = 0; k < 3; k++) {
+      const logp = new Float32Array(n);
+      outputs.push(logp);
+      const o: Record<string, unknown> = {
+        dtype: 0, n, v, logits: new Float32Array(n * v).fill(2), targets: new Int32Array(n), temperature: 1, ignoreIndex: -100,
+        checkFinite: false, logp,
+      };
+      pending2.push(a.tokenLogProbs(o as never));
+      delete o.logits;
+      delete o.targets;
+    }
+    for (let i = 0; i < 3; i++) {
+      gc();
+      new Float32Array(n * v).fill(7);
+    }
+    out.deleted = await outcome(() => Promise.all(pending2));
+    out.deletedLogp = outputs[2]![n - 1]!;
+    out.expectedLogp = -Math.log(v);
+    // Gradient outputs handed out by a getter (written by the worker thread).
+    const pending3: Promise<unknown>[] = [];
+    for (let k = 0; k < 2; k++) {
+      const o: Record<string, unknown> = {
+        dtype: 0, n, v, logits: new Float32Array(n * v), targets: new Int32Array(n), temperature: 1, ignoreIndex: -100,
+        gradLogp: new Float32Array(n).fill(1),
+      };
+      Object.defineProperty(o, 'grad', { get: fresh(n * v, 0), enumerable: true });
+      pending3.push(a.tokenLogProbsBackward(o as never));
+    }
+    for (let i = 0; i < 3; i++) {
+      gc();
+      new Float32Array(n * v).fill(7);
+    }
+    out.gradGetter = await outcome(() => Promise.all(pending3));
+    // A getter that detaches an array bound before it (structuredClone with transfer): refused
+    // before the op is queued.
+    const victim = new Float32Array(n * v);
+    const o4: Record<string, unknown> = { dtype: 0, n, v, logits: victim, targets: new Int32Array(n), ignoreIndex: -100, checkFinite: false, logp: new Float32Array(n) };
+    Object.defineProperty(o4, 'temperature', {
+      get: () => {
+        if (victim.buffer.byteLength > 0) structuredClone(victim.buffer, { transfer: [victim.buffer as ArrayBuffer] });
+        return 1;
+      },
+      enumerable: true,
+    });
+    out.detachedByGetter = await outcome(() => a.tokenLogProbs(o4 as never));
+    return out;
+  },
+
+  // Finding 4: no rows with a huge V allocated threads x V scratch (23.5 GB); an impossible
+  // scratch request must fail with GK_OOM at once.
+  async 'n0-huge-v'() {
+    const V = 2 ** 31;
+    const t0 = Date.now();
+    const empty3 = gk.Tensor.from(new Float32Array(0), { shape: [1, 0, V] });
+    const d3 = await gk.distillationLoss({ student: empty3, teacher: empty3 }, { aggregation: 'seqMeanTokenMean' });
+    const empty = gk.Tensor.from(new Float32Array(0), { shape: [0, V] });
+    const d = await gk.distillationLoss({ student: empty, teacher: empty });
+    const f = await gk.grpoLoss({ logits: empty, targets: [], advantages: [1] });
+    const lp = await gk.tokenLogProbs(empty, [], { entropy: true });
+    const bw = await gk.tokenLogProbsBackward(empty, [], { gradLogp: [] });
+    const sm = await outcome(() => gk.sampleTokens(gk.Tensor.from(new Float32Array(0), { shape: [0, 2 ** 30] })));
+    const ms = Date.now() - t0;
+    // One row of 2^20 bf16 logits needs 4 MiB of float32 scratch per row buffer: over a 1 MiB cap.
+    const row = gk.Tensor.from(new Uint16Array(2 ** 20), { dtype: 'bfloat16', shape: [1, 2 ** 20] });
+    const oom = await outcome(() => gk.tokenLogProbs(row, [0], { temperature: 0.5 }));
+    const oomDistill = await outcome(() => gk.distillationLoss({ student: row, teacher: row }));
+    const oomFused = await outcome(() => gk.grpoLoss({ logits: row, targets: [3], advantages: [1] }));
+    const oomSample = await outcome(() => gk.sampleTokens(row));
+    return {
+      distillLoss: d.loss + d3.loss, distillTokens: d.tokens + d3.tokens, fusedLoss: f.loss, fusedTokens: f.metrics.tokens, logpRows: lp.logp.size, gradSize: bw.size,
+      sample: sm, ms, rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20), oom, oomDistill, oomFused, oomSample,
+    };
+  },
+};
+
+async function main(): Promise<void> {
+  const name = process.argv[2] ?? '';
+  const c = cases[name];
+  if (!c) {
+    console.error(`unknown case '${name}'; cases: ${Object.keys(cases).join(', ')}`);
+    process.exit(2);
+  }
+  const r = await c();
+  console.log(JSON.stringify(r));
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
