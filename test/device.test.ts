@@ -5,17 +5,10 @@
 import t from 'tap';
 import * as gk from '../lib/index';
 import { addon } from '../lib/native';
+import { errorCode as code } from './helpers';
 
 const gpu = gk.backendInfo().cuda.used;
 
-async function code(f: () => unknown): Promise<string | undefined> {
-  try {
-    await f();
-  } catch (e) {
-    return (e as { code?: string }).code;
-  }
-  return undefined;
-}
 
 t.test('the CPU device', async (t) => {
   const cpu = gk.Device.open('cpu');

@@ -15,6 +15,16 @@ export function assertCase(t: Test, r: CaseResult, seed: number): void {
     t.ok(c.pass, `${r.op} ${r.name}: ${c.label} err ${c.err.toExponential(2)} <= ${c.tol}${c.detail ? ` (${c.detail})` : ''}`, { seed });
 }
 
+/** The `code` of what f throws (or its promise rejects with), or undefined when it succeeds. */
+export async function errorCode(f: () => unknown): Promise<string | undefined> {
+  try {
+    await f();
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+  return undefined;
+}
+
 /** Asserts that a promise rejects (or a function throws) with the given GK_ code and a message matching `msg`. */
 export async function rejectsCode(t: Test, f: () => unknown, code: string, msg?: RegExp): Promise<void> {
   try {

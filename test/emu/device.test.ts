@@ -5,17 +5,10 @@
 import t from 'tap';
 import * as gk from '../../lib/index';
 import { addon } from '../../lib/native';
+import { errorCode as code } from '../helpers';
 
 const info = gk.backendInfo();
 
-async function code(f: () => unknown): Promise<string | undefined> {
-  try {
-    await f();
-  } catch (e) {
-    return (e as { code?: string }).code;
-  }
-  return undefined;
-}
 
 t.test('this run has the emulated build loaded', async (t) => {
   t.equal(info.cuda.emulated, true, 'info says emulated');
