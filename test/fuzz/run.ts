@@ -445,6 +445,8 @@ function rawBase(entry: string): Record<string, unknown> {
 
 const RAW_OPS = ['tokenLogProbs', 'tokenLogProbsBackward', 'groupAdvantages', 'grpoLossStep', 'grpoLossFused', 'distillLoss', 'sampleTokens', 'bradleyTerryLoss'];
 
+const isTyped = (x: unknown): x is Float32Array => ArrayBuffer.isView(x) && !(x instanceof DataView);
+
 function rawCall(): Call {
   if (chance(0.08)) {
     // The device entry points (no GPU here: each must refuse with a code) and info().
@@ -506,7 +508,7 @@ function rawCall(): Call {
     } else if (kind === 1 && typeof cur === 'number') {
       o[key] = pick(BAD_NUMBERS);
       changes.push(`${key}=${String(o[key])}`);
-    } else if (kind === 2 && ArrayBuffer.isView(cur)) {
+    } else if (kind === 2 && isTyped(cur)) {
       // Wrong length, type or a view of someone else's memory.
       const a = cur as Float32Array;
       o[key] = pick<() => unknown>([
@@ -516,14 +518,14 @@ function rawCall(): Call {
         () => new (a.constructor as Float32ArrayConstructor)(new SharedArrayBuffer(Math.max(8, a.byteLength)), 0, a.length),
       ])();
       changes.push(`${key}=other array`);
-    } else if (kind === 3 && ArrayBuffer.isView(cur)) {
+    } else if (kind === 3 && isTyped(cur)) {
       // A getter handing out a fresh copy on every read.
       const a = cur as Float32Array;
       delete o[key];
       getters.add(key);
       Object.defineProperty(o, key, { get: () => a.slice(), enumerable: true, configurable: true });
       changes.push(`${key}=getter`);
-    } else if (kind === 4 && ArrayBuffer.isView(cur)) {
+    } else if (kind === 4 && isTyped(cur)) {
       changes.push(`${key} deleted after the call`);
       const prev = after;
       after = () => {
@@ -532,10 +534,10 @@ function rawCall(): Call {
         gc();
       };
     } else if (kind === 5 && key === 'seqOffsets') {
-      const n = Number(o.n);
+      const n = typeof o.n === 'number' && Number.isSafeInteger(o.n) ? o.n : 0;
       o[key] = BigInt64Array.from(pick([[0n, 2n ** 40n, BigInt(n)], [0n, -3n, BigInt(n)], [0n, BigInt(n) + 1n], [5n, BigInt(n)], [0n, 0n, 0n, 0n]]));
       changes.push('seqOffsets corrupt');
-    } else if (kind === 6 && ArrayBuffer.isView(cur)) {
+    } else if (kind === 6 && isTyped(cur)) {
       // Contents changed while the op runs (offsets, targets: indices the backend must recheck).
       changes.push(`${key} mutated while running`);
       const prev = after;
@@ -546,7 +548,7 @@ function rawCall(): Call {
         else if (a instanceof Int32Array) a.fill(2 ** 30);
         else if (a instanceof Float32Array) a.fill(NaN);
       };
-    } else if (kind === 7 && ArrayBuffer.isView(cur) && !(cur.buffer instanceof SharedArrayBuffer)) {
+    } else if (kind === 7 && isTyped(cur) && !(cur.buffer instanceof SharedArrayBuffer)) {
       // Transferred away while the op runs (the new owner is kept alive until the calls settle).
       changes.push(`${key} transferred while running`);
       const prev = after;
@@ -641,7 +643,7 @@ async function main(): Promise<void> {
       try {
         c = isRaw ? rawCall() : publicCall();
       } catch (e) {
-        c = { name: `building the arguments (${String((e as Error)?.stack ?? '').split('\n')[1]?.trim()})`, raw: isRaw, run: () => { throw e; } };
+        c = { name: `building the arguments (${String((e as Error)?.stack ?? "").split("\n").slice(1, 5).map((l) => l.trim()).join(" < ")})`, raw: isRaw, run: () => { throw e; } };
       }
       running.push(settle(c, calls + i));
     }
