@@ -118,11 +118,27 @@ Status distill_loss(DistillArgs& a) {
       load_row(row_ptr(a.student, a.student_dtype, r, v), a.student_dtype, v, inv_t, us);
       load_row(row_ptr(a.teacher, a.teacher_dtype, r, v), a.teacher_dtype, v, inv_t, ut);
       const RowStats ss = row_stats(us, v, false), ts = row_stats(ut, v, false);
-      const double lse_s = (double)ss.m + std::log((double)ss.s);
-      const double lse_t = (double)ts.m + std::log((double)ts.s);
-      double d = 0.0, kl_sm = 0.0;
+      double lse_s = (double)ss.m + std::log((double)ss.s);
+      double lse_t = (double)ts.m + std::log((double)ts.s);
+      // The float32 row sums leave the log-normalisers ~1e-7 off. The KL gradients shrug that off,
+      // the JSD's does not (an error in lse_T − lse_S shifts log(p_S/M) element by element, not
+      // uniformly, so it stays in log(p_S/M) − KL(p_S||M)): both are corrected by log Σp, summed in
+      // float64 over the probabilities the pass computes anyway.
+      double sum_s = 0.0, sum_t = 0.0;
       for (int64_t j = 0; j < v; ++j) {
         const PairProbs p = pair_probs(us[j], ut[j], lse_s, lse_t);
+        ps[j] = (float)p.ps;
+        pt[j] = (float)p.pt;
+        sum_s += p.ps;
+        sum_t += p.pt;
+      }
+      const double rs = sum_s > 0.0 && std::isfinite(sum_s) ? 1.0 / sum_s : 1.0;
+      const double rt = sum_t > 0.0 && std::isfinite(sum_t) ? 1.0 / sum_t : 1.0;
+      lse_s -= std::log(rs);
+      lse_t -= std::log(rt);
+      double d = 0.0, kl_sm = 0.0;
+      for (int64_t j = 0; j < v; ++j) {
+        const PairProbs p{(double)us[j] - lse_s, (double)ut[j] - lse_t, (double)ps[j] * rs, (double)pt[j] * rt};
         ps[j] = (float)p.ps;
         pt[j] = (float)p.pt;
         d += divergence_term(a.divergence, a.beta, p);

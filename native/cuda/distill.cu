@@ -667,6 +667,7 @@ struct RowParams {
   void* grad;              // null: loss only
   const void* targets;     // read for the hard-label term only (validated by seq_kernel)
   bool target_i32;
+  int64_t ignore_index;
   bool hard;               // targets && hard_label_weight != 0
   bool bfs, bft;           // 16-bit student / teacher storage is bfloat16
   int64_t n, v;
@@ -729,7 +730,10 @@ __global__ void __launch_bounds__(kBlock) row_kernel(const RowParams p) {
   for (int64_t r = (int64_t)blockIdx.x * kRows + sub; r < p.n; r += (int64_t)gridDim.x * kRows) {
     const double w = p.weight[r];
     TS* g = p.grad ? static_cast<TS*>(p.grad) + r * p.v : nullptr;
-    if (w == 0.0) {
+    // An ignored row leaves by its target, not only by its weight (whatever the weight's value,
+    // ignore_index is never used as an index).
+    const int64_t yr = p.targets ? load_target(p.targets, p.target_i32, r) : 0;
+    if (w == 0.0 || (p.targets && yr == p.ignore_index)) {
       if (g) zero_row<TS>(g, p.v, tid, kRowThreads);
       if (lead) {
         if (p.row_loss) p.row_loss[r] = 0.0f;
@@ -743,8 +747,8 @@ __global__ void __launch_bounds__(kBlock) row_kernel(const RowParams p) {
     // The hard-label logit is read before the first barrier: g may alias the student row.
     int64_t y = -1;
     float uy = 0.0f;
-    if (p.hard) {
-      y = load_target(p.targets, p.target_i32, r);
+    if (p.hard && yr >= 0 && yr < p.v) {  // (seq_kernel flagged any other target: no row runs then)
+      y = yr;
       uy = cvt_in(zs[y], p.bfs) * p.inv_t;
     }
 
@@ -994,6 +998,7 @@ Status distill_loss(DistillArgs& a, cudaStream_t stream) {
     rp.targets = a.targets;
     rp.target_i32 = a.target_dtype == kI32;
     rp.hard = a.targets != nullptr && a.hard_label_weight != 0.0;
+    rp.ignore_index = a.ignore_index;
     rp.bfs = a.student_dtype == kBF16;
     rp.bft = a.teacher_dtype == kBF16;
     rp.n = n;
