@@ -29,19 +29,24 @@ GK_HD double xlogxy(double x, double lx, double ly) { return x > 0.0 ? x * (lx -
 // difference small when the distributions are close): log(M / p_S) = log(β e^d + 1 − β) is
 // log1p(β expm1(d)) for d <= 0 and d + log1p((1 − β) expm1(−d)) for d > 0 (no overflow when p_S
 // underflows). A NaN d gives NaN logs.
+// Also ws = β p_T / M = −∂log(p_S / M)/∂d (the CUDA backend's first-order lse correction).
 struct MixLogs {
-  double s, t;
+  double s, t, ws;
 };
 GK_HD MixLogs mixture_logs(double beta, double d) {
   MixLogs r;
   if (d <= 0.0) {
-    const double a = log1p(beta * expm1(d));
+    const double em = expm1(d);
+    const double a = log1p(beta * em);
     r.s = -a;
     r.t = d - a;
+    r.ws = beta * (em + 1.0) / (1.0 + beta * em);
   } else {
-    const double b = log1p((1.0 - beta) * expm1(-d));
+    const double em = expm1(-d);
+    const double b = log1p((1.0 - beta) * em);
     r.s = -d - b;
     r.t = -b;
+    r.ws = beta / (1.0 + (1.0 - beta) * em);
   }
   return r;
 }

@@ -103,6 +103,15 @@ GK_HD float fexp(float x) {
 #endif
 }
 
+// The JSD's exps: the CPU's exp_nonpos (relative error ~2e-7, unbiased), not the MUFU path. The
+// JSD gradient (1 − β)·p_S·(log(p_S/M) − KL(p_S||M)) subtracts two nearly equal terms, and the
+// MUFU's error (up to ~5e-7 and not zero-mean) in p and in the row sums behind lse would reach
+// 2e-5 of the gradient at V = 151936 (the spec allows 1e-5).
+template <bool kJsdExp>
+GK_HD float fexp_div(float x) {
+  return kJsdExp ? exp_nonpos(x) : fexp(x);
+}
+
 GK_HD bool is_nan(double x) { return x != x; }
 GK_HD bool is_finite(double x) { return x - x == 0.0; }
 
@@ -394,7 +403,7 @@ struct Pass1 {
     float es_sum = 0.0f, et_sum = 0.0f, c = 0.0f;
     GK_DISTILL_UNROLL
     for (int k = 0; k < N; ++k) {
-      const float es = fexp(xs[k] - ms), et = fexp(xt[k] - mt);
+      const float es = fexp_div<kAcc == 0>(xs[k] - ms), et = fexp_div<kAcc == 0>(xt[k] - mt);
       es_sum += es;
       et_sum += et;
       if (kAcc != 0) c = fmaf(kAcc == 1 ? et : es, x[k] - xref, c);  // exactly 0 at the centring element
@@ -509,28 +518,34 @@ GK_HD LseSplit split(double x) {
   return LseSplit{hi, is_finite(hi) ? (float)(x - (double)hi) : 0.0f};
 }
 
+// The JSD pass's row sums: the divergence terms, the KL(p_S || M) terms, and for the first-order
+// correction of the log-normalisers (row kernel): Σ p_S, Σ p_T (1 up to the error of the float
+// statistics behind lse) and Σ p_S·ws.
 struct JsdSums {
-  double d, k;  // Σ of the divergence terms, Σ of the KL(p_S || M) terms
+  double d, k, sps, spt, k2;
 };
 struct JsdOp {
-  GK_HD JsdSums operator()(const JsdSums& a, const JsdSums& b) const { return JsdSums{a.d + b.d, a.k + b.k}; }
+  GK_HD JsdSums operator()(const JsdSums& a, const JsdSums& b) const {
+    return JsdSums{a.d + b.d, a.k + b.k, a.sps + b.sps, a.spt + b.spt, a.k2 + b.k2};
+  }
 };
 #ifdef __CUDACC__
 __device__ __forceinline__ JsdSums shfl_xor(const JsdSums& v, int m) {
-  return JsdSums{__shfl_xor_sync(0xffffffffu, v.d, m), __shfl_xor_sync(0xffffffffu, v.k, m)};
+  return JsdSums{__shfl_xor_sync(0xffffffffu, v.d, m), __shfl_xor_sync(0xffffffffu, v.k, m), __shfl_xor_sync(0xffffffffu, v.sps, m),
+                 __shfl_xor_sync(0xffffffffu, v.spt, m), __shfl_xor_sync(0xffffffffu, v.k2, m)};
 }
 __device__ __forceinline__ JsdSums shfl_idx(const JsdSums& v, int l) {
-  return JsdSums{__shfl_sync(0xffffffffu, v.d, l), __shfl_sync(0xffffffffu, v.k, l)};
+  return JsdSums{__shfl_sync(0xffffffffu, v.d, l), __shfl_sync(0xffffffffu, v.k, l), __shfl_sync(0xffffffffu, v.sps, l),
+                 __shfl_sync(0xffffffffu, v.spt, l), __shfl_sync(0xffffffffu, v.k2, l)};
 }
 #endif
 
 struct ElemConsts {
   LseSplit ls, lt;   // student / teacher log-normalisers
-  LseSplit dts;      // lse_T − lse_S (the JSD's log-ratio d of an element is u_T − u_S − dts)
+  double dts_d;      // lse_T − lse_S (the JSD's log-ratio d of an element is u_T − u_S − dts_d)
+  double beta_d, omb_d, klsm_d;  // the JSD's β, 1 − β and KL(p_S || M) in float64
   float xref;        // reverse KL: log p_S − log p_T − D = ((u_S − u_T) − xref) − k, where xref is the
   LseSplit k;        //   row's centring (bitwise the dominant element's u_S − u_T) and k = A / S_S
-  float beta, omb;   // β and 1 − β (JSD)
-  float klsm;        // KL(p_S || M) of the row (JSD gradient)
   float hw;          // hard-label weight (gradient, when y >= 0)
   float scale;       // w / T
   int64_t y;         // hard-label target, or -1
@@ -540,41 +555,24 @@ GK_HD ElemConsts elem_consts(double lse_s, double lse_t, double beta) {
   ElemConsts c;
   c.ls = split(lse_s);
   c.lt = split(lse_t);
-  c.dts = split(lse_t - lse_s);
+  c.dts_d = lse_t - lse_s;
+  c.beta_d = beta;
+  c.omb_d = 1.0 - beta;
+  c.klsm_d = 0.0;
   c.xref = 0.0f;
   c.k = LseSplit{0.0f, 0.0f};
-  c.beta = (float)beta;
-  c.omb = (float)(1.0 - beta);
-  c.klsm = 0.0f;
   c.hw = 0.0f;
   c.scale = 0.0f;
   c.y = -1;
   return c;
 }
 
-// log(p_S / M) and log(p_T / M) of one element, from d = log p_T − log p_S taken directly from the
-// logits (u_T − u_S − (lse_T − lse_S)): core/distill.h's mixture_logs in float32, which avoids the
-// cancellation of log p_S − log M (both about −log V).
-struct MixLogsF {
-  float s, t;
-};
-GK_HD MixLogsF mix_logs(const ElemConsts& c, float us, float ut) {
-  // u_T − u_S kept exact as s + e (a two-difference; no multiplication, so no FMA contraction can
-  // change it), so that d is 0 exactly where the two log-probabilities are equal.
-  const float s = ut - us, v = s - ut;
-  const float e = (ut - (s - v)) + (-us - v);
-  const float d = is_finite(s) ? (s - c.dts.hi) + (e - c.dts.lo) : s;
-  MixLogsF r;
-  if (d <= 0.0f) {
-    const float a = log1pf(c.beta * expm1f(d));
-    r.s = -a;
-    r.t = d - a;
-  } else {
-    const float b = log1pf(c.omb * expm1f(-d));
-    r.s = -d - b;
-    r.t = -b;
-  }
-  return r;
+// log(p_S / M) and log(p_T / M) of one element (core/distill.h's mixture_logs, shared with the
+// CPU), in float64 from d = (u_T − u_S) − (lse_T − lse_S): the JSD gradient subtracts KL(p_S||M)
+// from log(p_S / M), two nearly equal numbers, so float32 logs (~6e-8 of |log(p_S/M)|) would put
+// 2e-5 of error in it at V = 151936 where the spec allows 1e-5.
+GK_HD MixLogs mix_logs(const ElemConsts& c, float us, float ut) {
+  return mixture_logs(c.beta_d, ((double)ut - (double)us) - c.dts_d);
 }
 
 // The CPU's divergence_term / kl_student_mixture_term for the JSD in float32, with the same guards
@@ -585,21 +583,27 @@ struct JsdPass {
 
   template <int N>
   GK_HD void operator()(const float (&xs)[N], const float (&xt)[N], const Cols&, float (&)[N]) {
-    float d = 0.0f, k = 0.0f;
+    double d = 0.0, k = 0.0, sps = 0.0, spt = 0.0, k2 = 0.0;
     GK_DISTILL_UNROLL
     for (int i = 0; i < N; ++i) {
       const float ls = (xs[i] - c.ls.hi) - c.ls.lo, lt = (xt[i] - c.lt.hi) - c.lt.lo;
-      const float ps = fexp(ls), pt = fexp(lt);
+      const float ps = fexp_div<true>(ls), pt = fexp_div<true>(lt);
       if (ps > 0.0f || pt > 0.0f) {  // M = 0 (or both NaN): 0 log 0
-        const MixLogsF r = mix_logs(c, xs[i], xt[i]);
-        const float ts = ps > 0.0f ? ps * r.s : 0.0f;
-        const float tt = pt > 0.0f ? pt * r.t : 0.0f;
-        d += c.beta * tt + c.omb * ts;
+        const MixLogs r = mix_logs(c, xs[i], xt[i]);
+        const double ts = ps > 0.0f ? (double)ps * r.s : 0.0;
+        const double tt = pt > 0.0f ? (double)pt * r.t : 0.0;
+        d += c.beta_d * tt + c.omb_d * ts;
         k += ts;
+        k2 += ps > 0.0f ? (double)ps * r.ws : 0.0;
       }
+      sps += (double)ps;
+      spt += (double)pt;
     }
-    acc.d += (double)d;
-    acc.k += (double)k;
+    acc.d += d;
+    acc.k += k;
+    acc.sps += sps;
+    acc.spt += spt;
+    acc.k2 += k2;
   }
 };
 
@@ -613,7 +617,7 @@ struct GradPass {
     GK_DISTILL_UNROLL
     for (int i = 0; i < N; ++i) {
       const float ls = (xs[i] - c.ls.hi) - c.ls.lo;
-      const float ps = fexp(ls);
+      const float ps = fexp_div<kDiv == kJsd>(ls);
       float g;
       if (kDiv == kForwardKl) {
         g = ps - fexp((xt[i] - c.lt.hi) - c.lt.lo);
@@ -622,7 +626,7 @@ struct GradPass {
         // element: near-one-hot rows cancel here, and the dominant element gives exactly −k.
         g = ps <= 0.0f ? 0.0f : ps * ((((xs[i] - xt[i]) - c.xref) - c.k.hi) - c.k.lo);
       } else {
-        g = ps <= 0.0f ? 0.0f : (c.omb * ps) * (mix_logs(c, xs[i], xt[i]).s - c.klsm);
+        g = ps <= 0.0f ? 0.0f : (float)(c.omb_d * (double)ps * (mix_logs(c, xs[i], xt[i]).s - c.klsm_d));
       }
       if (c.y >= 0) g += c.hw * (ps - (cols(i) == c.y ? 1.0f : 0.0f));
       out[i] = g * c.scale;
@@ -643,7 +647,7 @@ GK_HD OnlineState row_pass1(const TS* zs, const TT* zt, const RowPlan& rp, int64
 template <class TS, class TT>
 GK_HD JsdSums row_jsd(const TS* zs, const TT* zt, const RowPlan& rp, int64_t v, float inv_t, const ElemConsts& c,
                       int tid, int nth) {
-  JsdPass f{c, JsdSums{0.0, 0.0}};
+  JsdPass f{c, JsdSums{0.0, 0.0, 0.0, 0.0, 0.0}};
   walk<TS, TT, true, kKeep, false>(zs, zt, (TS*)nullptr, rp, v, inv_t, tid, nth, f);
   return f.acc;
 }
@@ -760,9 +764,21 @@ __global__ void __launch_bounds__(kBlock) row_kernel(const RowParams p) {
     double d, klsm = 0.0;
     if constexpr (kDiv == kJsd) {
       JsdSums js = row_jsd<TS, TT>(zs, zt, rp, p.v, p.inv_t, c, tid, kRowThreads);
-      js = group_reduce<kBlock, kRowThreads>(js, JsdOp{}, JsdSums{0.0, 0.0}, sm2);
+      js = group_reduce<kBlock, kRowThreads>(js, JsdOp{}, JsdSums{0.0, 0.0, 0.0, 0.0, 0.0}, sm2);
       d = js.d;
       klsm = js.k;
+      // The row sums behind lse_S, lse_T are float32 (~1e-7 off). The JSD gradient subtracts
+      // KL(p_S||M) from log(p_S/M), nearly equal, and an error in lse_T − lse_S does not cancel
+      // there: lse is corrected by log Σp (the CPU does the same with a second pass) and KL(p_S||M)
+      // to first order in the shift Δ of d: KL ≈ (Σ p_S·log(p_S/M) − Δ·Σ p_S·ws) / Σ p_S.
+      if (js.sps > 0.0 && js.spt > 0.0 && is_finite(js.sps) && is_finite(js.spt) && is_finite(klsm)) {
+        const double cs = log(js.sps), ct = log(js.spt);  // lse_true = lse_used + log Σp
+        const double delta = cs - ct;                      // d_true = d_used + Δ
+        klsm = (klsm - delta * js.k2) / js.sps;
+        c.ls = split(lse_s + cs);
+        c.lt = split(lse_t + ct);
+        c.dts_d = (lse_t + ct) - (lse_s + cs);
+      }
     } else {
       d = kl_value<kAcc>(st, lse_s, lse_t);
     }
@@ -782,7 +798,7 @@ __global__ void __launch_bounds__(kBlock) row_kernel(const RowParams p) {
           c.k = split((lse_s - lse_t) + d);
         }
       }
-      c.klsm = (float)klsm;
+      c.klsm_d = klsm;
       c.hw = (float)p.hw;
       c.scale = (float)(w / p.temperature);
       c.y = y;
