@@ -117,7 +117,7 @@ Status distill_loss(DistillArgs& a) {
       float* pt = tp.get(slot);
       load_row(row_ptr(a.student, a.student_dtype, r, v), a.student_dtype, v, inv_t, us);
       load_row(row_ptr(a.teacher, a.teacher_dtype, r, v), a.teacher_dtype, v, inv_t, ut);
-      const RowStats ss = row_stats(us, v, false), ts = row_stats(ut, v, false);
+      const RowStats ss = row_stats(us, kF32, v, 1.0f, false), ts = row_stats(ut, kF32, v, 1.0f, false);
       double lse_s = (double)ss.m + std::log((double)ss.s);
       double lse_t = (double)ts.m + std::log((double)ts.s);
       // The float32 row sums leave the log-normalisers ~1e-7 off. The KL gradients shrug that off,

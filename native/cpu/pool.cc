@@ -1,5 +1,6 @@
 #include "pool.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -172,6 +173,25 @@ int num_threads() { return GetPool().threads(); }
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
   GetPool().Run(n, grain, fn);
+}
+
+}  // namespace cpu
+}  // namespace gk
+
+namespace gk {
+namespace cpu {
+
+void huge_page_hint(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  // Only the 2 MiB-aligned interior, and only for outputs large enough to matter.
+  constexpr uintptr_t kHuge = (uintptr_t)2 << 20;
+  if (bytes < 4 * kHuge) return;
+  const uintptr_t b = ((uintptr_t)p + kHuge - 1) & ~(kHuge - 1), e = ((uintptr_t)p + bytes) & ~(kHuge - 1);
+  if (e > b) madvise((void*)b, e - b, MADV_HUGEPAGE);  // advice only: a failure changes nothing
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 }  // namespace cpu

@@ -33,6 +33,11 @@ void* scratch_alloc(size_t bytes);
 void scratch_free(void* p, size_t bytes);
 size_t scratch_cap();
 
+// Asks the kernel to back a large output the op is about to write for the first time with
+// transparent huge pages (Linux, THP in "madvise" mode): a fresh N x V gradient then costs a few
+// hundred page faults instead of one per 4 KiB. Advice only; contents are untouched.
+void huge_page_hint(void* p, size_t bytes);
+
 }  // namespace cpu
 }  // namespace gk
 

@@ -2,144 +2,255 @@
 
 #include "../core/dtype.h"
 #include "pool.h"
+#include "simd.h"
 
 namespace gk {
 namespace cpu {
 namespace {
 
-constexpr int kLanes = 16;
+using simd::kLanes;
 
-GK_CLONES void load_f32(const float* z, int64_t v, float inv_t, float* u) {
-  for (int64_t j = 0; j < v; ++j) u[j] = z[j] * inv_t;
-}
-GK_CLONES void load_bf16(const uint16_t* z, int64_t v, float inv_t, float* u) {
-  for (int64_t j = 0; j < v; ++j) u[j] = bf16_to_f32(z[j]) * inv_t;
-}
-GK_CLONES void load_f16(const uint16_t* z, int64_t v, float inv_t, float* u) {
-  for (int64_t j = 0; j < v; ++j) u[j] = f16_to_f32(z[j]) * inv_t;
-}
-
-// Row maximum; *bad is set when the row holds a NaN or +inf (its outputs are then NaN).
-GK_CLONES float row_max(const float* u, int64_t v, bool* bad) {
-  float acc[kLanes];
-  int32_t nonfinite[kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    acc[l] = -INFINITY;
-    nonfinite[l] = 0;
+// Block [b, e) of a row as float32 u = z * inv_t: the row itself (float32, inv_t = 1) or buf.
+template <int W>
+GK_SIMD_INLINE const float* block_of(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, float* buf) {
+  typedef simd::Vec<W> V;
+  typedef typename V::F F;
+  const int64_t n = e - b;
+  if (dtype == kF32) {
+    const float* z = (const float*)row + b;
+    if (inv_t == 1.0f) return z;
+    int64_t j = 0;
+    for (; j + W <= n; j += W) simd::store(buf + j, simd::load<F>(z + j) * inv_t);
+    for (; j < n; ++j) buf[j] = z[j] * inv_t;
+  } else if (dtype == kBF16) {
+    const uint16_t* z = (const uint16_t*)row + b;
+    int64_t j = 0;
+    for (; j + W <= n; j += W) simd::store(buf + j, simd::load_bf16<V>(z + j) * inv_t);
+    for (; j < n; ++j) buf[j] = bf16_to_f32(z[j]) * inv_t;
+  } else {
+    const uint16_t* z = (const uint16_t*)row + b;
+    int64_t j = 0;
+    for (; j + W <= n; j += W) simd::store(buf + j, simd::load_f16<V>(z + j) * inv_t);
+    for (; j < n; ++j) buf[j] = f16_to_f32(z[j]) * inv_t;
   }
+  return buf;
+}
+
+// Maximum of a block; *bad |= it holds a NaN or +inf.
+template <int W>
+GK_SIMD_INLINE float block_max(const float* u, int64_t n, bool* bad) {
+  typedef simd::Vec<W> V;
+  typedef typename V::F F;
+  typedef typename V::I I;
+  constexpr int K = V::kK;
+  F acc[K];
+  I nf = I{};
+  for (int k = 0; k < K; ++k) acc[k] = simd::splat<F>(-INFINITY);
+  const F big = simd::splat<F>(3.402823466e38f);
   int64_t j = 0;
-  for (; j + kLanes <= v; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      const float x = u[j + l];
-      acc[l] = x > acc[l] ? x : acc[l];
-      nonfinite[l] |= (int32_t)!(x <= 3.402823466e38f);
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < K; ++k) {
+      const F x = simd::load<F>(u + j + k * W);
+      acc[k] = simd::select((I)(x > acc[k]), x, acc[k]);
+      nf |= ~(I)(x <= big);
     }
-  float m = -INFINITY;
-  int32_t nf = 0;
-  for (int l = 0; l < kLanes; ++l) {
-    m = acc[l] > m ? acc[l] : m;
-    nf |= nonfinite[l];
-  }
-  for (; j < v; ++j) {
+  float m = simd::hmax(acc);
+  bool b = simd::any(nf);
+  for (; j < n; ++j) {
     m = u[j] > m ? u[j] : m;
-    nf |= (int32_t)!(u[j] <= 3.402823466e38f);
+    b |= !(u[j] <= 3.402823466e38f);
   }
-  *bad = nf != 0;
+  *bad |= b;
   return m;
 }
 
-// Σ exp(u - m) and Σ exp(u - m)(u - m): float32 lanes over blocks of kBlock elements, block
-// sums carried in float64, so the rounding error stays ~1e-7 even for V in the hundreds of
-// thousands (a plain float32 running sum drifts to ~1e-5 there).
-constexpr int64_t kBlock = 1024;
-
-template <bool kEntropy>
-inline void block_sums(const float* u, int64_t v, float m, double* s_out, double* t_out) {
-  double S = 0.0, T = 0.0;
-  for (int64_t b = 0; b < v; b += kBlock) {
-    const int64_t e = b + kBlock < v ? b + kBlock : v;
-    float s[kLanes], t[kLanes];
-    for (int l = 0; l < kLanes; ++l) s[l] = t[l] = 0.0f;
-    int64_t j = b;
-    for (; j + kLanes <= e; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        const float d = u[j + l] - m;
-        const float x = exp_nonpos(d);
-        s[l] += x;
-        if (kEntropy) t[l] += entropy_term(x, d);
-      }
+// Σ exp(u - m) (and Σ exp(u - m)(u - m) when kEntropy) of a block, 16 float32 lanes.
+template <int W, bool kEntropy>
+GK_SIMD_INLINE void block_sums(const float* u, int64_t n, float m, float* s_out, float* t_out) {
+  typedef simd::Vec<W> V;
+  typedef typename V::F F;
+  typedef typename V::I I;
+  constexpr int K = V::kK;
+  F s[K], t[K];
+  for (int k = 0; k < K; ++k) s[k] = t[k] = F{};
+  const F floor_d = simd::splat<F>(-104.0f);
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < K; ++k) {
+      const F d = simd::load<F>(u + j + k * W) - m;
+      const F x = simd::exp_nonpos<V>(d);
+      s[k] += x;
+      if (kEntropy) t[k] += x * simd::select((I)(d < floor_d), floor_d, d);
     }
-    float ss = 0.0f, tt = 0.0f;
-    for (int l = 0; l < kLanes; ++l) {
-      ss += s[l];
-      tt += t[l];
-    }
-    for (; j < e; ++j) {
-      const float d = u[j] - m;
-      const float x = exp_nonpos(d);
-      ss += x;
-      if (kEntropy) tt += entropy_term(x, d);
-    }
-    S += ss;
-    T += tt;
+  float ss = simd::hsum(s), tt = kEntropy ? simd::hsum(t) : 0.0f;
+  for (; j < n; ++j) {
+    const float d = u[j] - m;
+    const float x = exp_nonpos(d);
+    ss += x;
+    if (kEntropy) tt += entropy_term(x, d);
   }
-  *s_out = S;
-  *t_out = T;
+  *s_out = ss;
+  *t_out = tt;
 }
 
-GK_CLONES void row_sums(const float* u, int64_t v, float m, double* s, double* t) { block_sums<true>(u, v, m, s, t); }
-GK_CLONES void row_sum_exp(const float* u, int64_t v, float m, double* s, double* t) { block_sums<false>(u, v, m, s, t); }
+// Moves running statistics to a new (larger) maximum m2, in float64.
+inline void rescale(SegStats* st, float m2) {
+  if (st->s != 0.0 || st->t != 0.0) {
+    const double dm = (double)st->m - (double)m2;
+    const double e = exp(dm);
+    st->t = e * (st->t + dm * st->s);
+    st->s = e * st->s;
+  }
+  st->m = m2;
+}
 
-GK_CLONES void grad_f32(const float* u, int64_t v, float lse, float h, float gl, float gh, float inv_t, float* g) {
-  for (int64_t j = 0; j < v; ++j) g[j] = grad_elem(u[j], lse, h, gl, gh, false, inv_t);
+template <int W, bool kEntropy>
+GK_SIMD_INLINE SegStats seg_stats_t(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t) {
+  alignas(64) float buf[kBlock];
+  SegStats st;
+  for (int64_t k = b; k < e; k += kBlock) {
+    const int64_t ke = k + kBlock < e ? k + kBlock : e;
+    const float* u = block_of<W>(row, dtype, k, ke, inv_t, buf);
+    const float bm = block_max<W>(u, ke - k, &st.bad);
+    if (st.bad) return st;  // the row's outputs are NaN: no need to read on
+    if (bm == -INFINITY) continue;
+    if (bm > st.m) rescale(&st, bm);
+    float s, t;
+    block_sums<W, kEntropy>(u, ke - k, st.m, &s, &t);
+    st.s += s;
+    st.t += t;
+  }
+  return st;
 }
-GK_CLONES void grad_bf16(const float* u, int64_t v, float lse, float h, float gl, float gh, float inv_t, uint16_t* g) {
-  for (int64_t j = 0; j < v; ++j) g[j] = f32_to_bf16(grad_elem(u[j], lse, h, gl, gh, false, inv_t));
+template <int W>
+GK_SIMD_INLINE SegStats seg_stats_isa_impl(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool h) {
+  return h ? seg_stats_t<W, true>(row, dtype, b, e, inv_t) : seg_stats_t<W, false>(row, dtype, b, e, inv_t);
 }
-GK_CLONES void grad_f16(const float* u, int64_t v, float lse, float h, float gl, float gh, float inv_t, uint16_t* g) {
-  for (int64_t j = 0; j < v; ++j) g[j] = f32_to_f16(grad_elem(u[j], lse, h, gl, gh, false, inv_t));
+GK_SIMD_DISPATCH(SegStats, seg_stats_isa, (const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool h),
+                 (row, dtype, b, e, inv_t, h))
+
+template <int W>
+GK_SIMD_INLINE void load_row_isa_impl(const void* z, int32_t dtype, int64_t v, float inv_t, float* u) {
+  for (int64_t k = 0; k < v; k += kBlock) {
+    const int64_t ke = k + kBlock < v ? k + kBlock : v;
+    const float* src = block_of<W>(z, dtype, k, ke, inv_t, u + k);
+    if (src != u + k) memcpy(u + k, src, (size_t)(ke - k) * sizeof(float));
+  }
 }
+GK_SIMD_DISPATCH(void, load_row_isa, (const void* z, int32_t dtype, int64_t v, float inv_t, float* u), (z, dtype, v, inv_t, u))
+
+// The gradient of one block into float32 g (g may be u).
+template <int W>
+GK_SIMD_INLINE void grad_block(const float* u, int64_t n, float lse, float h, float gl, float gh, float inv_t, float* g) {
+  typedef simd::Vec<W> V;
+  typedef typename V::F F;
+  typedef typename V::I I;
+  const F zero = F{}, floor_d = simd::splat<F>(-104.0f);
+  int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    const F lp = simd::load<F>(u + j) - lse;
+    const F p = simd::exp_nonpos<V>(simd::select((I)(lp > zero), zero, lp));
+    const F lpc = simd::select((I)(lp < floor_d), floor_d, lp);
+    const F gv = gl * (zero - p) - gh * p * (lpc + h);
+    simd::store(g + j, gv * inv_t);
+  }
+  for (; j < n; ++j) g[j] = grad_elem(u[j], lse, h, gl, gh, false, inv_t);
+}
+
+template <int W>
+GK_SIMD_INLINE void store_grad_isa_impl(const void* z, int32_t dtype, int64_t b, int64_t e, float lse, float h, float gl,
+                                    float gh, float inv_t, void* grad) {
+  typedef simd::Vec<W> V;
+  typedef typename V::F F;
+  alignas(64) float buf[kBlock];
+  for (int64_t k = b; k < e; k += kBlock) {
+    const int64_t ke = k + kBlock < e ? k + kBlock : e, n = ke - k;
+    const float* u = block_of<W>(z, dtype, k, ke, inv_t, buf);
+    if (dtype == kF32) {
+      grad_block<W>(u, n, lse, h, gl, gh, inv_t, (float*)grad + k);
+      continue;
+    }
+    grad_block<W>(u, n, lse, h, gl, gh, inv_t, buf);
+    uint16_t* out = (uint16_t*)grad + k;
+    int64_t j = 0;
+    if (dtype == kBF16) {
+      for (; j + W <= n; j += W) simd::store_bf16<V>(out + j, simd::load<F>(buf + j));
+      for (; j < n; ++j) out[j] = f32_to_bf16(buf[j]);
+    } else {
+      for (; j + W <= n; j += W) simd::store_f16<V>(out + j, simd::load<F>(buf + j));
+      for (; j < n; ++j) out[j] = f32_to_f16(buf[j]);
+    }
+  }
+}
+GK_SIMD_DISPATCH(void, store_grad_isa, (const void* z, int32_t dtype, int64_t b, int64_t e, float lse, float h, float gl, float gh, float inv_t, void* grad),
+                 (z, dtype, b, e, lse, h, gl, gh, inv_t, grad))
 
 }  // namespace
 
-void load_row(const void* z, int32_t dtype, int64_t v, float inv_t, float* u) {
-  if (dtype == kBF16) load_bf16((const uint16_t*)z, v, inv_t, u);
-  else if (dtype == kF16) load_f16((const uint16_t*)z, v, inv_t, u);
-  else load_f32((const float*)z, v, inv_t, u);
+SegStats seg_stats(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool with_entropy) {
+  return seg_stats_isa(row, dtype, b, e, inv_t, with_entropy);
 }
 
-RowStats row_stats(const float* u, int64_t v, bool with_entropy) {
-  RowStats st;
-  bool bad = false;
-  st.m = row_max(u, v, &bad);
-  if (bad || st.m == -INFINITY) {
+SegStats merge_seg(const SegStats& a, const SegStats& b) {
+  SegStats r;
+  r.bad = a.bad || b.bad;
+  if (r.bad) return r;
+  if (b.m == -INFINITY) {
+    r = a;
+    return r;
+  }
+  if (a.m == -INFINITY) {
+    r = b;
+    return r;
+  }
+  SegStats x = a, y = b;
+  const float m = a.m > b.m ? a.m : b.m;
+  rescale(&x, m);
+  rescale(&y, m);
+  r.m = m;
+  r.s = x.s + y.s;
+  r.t = x.t + y.t;
+  return r;
+}
+
+RowStats finish_stats(const SegStats& st) {
+  RowStats r;
+  r.m = st.m;
+  if (st.bad || st.m == -INFINITY) {
     // A NaN or +inf logit, or no finite logit at all: the row's outputs are NaN.
-    st.s = st.t = NAN;
-    return st;
+    r.s = r.t = NAN;
+    return r;
   }
-  double s, t;
-  if (with_entropy) row_sums(u, v, st.m, &s, &t);
-  else row_sum_exp(u, v, st.m, &s, &t);
-  st.s = (float)s;
-  st.t = (float)t;
-  return st;
+  r.s = (float)st.s;
+  r.t = (float)st.t;
+  return r;
 }
 
-void store_row_grad(const float* u, int64_t v, int64_t target, float lse, float entropy, float gl, float gh,
-                    float inv_t, int32_t dtype, void* grad) {
+RowStats row_stats(const void* row, int32_t dtype, int64_t v, float inv_t, bool with_entropy) {
+  SegStats acc = seg_stats(row, dtype, 0, v < kSeg ? v : kSeg, inv_t, with_entropy);
+  for (int64_t b = kSeg; b < v && !acc.bad; b += kSeg)
+    acc = merge_seg(acc, seg_stats(row, dtype, b, b + kSeg < v ? b + kSeg : v, inv_t, with_entropy));
+  return finish_stats(acc);
+}
+
+float load_elem(const void* row, int32_t dtype, int64_t j, float inv_t) {
+  if (dtype == kBF16) return bf16_to_f32(((const uint16_t*)row)[j]) * inv_t;
+  if (dtype == kF16) return f16_to_f32(((const uint16_t*)row)[j]) * inv_t;
+  return ((const float*)row)[j] * inv_t;
+}
+
+void load_row(const void* z, int32_t dtype, int64_t v, float inv_t, float* u) { load_row_isa(z, dtype, v, inv_t, u); }
+
+void store_grad(const void* z, int32_t dtype, int64_t b, int64_t e, int64_t target, float lse, float entropy,
+                float gl, float gh, float inv_t, void* grad) {
   // The target element is written last, from a value read first, so grad may alias the row.
-  const bool has_target = target >= 0 && target < v;
-  const float gt = has_target ? grad_elem(u[target], lse, entropy, gl, gh, true, inv_t) : 0.0f;
-  if (dtype == kBF16) {
-    grad_bf16(u, v, lse, entropy, gl, gh, inv_t, (uint16_t*)grad);
-    if (has_target) ((uint16_t*)grad)[target] = f32_to_bf16(gt);
-  } else if (dtype == kF16) {
-    grad_f16(u, v, lse, entropy, gl, gh, inv_t, (uint16_t*)grad);
-    if (has_target) ((uint16_t*)grad)[target] = f32_to_f16(gt);
-  } else {
-    grad_f32(u, v, lse, entropy, gl, gh, inv_t, (float*)grad);
-    if (has_target) ((float*)grad)[target] = gt;
-  }
+  const bool has_target = target >= b && target < e;
+  const float gt = has_target ? grad_elem(load_elem(z, dtype, target, inv_t), lse, entropy, gl, gh, true, inv_t) : 0.0f;
+  store_grad_isa(z, dtype, b, e, lse, entropy, gl, gh, inv_t, grad);
+  if (!has_target) return;
+  if (dtype == kBF16) ((uint16_t*)grad)[target] = f32_to_bf16(gt);
+  else if (dtype == kF16) ((uint16_t*)grad)[target] = f32_to_f16(gt);
+  else ((float*)grad)[target] = gt;
 }
 
 void zero_row(int32_t dtype, int64_t v, void* grad) { memset(grad, 0, (size_t)v * dtype_size(dtype)); }

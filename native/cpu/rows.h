@@ -2,6 +2,7 @@
 // fused ops. Each works on a float32 row u = z / T held in cache-resident scratch.
 #pragma once
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -12,13 +13,41 @@
 namespace gk {
 namespace cpu {
 
-// u[j] = z[j] * inv_t for a row of the given dtype.
+// Rows are read in blocks of kBlock elements (one block of float32 lanes sits in L1 while its
+// maximum and then its exponentials are taken) and cut into segments of kSeg elements. A row's
+// statistics are the ordered merge of its segments' whatever the thread count, so a row split
+// across threads (few rows, huge V) gives the same bits as a row read by one thread, and a row's
+// results never depend on the batch it is in.
+constexpr int64_t kBlock = 1024;
+constexpr int64_t kSeg = 32 * kBlock;
+inline int64_t segments(int64_t v) { return v <= 0 ? 1 : (v + kSeg - 1) / kSeg; }
+
+// Online softmax statistics of a part of a row: m its maximum (the running one), s = Σ exp(u - m)
+// and t = Σ exp(u - m)(u - m) in float64 (float32 lanes within a block), bad when it holds a NaN
+// or +inf.
+struct SegStats {
+  float m = -INFINITY;
+  double s = 0.0, t = 0.0;
+  bool bad = false;
+};
+// Statistics of elements [b, e) of a row of the given dtype, u = z * inv_t (the entropy sum t
+// only when with_entropy). Reads the row once.
+SegStats seg_stats(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool with_entropy);
+// The statistics of two adjacent parts, a before b.
+SegStats merge_seg(const SegStats& a, const SegStats& b);
+// Segment statistics to RowStats (NaN s and t for a row with a NaN/+inf or no finite logit).
+RowStats finish_stats(const SegStats& st);
+// The whole row: its segments in order, merged left to right.
+RowStats row_stats(const void* row, int32_t dtype, int64_t v, float inv_t, bool with_entropy);
+// One element, scaled exactly as the row loops scale it.
+float load_elem(const void* row, int32_t dtype, int64_t j, float inv_t);
+
+// u[j] = z[j] * inv_t for a row of the given dtype (into float32 scratch).
 void load_row(const void* z, int32_t dtype, int64_t v, float inv_t, float* u);
-// Softmax statistics of a row; entropy terms only when with_entropy.
-RowStats row_stats(const float* u, int64_t v, bool with_entropy);
-// grad[j] = grad_elem(u[j], ...) for the whole row, written in dtype (may alias the input row).
-void store_row_grad(const float* u, int64_t v, int64_t target, float lse, float entropy, float gl, float gh,
-                    float inv_t, int32_t dtype, void* grad);
+// grad[j] = grad_elem(u_j, ...) for j in [b, e) of the row z (u = z * inv_t), written in dtype.
+// grad may alias z: the target (when in [b, e)) is read before and written after the rest.
+void store_grad(const void* z, int32_t dtype, int64_t b, int64_t e, int64_t target, float lse, float entropy,
+                float gl, float gh, float inv_t, void* grad);
 void zero_row(int32_t dtype, int64_t v, void* grad);
 
 // One read of a target id (the caller's array may change under the op: each id is loaded

@@ -56,7 +56,7 @@ Status sample_tokens(const SampleArgs& a) {
     IdList idx{idx_s.get(slot), 0};
     for (int64_t r = b; r < e; ++r) {
       load_row(row_ptr(x.logits, x.dtype, r, v), x.dtype, v, inv_t, u);
-      const RowStats rs = row_stats(u, v, false);
+      const RowStats rs = row_stats(u, kF32, v, 1.0f, false);
       const float m = rs.m;
       const double lse = (double)m + std::log((double)rs.s);
       if (!std::isfinite(lse)) {

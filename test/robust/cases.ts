@@ -156,7 +156,8 @@ const cases: Record<string, () => Promise<Record<string, Outcome | number>>> = {
     const bw = await gk.tokenLogProbsBackward(empty, [], { gradLogp: [] });
     const sm = await outcome(() => gk.sampleTokens(gk.Tensor.from(new Float32Array(0), { shape: [0, 2 ** 30] })));
     const ms = Date.now() - t0;
-    // One row of 2^20 bf16 logits needs 4 MiB of float32 scratch per row buffer: over a 1 MiB cap.
+    // One row of 2^20 bf16 logits: sampling and distillation keep float32 copies of a row (4 MiB
+    // each, over a 1 MiB cap); the log-prob ops and the fused loss read it by blocks and need none.
     const row = gk.Tensor.from(new Uint16Array(2 ** 20), { dtype: 'bfloat16', shape: [1, 2 ** 20] });
     const oom = await outcome(() => gk.tokenLogProbs(row, [0], { temperature: 0.5 }));
     const oomDistill = await outcome(() => gk.distillationLoss({ student: row, teacher: row }));
