@@ -130,6 +130,8 @@ export interface NativeInfo {
 
 export interface NativeAddon {
   info(): NativeInfo;
+  /** The CPU benchmark's floor: read and copy (read + write) bandwidth in GB/s, exp in G elements/s. */
+  cpuFloor(bytes: number): { readGBs: number; copyGBs: number; expGElems: number; threads: number };
   tokenLogProbs(a: NativeLogitsArgs & { checkFinite: boolean; logp: F32; entropy?: F32; lse?: F32 }): Promise<void>;
   tokenLogProbsBackward(a: NativeLogitsArgs & { gradLogp?: F32; gradEntropy?: F32; lse?: F32; entropy?: F32; grad?: Logits }): Promise<void>;
   groupAdvantages(a: NativePlacement & {

@@ -157,6 +157,14 @@ Status grpo_loss_step(LossStepArgs& a);
 Status grpo_loss_fused(FusedLossArgs& a);
 int num_threads();
 const char* simd_level();
+// The machine's floor for the benchmark: read and copy bandwidth (GB/s; copy counts the bytes
+// read and written) over `bytes`-sized buffers, and exp throughput (G elements/s), on the pool.
+// Throws std::bad_alloc (ScratchOom) when the buffers do not fit.
+struct Floor {
+  double read_gbs = 0, copy_gbs = 0, exp_gelems = 0;
+  int threads = 0;
+};
+Floor measure_floor(size_t bytes);
 }  // namespace cpu
 
 namespace cuda {

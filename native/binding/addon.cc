@@ -1058,6 +1058,28 @@ Napi::Value DeviceLastOpMs(const Napi::CallbackInfo& info) {
   return GuardArgs(info, [&](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, gk::cuda::last_op_ms(QueueOf(DeviceArg(info[0])))); });
 }
 
+// cpuFloor(bytes): the benchmark's floor (gk::cpu::measure_floor), synchronous (about a second).
+Napi::Value CpuFloor(const Napi::CallbackInfo& info) {
+  return GuardArgs(info, [&](Napi::Env env) -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw ArgError{gk::kInvalid, "cpuFloor(bytes): bytes must be a number"};
+    const double b = info[0].As<Napi::Number>().DoubleValue();
+    if (!(b >= 1048576.0 && b <= 17179869184.0) || b != (double)(int64_t)b)
+      throw ArgError{gk::kInvalid, "cpuFloor(bytes): bytes must be an integer in [2^20, 2^34]"};
+    gk::cpu::Floor f;
+    try {
+      f = gk::cpu::measure_floor((size_t)b);
+    } catch (const std::bad_alloc& e) {
+      throw ArgError{gk::kOom, e.what()};
+    }
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("readGBs", f.read_gbs);
+    r.Set("copyGBs", f.copy_gbs);
+    r.Set("expGElems", f.exp_gelems);
+    r.Set("threads", (double)f.threads);
+    return r;
+  });
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
@@ -1090,6 +1112,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("cpuFloor", Napi::Function::New(env, CpuFloor));
   exports.Set("tokenLogProbs", Napi::Function::New(env, TokenLogProbs));
   exports.Set("tokenLogProbsBackward", Napi::Function::New(env, TokenLogProbsBackward));
   exports.Set("groupAdvantages", Napi::Function::New(env, GroupAdvantages));

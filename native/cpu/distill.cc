@@ -8,6 +8,7 @@
 
 #include "../backend.h"
 #include "../core/dtype.h"
+#include "simd.h"
 #include "pool.h"
 #include "rows.h"
 
@@ -20,6 +21,98 @@ void store(int32_t dtype, void* row, int64_t j, float g) {
   else if (dtype == kF16) ((uint16_t*)row)[j] = f32_to_f16(g);
   else ((float*)row)[j] = g;
 }
+
+// Forward and reverse KL of one row, vectorised (spec §7): the row's log-normalisers come from
+// the online statistics (one read of each row); this pass reads both rows once more and returns
+// the divergence, Σ over elements in float64 lanes, and for the forward KL (whose gradient does
+// not need the row's value) writes the gradient in the same pass. p = exp(u − lse) is taken in
+// float32 from lse split into a float32 head and tail; log p_T − log p_S is formed in float64
+// from the logits, (u_T − u_S) − (lse_T − lse_S), so near-equal rows do not cancel.
+struct KlRow {
+  const void* zs;
+  int32_t ds;
+  const void* zt;
+  int32_t dt;
+  int64_t v;
+  float inv_t;
+  double lse_s, lse_t;
+  bool forward;
+  float hard;   // hard-label weight (0: none); its -1 at the target is added by the caller
+  float scale;  // gradient scale (weight / T)
+  double d_row; // reverse KL: the row's value, for the gradient pass
+  void* grad;   // forward: written in the value pass; reverse: by kl_grad
+};
+
+template <int W>
+GK_SIMD_INLINE double kl_pass_isa_impl(const KlRow& k, bool value_pass) {
+  typedef simd::Vec<W> V;
+  typedef typename V::F F;
+  typedef double D __attribute__((vector_size(8 * W)));
+  typedef int64_t DI __attribute__((vector_size(8 * W)));
+  constexpr int K = V::kK;
+  alignas(64) float bs[kBlock], bt[kBlock], bg[kBlock];
+  const float hs = (float)k.lse_s, ls_lo = (float)(k.lse_s - (double)hs);
+  const float ht = (float)k.lse_t, lt_lo = (float)(k.lse_t - (double)ht);
+  const double dl = k.lse_t - k.lse_s;
+  D acc[K];
+  for (int q = 0; q < K; ++q) acc[q] = D{};
+  double tail = 0.0;
+  const bool write = k.grad && (k.forward ? value_pass : !value_pass);
+  for (int64_t b = 0; b < k.v; b += kBlock) {
+    const int64_t e = b + kBlock < k.v ? b + kBlock : k.v, n = e - b;
+    const float* us = block_of<W>(k.zs, k.ds, b, e, k.inv_t, bs);
+    const float* ut = block_of<W>(k.zt, k.dt, b, e, k.inv_t, bt);
+    float* g = k.grad && k.ds == kF32 ? (float*)k.grad + b : bg;
+    int64_t j = 0;
+    for (; j + simd::kLanes <= n; j += simd::kLanes)
+      for (int q = 0; q < K; ++q) {
+        const F s = simd::load<F>(us + j + q * W), t = simd::load<F>(ut + j + q * W);
+        const F ps = simd::exp_nonpos<V>((s - hs) - ls_lo), pt = simd::exp_nonpos<V>((t - ht) - lt_lo);
+        const D diff = (__builtin_convertvector(t, D) - __builtin_convertvector(s, D)) - dl;  // log p_T − log p_S
+        const D p = __builtin_convertvector(k.forward ? pt : ps, D);
+        const D term = k.forward ? p * diff : p * (D{} - diff);
+        if (value_pass) acc[q] += (D)((DI)term & (DI)(p > 0.0));  // 0 log 0 = 0
+        if (!write) continue;
+        F gv;
+        if (k.forward) {
+          gv = ps - pt;
+        } else {
+          const D gd = (D)((DI)(p * ((D{} - diff) - k.d_row)) & (DI)(p > 0.0));
+          gv = __builtin_convertvector(gd, F);
+        }
+        gv = (gv + k.hard * ps) * k.scale;
+        simd::store(g + j + q * W, gv);
+      }
+    for (; j < n; ++j) {
+      const PairProbs pp{0, 0, exp_nonpos((us[j] - hs) - ls_lo), exp_nonpos((ut[j] - ht) - lt_lo)};
+      const double diff = ((double)ut[j] - (double)us[j]) - dl;
+      const double p = k.forward ? (double)pp.pt : (double)pp.ps;
+      if (value_pass) tail += p > 0.0 ? p * (k.forward ? diff : -diff) : 0.0;
+      if (!write) continue;
+      float gv = k.forward ? (float)pp.ps - (float)pp.pt : (float)(p > 0.0 ? p * (-diff - k.d_row) : 0.0);
+      g[j] = (gv + k.hard * (float)pp.ps) * k.scale;
+    }
+    if (write && k.ds != kF32) {
+      uint16_t* out = (uint16_t*)k.grad + b;
+      int64_t i = 0;
+      if (k.ds == kBF16) {
+        for (; i + W <= n; i += W) simd::store_bf16<V>(out + i, simd::load<F>(bg + i));
+        for (; i < n; ++i) out[i] = f32_to_bf16(bg[i]);
+      } else {
+        for (; i + W <= n; i += W) simd::store_f16<V>(out + i, simd::load<F>(bg + i));
+        for (; i < n; ++i) out[i] = f32_to_f16(bg[i]);
+      }
+    }
+  }
+  // The 16 logical lanes in a fixed order, whatever W is.
+  double lanes[simd::kLanes];
+  for (int q = 0; q < K; ++q) memcpy(lanes + q * W, &acc[q], sizeof(D));
+  for (int w = simd::kLanes / 2; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) lanes[l] = lanes[l] + lanes[l + w];
+  return lanes[0] + tail;
+}
+GK_SIMD_DISPATCH(double, kl_pass_isa, (const KlRow& k, bool value_pass), (k, value_pass))
+
 }  // namespace
 
 Status distill_loss(DistillArgs& a) {
@@ -88,7 +181,9 @@ Status distill_loss(DistillArgs& a) {
 
   const float inv_t = 1.0f / a.temperature;
   const int threads = num_threads();
-  Scratch su(threads, v), tu(threads, v), sp(threads, v), tp(threads, v);
+  // Float32 copies of the rows, for the JSD only.
+  const int64_t width = a.divergence == kJsd ? v : 1;
+  Scratch su(threads, width), tu(threads, width), sp(threads, width), tp(threads, width);
   std::vector<double> row_value((size_t)n, 0.0);
   parallel_for(n, row_grain(v), [&](int64_t b, int64_t e, int slot) {
     for (int64_t r = b; r < e; ++r) {
@@ -110,6 +205,38 @@ Status distill_loss(DistillArgs& a) {
           if (a.row_loss) a.row_loss[r] = 0.0f;
           continue;
         }
+      }
+      if (a.divergence != kJsd) {
+        // Forward / reverse KL: no copies of the rows, two reads each (three for reverse KL with a
+        // gradient), vectorised.
+        const void* zs = row_ptr(a.student, a.student_dtype, r, v);
+        const void* zt = row_ptr(a.teacher, a.teacher_dtype, r, v);
+        const RowStats ss = row_stats(zs, a.student_dtype, v, inv_t, false), ts = row_stats(zt, a.teacher_dtype, v, inv_t, false);
+        KlRow k{zs, a.student_dtype, zt, a.teacher_dtype, v, inv_t,
+                (double)ss.m + std::log((double)ss.s), (double)ts.m + std::log((double)ts.s), a.divergence == kForwardKl,
+                y >= 0 ? (float)a.hard_label_weight : 0.0f, (float)(w / (double)a.temperature), 0.0, g};
+        const double uy = y >= 0 ? (double)load_elem(zs, a.student_dtype, y, inv_t) : 0.0;  // read before any write
+        const double d = kl_pass_isa(k, true);
+        if (g && !k.forward) {
+          k.d_row = d;
+          kl_pass_isa(k, false);
+        }
+        double value = d;
+        if (y >= 0) {
+          value += a.hard_label_weight * (k.lse_s - uy);
+          if (g) {
+            // The target's element: its hard-label term is p_S − 1, not p_S.
+            const float ps = exp_nonpos((float)(uy - k.lse_s));
+            const float pt = exp_nonpos((float)(load_elem(zt, a.teacher_dtype, y, inv_t) - k.lse_t));
+            const double diff = (double)(load_elem(zt, a.teacher_dtype, y, inv_t)) - uy - (k.lse_t - k.lse_s);
+            const float gv = k.forward ? ps - pt : (float)(ps > 0.0f ? (double)ps * (-diff - d) : 0.0);
+            store(a.student_dtype, g, y, (gv + k.hard * (ps - 1.0f)) * k.scale);
+          }
+        }
+        row_value[(size_t)r] = value;
+        if (a.row_loss) a.row_loss[r] = (float)value;
+        if (!std::isfinite(value)) bad_value.report(r);
+        continue;
       }
       float* us = su.get(slot);
       float* ut = tu.get(slot);

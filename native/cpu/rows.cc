@@ -10,32 +10,6 @@ namespace {
 
 using simd::kLanes;
 
-// Block [b, e) of a row as float32 u = z * inv_t: the row itself (float32, inv_t = 1) or buf.
-template <int W>
-GK_SIMD_INLINE const float* block_of(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, float* buf) {
-  typedef simd::Vec<W> V;
-  typedef typename V::F F;
-  const int64_t n = e - b;
-  if (dtype == kF32) {
-    const float* z = (const float*)row + b;
-    if (inv_t == 1.0f) return z;
-    int64_t j = 0;
-    for (; j + W <= n; j += W) simd::store(buf + j, simd::load<F>(z + j) * inv_t);
-    for (; j < n; ++j) buf[j] = z[j] * inv_t;
-  } else if (dtype == kBF16) {
-    const uint16_t* z = (const uint16_t*)row + b;
-    int64_t j = 0;
-    for (; j + W <= n; j += W) simd::store(buf + j, simd::load_bf16<V>(z + j) * inv_t);
-    for (; j < n; ++j) buf[j] = bf16_to_f32(z[j]) * inv_t;
-  } else {
-    const uint16_t* z = (const uint16_t*)row + b;
-    int64_t j = 0;
-    for (; j + W <= n; j += W) simd::store(buf + j, simd::load_f16<V>(z + j) * inv_t);
-    for (; j < n; ++j) buf[j] = f16_to_f32(z[j]) * inv_t;
-  }
-  return buf;
-}
-
 // Maximum of a block; *bad |= it holds a NaN or +inf.
 template <int W>
 GK_SIMD_INLINE float block_max(const float* u, int64_t n, bool* bad) {

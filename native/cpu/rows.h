@@ -7,8 +7,10 @@
 #include <vector>
 
 #include "../core/common.h"
+#include "../core/dtype.h"
 #include "../core/softmax.h"
 #include "pool.h"
+#include "simd.h"
 
 namespace gk {
 namespace cpu {
@@ -139,6 +141,32 @@ inline Status copy_offsets(const int64_t* off, int64_t S, int64_t n, std::vector
       return st;
     }
   return st;
+}
+
+// Block [b, e) of a row as float32 u = z * inv_t: the row itself (float32, inv_t = 1) or buf.
+template <int W>
+GK_SIMD_INLINE const float* block_of(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, float* buf) {
+  typedef simd::Vec<W> V;
+  typedef typename V::F F;
+  const int64_t n = e - b;
+  if (dtype == kF32) {
+    const float* z = (const float*)row + b;
+    if (inv_t == 1.0f) return z;
+    int64_t j = 0;
+    for (; j + W <= n; j += W) simd::store(buf + j, simd::load<F>(z + j) * inv_t);
+    for (; j < n; ++j) buf[j] = z[j] * inv_t;
+  } else if (dtype == kBF16) {
+    const uint16_t* z = (const uint16_t*)row + b;
+    int64_t j = 0;
+    for (; j + W <= n; j += W) simd::store(buf + j, simd::load_bf16<V>(z + j) * inv_t);
+    for (; j < n; ++j) buf[j] = bf16_to_f32(z[j]) * inv_t;
+  } else {
+    const uint16_t* z = (const uint16_t*)row + b;
+    int64_t j = 0;
+    for (; j + W <= n; j += W) simd::store(buf + j, simd::load_f16<V>(z + j) * inv_t);
+    for (; j < n; ++j) buf[j] = f16_to_f32(z[j]) * inv_t;
+  }
+  return buf;
 }
 
 // Rows per work chunk: about 64K elements, at least one row.
