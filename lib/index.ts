@@ -12,7 +12,7 @@ export {
 } from './ops/logprobs';
 export {
   groupAdvantages,
-  type GroupAdvantagesOptions, type GroupAdvantagesResult, type AdvantageScale, type AdvantageEstimator, type RewardValues,
+  type GroupAdvantagesOptions, type GroupAdvantagesResult, type AdvantageScale, type AdvantageEstimator, type MultiObjectiveAggregation, type RewardValues,
 } from './ops/advantages';
 export {
   grpoLoss, grpoLossFromLogp, grpoLossFromLogits, resolveLossOptions, LOSS_PRESETS, LOSS_TYPES,

@@ -26,7 +26,8 @@ export const packageVersion: string = JSON.parse(fs.readFileSync(path.join(packa
 // Codes shared with native/core (enums there); the order is the ABI.
 export const DTypeCode = { float32: 0, float16: 1, bfloat16: 2 } as const;
 export const ScaleCode = { group: 0, batch: 1, none: 2 } as const;
-export const EstimatorCode = { grpo: 0, rloo: 1 } as const;
+export const EstimatorCode = { grpo: 0, rloo: 1, reinforcePlusPlus: 2, reinforcePlusPlusBaseline: 3, opo: 4, gpg: 5, grpoPassK: 6 } as const;
+export const MultiObjectiveCode = { sumThenNormalize: 0, normalizeThenSum: 1 } as const;
 export const SurrogateCode = { clip: 0, cispo: 1, sapo: 2 } as const;
 export const IsLevelCode = { token: 0, sequence: 1, sequenceToken: 2 } as const;
 export const KlCode = { k1: 0, k2: 1, k3: 2 } as const;
@@ -135,7 +136,7 @@ export interface NativeAddon {
   tokenLogProbs(a: NativeLogitsArgs & { checkFinite: boolean; logp: F32; entropy?: F32; lse?: F32 }): Promise<void>;
   tokenLogProbsBackward(a: NativeLogitsArgs & { gradLogp?: F32; gradEntropy?: F32; lse?: F32; entropy?: F32; grad?: Logits }): Promise<void>;
   groupAdvantages(a: NativePlacement & {
-    rewards: F64; k: number; n: number; groupSize: number; weights?: F64; scale: number; estimator: number; eps: number;
+    rewards: F64; k: number; n: number; groupSize: number; weights?: F64; lengths?: F64; scale: number; estimator: number; aggregation?: number; eps: number;
     advantages: F32; combined: F64; groupMean: F64; groupStd: F64;
   }): Promise<number>;
   grpoLossStep(a: NativePlacement & NativeLossInputs & { n: number; logp: F32; entropy?: F32; dlogp: F32; dentropy?: F32 }): Promise<NativeLossMetrics>;

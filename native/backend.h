@@ -50,7 +50,8 @@ struct AdvantageArgs {
   const double* rewards = nullptr;
   int64_t k = 1, n = 0, group = 1;
   const double* weights = nullptr;  // k, or null for all ones
-  AdvOptions opt{kScaleGroup, kEstGrpo, 1e-4};
+  const double* lengths = nullptr;  // n completion lengths (opo; reinforcePlusPlus*), or null
+  AdvOptions opt{kScaleGroup, kEstGrpo, 1e-4, kAggSumThenNormalize};
   float* advantages = nullptr;      // n
   double* combined = nullptr;       // n
   double* group_mean = nullptr;     // n / group

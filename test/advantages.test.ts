@@ -63,3 +63,54 @@ t.test('bad inputs', async (t) => {
   await rejectsCode(t, () => gk.groupAdvantages([1, 2], undefined as never), 'GK_INVALID_ARG', /groupSize are required/);
   await rejectsCode(t, () => gk.groupAdvantages('abc' as never, { groupSize: 1 }), 'GK_DTYPE', /rewards must be/);
 });
+
+// §9.5, by hand.
+const f32 = (r: gk.GroupAdvantagesResult) => Array.from(r.advantages.data as Float32Array);
+const near = (t: { ok(c: boolean, m: string): unknown }, got: number[], want: number[], msg: string) =>
+  t.ok(got.length === want.length && got.every((g, i) => Math.abs(g - want[i]!) <= 1e-6 * Math.max(1, Math.abs(want[i]!))), `${msg}: ${got} vs ${want}`);
+
+t.test('grpoPassK: only the best member, by its margin over the runner-up; ties give 0', async (t) => {
+  near(t, f32(await gk.groupAdvantages([1, 5, 2, 4, 3, 3, 1, 0], { groupSize: 4, estimator: 'grpoPassK', scale: 'none' })), [0, 1, 0, 0, 0, 0, 0, 0], 'scale none');
+  const r = await gk.groupAdvantages([1, 5, 2, 4], { groupSize: 4, estimator: 'grpoPassK' });
+  near(t, f32(r), [0, 1 / (r.groupStd[0]! + 1e-4), 0, 0], 'scale group (default)');
+});
+
+t.test('opo: the length-weighted group mean', async (t) => {
+  near(t, f32(await gk.groupAdvantages([1, 0, 1], { groupSize: 3, estimator: 'opo', lengths: [1, 2, 3] })), [1 / 3, -2 / 3, 1 / 3], 'b = 4/6');
+  near(t, f32(await gk.groupAdvantages([1, 0, 1], { groupSize: 3, estimator: 'opo', lengths: [0, 0, 0] })), [0, 0, 0], 'no weight: 0');
+});
+
+t.test('gpg: α = valid / non-zero rewards times the centred reward', async (t) => {
+  const a = 8 / 3;
+  near(t, f32(await gk.groupAdvantages([1, 0, 0, 0, 1, 1, 0, 0], { groupSize: 4, estimator: 'gpg' })), [0.75 * a, -0.25 * a, -0.25 * a, -0.25 * a, 0.5 * a, 0.5 * a, -0.5 * a, -0.5 * a], 'α = 8/3');
+});
+
+t.test('reinforcePlusPlus: token-weighted batch whitening', async (t) => {
+  // W = 4, mean 3/4, var = (3·1/16 + 9/16)/3 = 1/4.
+  near(t, f32(await gk.groupAdvantages([1, 0], { groupSize: 2, estimator: 'reinforcePlusPlus', lengths: [3, 1], eps: 0 })), [0.5, -1.5], 'lengths 3, 1');
+  // Baseline: group-centred [1, -1, 0, 0] (second group flat), then whitened with unit weights.
+  const c = [1, -1, 0, 0];
+  const sd = Math.sqrt(2 / 3);
+  near(t, f32(await gk.groupAdvantages([2, 0, 5, 5], { groupSize: 2, estimator: 'reinforcePlusPlusBaseline', eps: 0 })), c.map((v) => v / sd), 'with the group mean');
+});
+
+t.test('normalizeThenSum: each function normalised in its group, summed, then over the batch', async (t) => {
+  const z = 0.5 / (Math.SQRT1_2 + 1e-4);
+  const s = [2 * z, -2 * z, -z, z];
+  const sd = Math.sqrt((4 * z * z * 2 + 2 * z * z) / 3);
+  const r = await gk.groupAdvantages([[1, 0, 1, 1], [1, 0, 0, 1]], { groupSize: 2, multiObjectiveAggregation: 'normalizeThenSum' });
+  near(t, f32(r), s.map((v) => v / (sd + 1e-4)), 'two functions');
+  t.equal(r.zeroVarianceGroups, 0, 'a group counts only when every function is flat in it');
+});
+
+t.test('§9.5 bad inputs', async (t) => {
+  await rejectsCode(t, () => gk.groupAdvantages([1, 2], { groupSize: 2, estimator: 'opo' }), 'GK_INVALID_ARG', /opo' needs options.lengths/);
+  await rejectsCode(t, () => gk.groupAdvantages([1, 2], { groupSize: 2, estimator: 'opo', lengths: [1] }), 'GK_SHAPE', /lengths must have one length per completion \(2\)/);
+  await rejectsCode(t, () => gk.groupAdvantages([1, 2], { groupSize: 2, estimator: 'opo', lengths: [1, -1] }), 'GK_INVALID_ARG', /lengths\[1\] must be >= 0/);
+  await rejectsCode(t, () => gk.groupAdvantages([1, 2], { groupSize: 2, lengths: [1, NaN] }), 'GK_INVALID_ARG', /lengths\[1\] must be a finite number/);
+  await rejectsCode(t, () => gk.groupAdvantages([1, 2], { groupSize: 2, estimator: 'reinforcePlusPlus', scale: 'group' }), 'GK_INVALID_ARG', /scale must be 'batch' or unset/);
+  await rejectsCode(t, () => gk.groupAdvantages([[1, 2], [3, 4]], { groupSize: 2, estimator: 'rloo', multiObjectiveAggregation: 'normalizeThenSum' }), 'GK_INVALID_ARG', /estimator 'grpo' only/);
+  await rejectsCode(t, () => gk.groupAdvantages([[1, 2], [3, 4]], { groupSize: 2, scale: 'group', multiObjectiveAggregation: 'normalizeThenSum' }), 'GK_INVALID_ARG', /leave it unset/);
+  await rejectsCode(t, () => gk.groupAdvantages([1, 2], { groupSize: 2, multiObjectiveAggregation: 'normalize_then_sum' as never }), 'GK_INVALID_ARG', /multiObjectiveAggregation must be one of/);
+  await rejectsCode(t, () => gk.groupAdvantages([1, 2], { groupSize: 2, estimator: 'reinforce_plus_plus' as never }), 'GK_INVALID_ARG', /estimator must be one of/);
+});

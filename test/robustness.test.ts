@@ -118,6 +118,9 @@ t.test('6. every failure is a GrpoKernelsError with a code and a message naming 
     ['fromBFloat16(Float32Array)', () => gk.fromBFloat16(new Float32Array(2) as never), 'GK_DTYPE', /fromBFloat16/],
     ['seqOffsets with a Symbol', () => gk.grpoLoss({ logp: [-1, -1], advantages: [1], seqOffsets: [0, Symbol('x')] as never }), 'GK_INVALID_ARG', /seqOffsets\[1\] must be an integer/],
     ['rewards as an array-like object', () => gk.groupAdvantages({ length: 2 ** 40 } as never, { groupSize: 1 }), 'GK_DTYPE', /rewards must be/],
+    ['lengths as an array-like object', () => gk.groupAdvantages([1, 2], { groupSize: 2, estimator: 'opo', lengths: { length: 2 ** 40 } as never }), 'GK_SHAPE', /options\.lengths must have one length per completion/],
+    ['lengths as a BigInt64Array', () => gk.groupAdvantages([1, 2], { groupSize: 2, estimator: 'opo', lengths: new BigInt64Array(2) as never }), 'GK_SHAPE', /options\.lengths/],
+    ['lengths with a string', () => gk.groupAdvantages([1, 2], { groupSize: 2, estimator: 'opo', lengths: [1, '2'] as never }), 'GK_INVALID_ARG', /options\.lengths\[1\] must be a finite number/],
   ];
   for (const [name, f, code, msg] of cases) {
     try {
@@ -127,6 +130,23 @@ t.test('6. every failure is a GrpoKernelsError with a code and a message naming 
       t.ok(e instanceof gk.GrpoKernelsError, `${name}: a GrpoKernelsError (got ${(e as Error)?.constructor?.name}: ${(e as Error)?.message})`);
       t.equal((e as gk.GrpoKernelsError).code, code, `${name}: ${code}`);
       t.match((e as Error).message, msg, `${name}: message`);
+    }
+  }
+  // The raw addon refuses the §9.5 options' bad values with a code (it throws plain coded errors).
+  const advRaw = { device: -1, rewards: new Float64Array(2), k: 1, n: 2, groupSize: 2, scale: 2, eps: 0, advantages: new Float32Array(2), combined: new Float64Array(2), groupMean: new Float64Array(1), groupStd: new Float64Array(1) };
+  const rawCases: [string, Record<string, unknown>, string, RegExp][] = [
+    ['opo without lengths', { estimator: 4 }, 'GK_INVALID_ARG', /opo' needs 'lengths'/],
+    ['estimator out of range', { estimator: 7 }, 'GK_INVALID_ARG', /'estimator' is not a known value/],
+    ['aggregation out of range', { estimator: 0, aggregation: 2 }, 'GK_INVALID_ARG', /'aggregation' is not a known value/],
+    ['short lengths', { estimator: 4, lengths: new Float64Array(1) }, 'GK_SHAPE', /'lengths' has 1 elements, expected 2/],
+  ];
+  for (const [name, extra, code, msg] of rawCases) {
+    try {
+      await addon().groupAdvantages({ ...advRaw, ...extra } as never);
+      t.fail(`raw groupAdvantages ${name}: expected ${code}`);
+    } catch (e) {
+      t.equal((e as { code?: unknown }).code, code, `raw groupAdvantages ${name}: ${code}`);
+      t.match((e as Error).message, msg, `raw groupAdvantages ${name}: message`);
     }
   }
   // A tensor whose buffer was transferred away.

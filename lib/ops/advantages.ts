@@ -1,21 +1,41 @@
 import { describe, fail } from '../errors';
-import { addon, call, EstimatorCode, ScaleCode } from '../native';
+import { addon, call, EstimatorCode, MultiObjectiveCode, ScaleCode } from '../native';
 import { Placement } from '../device';
 import { Tensor } from '../tensor';
 import { allocate } from '../dtype';
 import { checkEnum, checkKnownKeys, checkNumber, checkObject, lengthOf } from '../validate';
 
 export type AdvantageScale = 'group' | 'batch' | 'none';
-export type AdvantageEstimator = 'grpo' | 'rloo';
+export type AdvantageEstimator = 'grpo' | 'rloo' | 'reinforcePlusPlus' | 'reinforcePlusPlusBaseline' | 'opo' | 'gpg' | 'grpoPassK';
+export type MultiObjectiveAggregation = 'sumThenNormalize' | 'normalizeThenSum';
+
+const ESTIMATORS = ['grpo', 'rloo', 'reinforcePlusPlus', 'reinforcePlusPlusBaseline', 'opo', 'gpg', 'grpoPassK'] as const;
 
 export interface GroupAdvantagesOptions {
   /** G: completions per prompt. Must divide the number of rewards. */
   groupSize: number;
-  /** Divisor: 'group' std (default for 'grpo'), 'batch' std, or 'none' (Dr. GRPO; default for 'rloo'). */
+  /**
+   * Divisor: 'group' std (default for 'grpo' and 'grpoPassK'), 'batch' std, or 'none' (Dr. GRPO;
+   * default for 'rloo', 'opo', 'gpg'). The REINFORCE++ estimators accept only 'batch' (their default).
+   */
   scale?: AdvantageScale;
-  /** Baseline: the group mean ('grpo', default) or the leave-one-out mean ('rloo'). */
+  /**
+   * Baseline (spec §2, §9.5): the group mean ('grpo', default), the leave-one-out mean ('rloo'),
+   * REINFORCE++ batch whitening without / with the group mean ('reinforcePlusPlus',
+   * 'reinforcePlusPlusBaseline' [verl reinforce_plus_plus(_baseline)]), the length-weighted group
+   * mean ('opo', needs `lengths`), GPG's rescaled group mean ('gpg'), or pass@k's best-vs-runner-up
+   * ('grpoPassK' [verl grpo_passk]).
+   */
   estimator?: AdvantageEstimator;
-  /** Added to the std before dividing. Default 1e-4. */
+  /**
+   * Several reward functions: sum them then normalise ('sumThenNormalize', default), or normalise
+   * each within its group, sum, then normalise over the batch ('normalizeThenSum' [TRL
+   * multi_objective_aggregation, GDPO]; estimator 'grpo' only, no `scale`).
+   */
+  multiObjectiveAggregation?: MultiObjectiveAggregation;
+  /** Completion lengths in tokens, one per completion: the weights of 'opo' (required) and of REINFORCE++ (default 1 each). */
+  lengths?: ArrayLike<number>;
+  /** Added to the std before dividing (inside the square root for REINFORCE++). Default 1e-4 (1e-8 for REINFORCE++). */
   eps?: number;
   /** One weight per reward function (when several are given). Default all 1. */
   weights?: ArrayLike<number>;
@@ -36,7 +56,7 @@ export interface GroupAdvantagesResult {
   zeroVarianceGroups: number;
 }
 
-const KEYS = ['groupSize', 'scale', 'estimator', 'eps', 'weights'] as const;
+const KEYS = ['groupSize', 'scale', 'estimator', 'multiObjectiveAggregation', 'lengths', 'eps', 'weights'] as const;
 
 function isRewardList(r: unknown): r is RewardValues[] {
   return Array.isArray(r) && r.length > 0 && r.every((x) => x instanceof Tensor || ArrayBuffer.isView(x) || Array.isArray(x));
@@ -66,7 +86,7 @@ function readRewards(op: string, name: string, r: unknown, into: Float64Array, o
 }
 
 /**
- * Group-relative advantages (spec §2), with statistics in float64. `rewards` is one array
+ * Group-relative advantages (spec §2 and §9.5), with statistics in float64. `rewards` is one array
  * (one reward function) or a list of arrays (several reward functions, summed with `weights`,
  * NaN skipped).
  */
@@ -83,9 +103,19 @@ export async function groupAdvantages(rewards: RewardValues | RewardValues[], op
   if (n < 1) fail('GK_SHAPE', `${op}: rewards must not be empty`);
   const g = checkNumber(op, 'options.groupSize', options.groupSize, { integer: true, min: 1 });
   if (n % g !== 0) fail('GK_SHAPE', `${op}: options.groupSize ${g} does not divide the ${n} rewards`);
-  const estimator = options.estimator === undefined ? 'grpo' : checkEnum(op, 'options.estimator', options.estimator, ['grpo', 'rloo'] as const);
-  const scale = options.scale === undefined ? (estimator === 'rloo' ? 'none' : 'group') : checkEnum(op, 'options.scale', options.scale, ['group', 'batch', 'none'] as const);
-  const eps = options.eps === undefined ? 1e-4 : checkNumber(op, 'options.eps', options.eps, { min: 0 });
+  const estimator = options.estimator === undefined ? 'grpo' : checkEnum(op, 'options.estimator', options.estimator, ESTIMATORS);
+  const aggregation = options.multiObjectiveAggregation === undefined
+    ? 'sumThenNormalize'
+    : checkEnum(op, 'options.multiObjectiveAggregation', options.multiObjectiveAggregation, ['sumThenNormalize', 'normalizeThenSum'] as const);
+  const rpp = estimator === 'reinforcePlusPlus' || estimator === 'reinforcePlusPlusBaseline';
+  if (aggregation === 'normalizeThenSum') {
+    if (estimator !== 'grpo') fail('GK_INVALID_ARG', `${op}: options.multiObjectiveAggregation 'normalizeThenSum' works with estimator 'grpo' only, got '${estimator}'`);
+    if (options.scale !== undefined) fail('GK_INVALID_ARG', `${op}: options.scale has no effect with multiObjectiveAggregation 'normalizeThenSum' (group then batch normalisation); leave it unset`);
+  }
+  const scaleDefault = rpp ? 'batch' : estimator === 'rloo' || estimator === 'opo' || estimator === 'gpg' ? 'none' : 'group';
+  const scale = options.scale === undefined ? scaleDefault : checkEnum(op, 'options.scale', options.scale, ['group', 'batch', 'none'] as const);
+  if (rpp && scale !== 'batch') fail('GK_INVALID_ARG', `${op}: estimator '${estimator}' whitens over the batch: options.scale must be 'batch' or unset, got '${scale}'`);
+  const eps = options.eps === undefined ? (rpp ? 1e-8 : 1e-4) : checkNumber(op, 'options.eps', options.eps, { min: 0 });
   const k = list.length;
   for (let i = 1; i < k; i++)
     if (lengthOf(list[i]) !== n) fail('GK_SHAPE', `${op}: rewards[${i}] must have ${n} elements (one per completion), got ${describe(list[i])}`);
@@ -99,6 +129,14 @@ export async function groupAdvantages(rewards: RewardValues | RewardValues[], op
     weights = new Float64Array(k);
     for (let i = 0; i < k; i++) weights[i] = checkNumber(op, `options.weights[${i}]`, w[i]);
   }
+  let lengths: Float64Array | undefined;
+  if (options.lengths !== undefined) {
+    const l = options.lengths;
+    if (!(Array.isArray(l) || (ArrayBuffer.isView(l) && !(l instanceof DataView) && !(l instanceof BigInt64Array) && !(l instanceof BigUint64Array))) || (l as ArrayLike<number>).length !== n)
+      fail('GK_SHAPE', `${op}: options.lengths must have one length per completion (${n}), got ${describe(l)}`);
+    lengths = new Float64Array(n);
+    for (let i = 0; i < n; i++) lengths[i] = checkNumber(op, `options.lengths[${i}]`, (l as ArrayLike<number>)[i], { min: 0 });
+  } else if (estimator === 'opo') fail('GK_INVALID_ARG', `${op}: estimator 'opo' needs options.lengths (the completion lengths, its baseline's weights)`);
   const advantages = new Float32Array(n);
   const combined = new Float64Array(n);
   const groupMean = new Float64Array(n / g);
@@ -108,7 +146,8 @@ export async function groupAdvantages(rewards: RewardValues | RewardValues[], op
   const native = addon();
   const zeroVarianceGroups = await call(op, () =>
     native.groupAdvantages({
-      device: at.device, rewards: packed, k, n, groupSize: g, ...(weights ? { weights } : {}), scale: ScaleCode[scale], estimator: EstimatorCode[estimator], eps,
+      device: at.device, rewards: packed, k, n, groupSize: g, ...(weights ? { weights } : {}), ...(lengths ? { lengths } : {}),
+      scale: ScaleCode[scale], estimator: EstimatorCode[estimator], aggregation: MultiObjectiveCode[aggregation], eps,
       advantages, combined, groupMean, groupStd,
     }),
   );

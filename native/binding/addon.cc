@@ -635,8 +635,12 @@ Napi::Value GroupAdvantages(const Napi::CallbackInfo& info) {
     Bind(*c, o, "rewards", kF64, Count(a->k, a->n), &a->rewards, kIn);
     BindOpt(*c, o, "weights", kF64, (size_t)a->k, &a->weights);
     a->opt.scale = Enum(o, "scale", gk::kScaleGroup, 3);
-    a->opt.estimator = Enum(o, "estimator", gk::kEstGrpo, 2);
+    a->opt.estimator = Enum(o, "estimator", gk::kEstGrpo, 7);
+    a->opt.aggregation = Enum(o, "aggregation", gk::kAggSumThenNormalize, 2);
     a->opt.eps = Finite(o, "eps", 1e-4);
+    const BindInfo lengths = BindOpt(*c, o, "lengths", kF64, (size_t)a->n, &a->lengths);
+    if (a->opt.estimator == gk::kEstOpo && !lengths.given)
+      throw ArgError{gk::kInvalid, "estimator 'opo' needs 'lengths' (one per completion)"};
     if (a->opt.eps < 0.0) throw ArgError{gk::kInvalid, "'eps' must be >= 0"};
     Bind(*c, o, "advantages", kF32, (size_t)a->n, &a->advantages, kOut);
     Bind(*c, o, "combined", kF64, (size_t)a->n, &a->combined, kOut);

@@ -1,5 +1,6 @@
-// Spec §2 on the CPU: group advantages in float64.
+// Spec §2 and §9.5 on the CPU: group advantages in float64.
 #include <cmath>
+#include <vector>
 
 #include "../backend.h"
 
@@ -14,15 +15,21 @@ Status group_advantages(AdvantageArgs& a) {
              (long long)a.n);
     return st;
   }
+  if (a.opt.estimator == kEstOpo && !a.lengths) {
+    st.code = kInvalid;
+    snprintf(st.message, sizeof(st.message), "estimator 'opo' needs the completion lengths");
+    return st;
+  }
   for (int64_t i = 0; i < a.n; ++i) a.combined[i] = combine_rewards(a.rewards, a.k, a.n, i, a.weights);
 
-  // Batch statistics over every valid reward (only used by scale 'batch').
+  // Batch statistics over every valid reward: the std (scale 'batch'), gpg's α.
   double sum = 0.0;
-  int64_t valid = 0;
+  int64_t valid = 0, nonzero = 0;
   for (int64_t i = 0; i < a.n; ++i)
     if (!std::isnan(a.combined[i])) {
       sum += a.combined[i];
       ++valid;
+      if (a.combined[i] != 0.0) ++nonzero;
     }
   double batch_std = 0.0;
   if (valid >= 2) {
@@ -32,19 +39,49 @@ Status group_advantages(AdvantageArgs& a) {
       if (!std::isnan(a.combined[i])) ss += (a.combined[i] - mean) * (a.combined[i] - mean);
     batch_std = std::sqrt(ss / (double)(valid - 1));
   }
+  const double alpha = (double)valid / (double)(nonzero > 1 ? nonzero : 1);
+
+  const bool whitened = adv_whitened(a.opt);
+  const bool gdpo = a.opt.aggregation == kAggNormalizeThenSum;
+  std::vector<double> x(whitened ? (size_t)a.n : 0);
 
   a.zero_variance_groups = 0;
   for (int64_t g0 = 0, gi = 0; g0 < a.n; g0 += a.group, ++gi) {
     const double* r = a.combined + g0;
     const GroupStats gs = group_stats(r, a.group);
-    double gsum = 0.0;
-    for (int64_t i = 0; i < a.group; ++i)
-      if (!std::isnan(r[i])) gsum += r[i];
-    if (gs.zero_variance) ++a.zero_variance_groups;
     if (a.group_mean) a.group_mean[gi] = gs.mean;
     if (a.group_std) a.group_std[gi] = gs.std;
-    for (int64_t i = 0; i < a.group; ++i) a.advantages[g0 + i] = (float)advantage(r[i], gs, gsum, batch_std, a.opt);
+    if (gdpo) {
+      if (normalize_then_sum_group(a.rewards, a.k, a.n, g0, a.group, a.weights, a.opt.eps, x.data() + g0))
+        ++a.zero_variance_groups;
+      continue;
+    }
+    if (gs.zero_variance) ++a.zero_variance_groups;
+    if (whitened) {
+      for (int64_t i = 0; i < a.group; ++i) x[g0 + i] = whiten_input(r[i], gs, a.opt);
+      continue;
+    }
+    const GroupExtra ge = group_extra(r, a.lengths ? a.lengths + g0 : nullptr, a.group, a.opt);
+    for (int64_t i = 0; i < a.group; ++i)
+      a.advantages[g0 + i] = (float)advantage(r[i], i, gs, ge, batch_std, alpha, a.opt);
   }
+  if (!whitened) return st;
+
+  // The batch step: weighted moments of the valid x (weights: lengths for REINFORCE++, else 1).
+  const bool by_len = !gdpo && a.lengths;
+  double wsum = 0.0, wx = 0.0;
+  for (int64_t i = 0; i < a.n; ++i)
+    if (!std::isnan(x[i])) {
+      const double w = by_len ? a.lengths[i] : 1.0;
+      wsum += w;
+      wx += w * x[i];
+    }
+  const double mean = wsum > 0.0 ? wx / wsum : 0.0;
+  double ss = 0.0;
+  for (int64_t i = 0; i < a.n; ++i)
+    if (!std::isnan(x[i])) ss += (by_len ? a.lengths[i] : 1.0) * ((x[i] - mean) * (x[i] - mean));
+  const double div = whiten_div(wsum, ss, a.opt);
+  for (int64_t i = 0; i < a.n; ++i) a.advantages[i] = (float)whiten_final(x[i], wsum, mean, div);
   return st;
 }
 

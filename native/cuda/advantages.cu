@@ -11,6 +11,12 @@
 //   3. batch_std (scale 'batch' only, one block): the std from the level-2 partials.
 //   4. groups   (one thread per group, grid-stride): the CPU's per-group loop verbatim — mean, std,
 //               zero-variance test, advantages — with the group count reduced by integer atomics.
+// §9.5 adds, only for the estimators that need them:
+//   gpg:        count (one block) the valid and the non-zero rewards (integers: exact), α = their ratio,
+//               before the groups kernel.
+//   whitened (reinforcePlusPlus*, normalizeThenSum): the groups kernel writes each sample's value x
+//               to a scratch array instead of advantages; whiten (one block, fixed-order strided
+//               sums) gives the weighted mean and divisor; finish (grid-stride) writes the advantages.
 // The partition depends on n only (not on the device), so the batch std is the same on every GPU.
 // No floating-point atomics anywhere.
 //
@@ -30,6 +36,7 @@ constexpr int64_t kMaxBlocks = 1024;
 struct Params {
   const double* rewards;
   const double* weights;
+  const double* lengths;         // n or null
   int64_t k, n, group;
   AdvOptions opt;
   float* advantages;
@@ -43,6 +50,8 @@ struct Params {
   double* part_ss;               // nb
   double* batch_std;             // 1, null unless scale 'batch'
   unsigned long long* zero_groups;  // 1
+  double* x;                     // n, null unless whitened
+  double* batch;                 // 4: whitened mean, divisor, weight sum; gpg α
 };
 
 __device__ __forceinline__ void block_range(const Params& p, int64_t b, int64_t* lo, int64_t* hi) {
@@ -117,26 +126,88 @@ __global__ void __launch_bounds__(kFinalThreads) batch_std_kernel(const Params p
   if (threadIdx.x == 0) *p.batch_std = c >= 2 ? sqrt(ss / (double)(c - 1)) : 0.0;
 }
 
+// gpg's α = valid / max(1, non-zero) over the combined rewards (one block; integer sums: exact).
+__global__ void __launch_bounds__(kFinalThreads) gpg_alpha_kernel(const Params p) {
+  GK_SHARED(sml, detail::ReduceSmem<long long>);
+  long long valid = 0, nonzero = 0;
+  for (int64_t i = threadIdx.x; i < p.n; i += kFinalThreads) {
+    const double x = p.combined[i];
+    if (x == x) {
+      ++valid;
+      if (x != 0.0) ++nonzero;
+    }
+  }
+  valid = detail::block_sum<kFinalThreads>(valid, sml);
+  nonzero = detail::block_sum<kFinalThreads>(nonzero, sml);
+  if (threadIdx.x == 0) p.batch[3] = (double)valid / (double)(nonzero > 1 ? nonzero : 1);
+}
+
 // 4. One thread per group: native/cpu/advantages.cc's group loop.
 __global__ void __launch_bounds__(kThreads) groups_kernel(const Params p) {
   GK_SHARED(sml, detail::ReduceSmem<long long>);
   const int64_t groups = p.n / p.group;
   const double batch_std = p.batch_std ? *p.batch_std : 0.0;
+  const double alpha = p.opt.estimator == kEstGpg ? p.batch[3] : 1.0;
+  const bool whitened = adv_whitened(p.opt);
+  const bool gdpo = p.opt.aggregation == kAggNormalizeThenSum;
   long long zero = 0;
   for (int64_t gi = (int64_t)blockIdx.x * kThreads + threadIdx.x; gi < groups; gi += (int64_t)gridDim.x * kThreads) {
     const int64_t g0 = gi * p.group;
     const double* r = p.combined + g0;
     const GroupStats gs = group_stats(r, p.group);
-    double gsum = 0.0;
-    for (int64_t i = 0; i < p.group; ++i)
-      if (!isnan(r[i])) gsum += r[i];
-    if (gs.zero_variance) ++zero;
     if (p.group_mean) p.group_mean[gi] = gs.mean;
     if (p.group_std) p.group_std[gi] = gs.std;
-    for (int64_t i = 0; i < p.group; ++i) p.advantages[g0 + i] = (float)advantage(r[i], gs, gsum, batch_std, p.opt);
+    if (gdpo) {
+      if (normalize_then_sum_group(p.rewards, p.k, p.n, g0, p.group, p.weights, p.opt.eps, p.x + g0)) ++zero;
+      continue;
+    }
+    if (gs.zero_variance) ++zero;
+    if (whitened) {
+      for (int64_t i = 0; i < p.group; ++i) p.x[g0 + i] = whiten_input(r[i], gs, p.opt);
+      continue;
+    }
+    const GroupExtra ge = group_extra(r, p.lengths ? p.lengths + g0 : nullptr, p.group, p.opt);
+    for (int64_t i = 0; i < p.group; ++i)
+      p.advantages[g0 + i] = (float)advantage(r[i], i, gs, ge, batch_std, alpha, p.opt);
   }
   zero = detail::block_sum<kThreads>(zero, sml);
   if (threadIdx.x == 0 && zero > 0) atomicAdd(p.zero_groups, (unsigned long long)zero);  // integers: exact
+}
+
+// The whitened estimators' batch step (one block): weighted moments of the valid x in a fixed
+// order (thread t sums t, t + 1024, ...; then the block tree), so every run gives the same bits.
+__global__ void __launch_bounds__(kFinalThreads) whiten_kernel(const Params p) {
+  GK_SHARED(smd, detail::ReduceSmem<double>);
+  const bool by_len = p.opt.aggregation != kAggNormalizeThenSum && p.lengths;
+  double w = 0.0, wx = 0.0;
+  for (int64_t i = threadIdx.x; i < p.n; i += kFinalThreads) {
+    const double x = p.x[i];
+    if (x == x) {
+      const double wi = by_len ? p.lengths[i] : 1.0;
+      w += wi;
+      wx += wi * x;
+    }
+  }
+  w = detail::block_sum<kFinalThreads>(w, smd);
+  wx = detail::block_sum<kFinalThreads>(wx, smd);
+  const double mean = w > 0.0 ? wx / w : 0.0;
+  double ss = 0.0;
+  for (int64_t i = threadIdx.x; i < p.n; i += kFinalThreads) {
+    const double x = p.x[i];
+    if (x == x) ss += (by_len ? p.lengths[i] : 1.0) * ((x - mean) * (x - mean));
+  }
+  ss = detail::block_sum<kFinalThreads>(ss, smd);
+  if (threadIdx.x == 0) {
+    p.batch[0] = mean;
+    p.batch[1] = whiten_div(w, ss, p.opt);
+    p.batch[2] = w;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) finish_kernel(const Params p) {
+  const double mean = p.batch[0], div = p.batch[1], w = p.batch[2];
+  for (int64_t i = (int64_t)blockIdx.x * kThreads + threadIdx.x; i < p.n; i += (int64_t)gridDim.x * kThreads)
+    p.advantages[i] = (float)whiten_final(p.x[i], w, mean, div);
 }
 
 }  // namespace
@@ -153,11 +224,16 @@ Status group_advantages(AdvantageArgs& a, cudaStream_t stream) {
   if (a.n <= 0) return st;
   if (!a.rewards || !a.advantages || !a.combined)
     return detail::make_status(kInvalid, "rewards and the advantages/combined outputs are required");
+  if (a.opt.estimator == kEstOpo && !a.lengths)
+    return detail::make_status(kInvalid, "estimator 'opo' needs the completion lengths");
+  const bool whitened = adv_whitened(a.opt);
+  const bool gpg = a.opt.estimator == kEstGpg;
 
   const bool batch = a.opt.scale == kScaleBatch;
   Params p;
   p.rewards = a.rewards;
   p.weights = a.weights;
+  p.lengths = a.lengths;
   p.k = a.k;
   p.n = a.n;
   p.group = a.group;
@@ -174,8 +250,13 @@ Status group_advantages(AdvantageArgs& a, cudaStream_t stream) {
   // Scratch: the zero-variance counter and the batch std, then the per-block partials.
   const size_t head_b = detail::align256(2 * sizeof(double));
   const size_t part_b = detail::align256(sizeof(double) * (size_t)nb);
+  const size_t extra_at = head_b + (batch ? 3 * part_b : 0);
+  const size_t batch_b = detail::align256(4 * sizeof(double));
+  const size_t x_b = whitened ? detail::align256(sizeof(double) * (size_t)a.n) : 0;
   detail::DeviceScratch scratch;
-  GK_CUDA_CHECK(scratch.alloc(head_b + (batch ? 3 * part_b : 0), stream));
+  GK_CUDA_CHECK(scratch.alloc(extra_at + batch_b + x_b, stream));
+  p.batch = scratch.as<double>(extra_at);
+  p.x = whitened ? scratch.as<double>(extra_at + batch_b) : nullptr;
   p.zero_groups = scratch.as<unsigned long long>(0);
   p.batch_std = batch ? scratch.as<double>(sizeof(double)) : nullptr;
   p.part_sum = batch ? scratch.as<double>(head_b) : nullptr;
@@ -191,9 +272,19 @@ Status group_advantages(AdvantageArgs& a, cudaStream_t stream) {
     GK_LAUNCH(1, kFinalThreads, 0, stream, batch_std_kernel)(p);
     GK_CUDA_CHECK_LAUNCH();
   }
+  if (gpg) {
+    GK_LAUNCH(1, kFinalThreads, 0, stream, gpg_alpha_kernel)(p);
+    GK_CUDA_CHECK_LAUNCH();
+  }
   const int64_t groups = a.n / a.group;
   GK_LAUNCH(detail::grid_for((groups + kThreads - 1) / kThreads, 8), kThreads, 0, stream, groups_kernel)(p);
   GK_CUDA_CHECK_LAUNCH();
+  if (whitened) {
+    GK_LAUNCH(1, kFinalThreads, 0, stream, whiten_kernel)(p);
+    GK_CUDA_CHECK_LAUNCH();
+    GK_LAUNCH(detail::grid_for((a.n + kThreads - 1) / kThreads, 8), kThreads, 0, stream, finish_kernel)(p);
+    GK_CUDA_CHECK_LAUNCH();
+  }
 
   unsigned long long zero = 0;
   GK_CUDA_CHECK(detail::finish_op(&zero, p.zero_groups, sizeof(zero), stream));

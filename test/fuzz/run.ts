@@ -205,7 +205,13 @@ function publicCall(): Call {
       const n = g * int(1, 5) + (chance(0.05) ? 1 : 0);
       const rewards = chance(0.3) ? [floatsFor(n), floatsFor(n)] : chance(0.1) ? junk() : floatsFor(n);
       const o = chance(0.05) ? junk() : {
-        ...(options({ scale: () => pick(['group', 'batch', 'none', 'z']), estimator: () => pick(['grpo', 'rloo', 'x']), eps: () => num(1e-4), weights: () => [num(1), num(2)] }) as object),
+        ...(options({
+          scale: () => pick(['group', 'batch', 'none', 'z']),
+          estimator: () => pick(['grpo', 'rloo', 'reinforcePlusPlus', 'reinforcePlusPlusBaseline', 'opo', 'gpg', 'grpoPassK', 'x']),
+          multiObjectiveAggregation: () => pick(['sumThenNormalize', 'normalizeThenSum', 'normalize_then_sum']),
+          lengths: () => floatsFor(chance(0.9) ? n : n + 1),
+          eps: () => num(1e-4), weights: () => [num(1), num(2)],
+        }) as object),
         groupSize: num(g),
       };
       return { name: `groupAdvantages n=${n} g=${g}`, raw: false, run: () => gk.groupAdvantages(rewards as never, o as never) };
@@ -416,7 +422,8 @@ function rawBase(entry: string): Record<string, unknown> {
       const g = int(1, 4);
       const m = g * int(1, 3);
       return {
-        rewards: new Float64Array(m).map(() => normal()), k: 1, n: m, groupSize: g, scale: int(0, 3), estimator: int(0, 2), eps: 1e-4,
+        rewards: new Float64Array(m).map(() => normal()), k: 1, n: m, groupSize: g, scale: int(0, 3), estimator: int(0, 7), aggregation: int(0, 2), eps: 1e-4,
+        ...(chance(0.6) ? { lengths: new Float64Array(m).map(() => int(0, 50)) } : {}),
         advantages: f32(m), combined: new Float64Array(m), groupMean: new Float64Array(m / g), groupStd: new Float64Array(m / g),
       };
     }

@@ -3,7 +3,7 @@
 // float64 reference, using the tolerance table of spec/grpo-math.md.
 import * as gk from '../../lib/index';
 import type { FloatDType } from '../../lib/index';
-import { refGroupAdvantages, type Estimator, type Scale } from './advantages';
+import { refGroupAdvantages, type Aggregation, type Estimator, type Scale } from './advantages';
 import { decodeBF16, decodeF16 } from './dtype';
 import { refGrpoLossFromLogits } from './fused';
 import { refTokenLogProbs, refTokenLogProbsBackward } from './logprobs';
@@ -202,7 +202,17 @@ export interface AdvantageCase {
   /** Groups forced to equal rewards. */
   flatGroups?: number;
   weights?: boolean;
+  /** §9.5: multi-objective aggregation. */
+  aggregation?: Aggregation;
+  /** §9.5: random completion lengths (some 0) as `lengths`. */
+  lengths?: boolean;
+  /** Rewards drawn from {0, 1} (pass/fail, with ties), not normal. */
+  binary?: boolean;
 }
+
+const ADV_SCALE_DEFAULT: Record<Estimator, Scale> = {
+  grpo: 'group', rloo: 'none', reinforcePlusPlus: 'batch', reinforcePlusPlusBaseline: 'batch', opo: 'none', gpg: 'none', grpoPassK: 'group',
+};
 
 export async function runAdvantageCase(seed: number, c: AdvantageCase): Promise<CaseResult> {
   const rng = new Rng(seed);
@@ -211,16 +221,25 @@ export async function runAdvantageCase(seed: number, c: AdvantageCase): Promise<
   const rewards: Float64Array[] = [];
   for (let i = 0; i < k; i++) {
     const r = new Float64Array(n);
-    for (let j = 0; j < n; j++) r[j] = rng.next() < (c.nanFraction ?? 0) ? NaN : rng.normal() * 2 + 0.5;
+    for (let j = 0; j < n; j++)
+      r[j] = rng.next() < (c.nanFraction ?? 0) ? NaN : c.binary ? (rng.next() < 0.4 ? 1 : 0) : rng.normal() * 2 + 0.5;
     rewards.push(r);
   }
   for (let gi = 0; gi < (c.flatGroups ?? 0) && gi < c.b; gi++)
     for (const r of rewards) for (let j = 0; j < c.g; j++) r[gi * c.g + j] = 0.1 * (gi + 1);
   const weights = c.weights ? Array.from({ length: k }, () => rng.next() * 2) : undefined;
   const estimator = c.estimator ?? 'grpo';
-  const scale = c.scale ?? (estimator === 'rloo' ? 'none' : 'group');
-  const opts = { groupSize: c.g, scale, estimator, eps: 1e-4, ...(weights ? { weights } : {}) };
-  const out = await gk.groupAdvantages(k === 1 ? rewards[0]! : rewards, opts);
+  const scale = c.scale ?? ADV_SCALE_DEFAULT[estimator];
+  const rpp = estimator === 'reinforcePlusPlus' || estimator === 'reinforcePlusPlusBaseline';
+  const lengths = c.lengths ? Float64Array.from({ length: n }, () => (rng.next() < 0.1 ? 0 : 1 + Math.floor(rng.next() * 300))) : undefined;
+  const eps = rpp ? 1e-8 : 1e-4;
+  const opts = {
+    groupSize: c.g, scale, estimator, eps, ...(weights ? { weights } : {}), ...(lengths ? { lengths } : {}),
+    ...(c.aggregation ? { multiObjectiveAggregation: c.aggregation } : {}),
+  };
+  // normalizeThenSum takes no scale (it is group-then-batch by definition).
+  const apiOpts = c.aggregation === 'normalizeThenSum' ? { ...opts, scale: undefined } : opts;
+  const out = await gk.groupAdvantages(k === 1 ? rewards[0]! : rewards, apiOpts);
   const ref = refGroupAdvantages(rewards, opts);
   const checks = [
     compare('advantages', out.advantages.data as Float32Array, ref.advantages, 1e-5),
@@ -229,12 +248,14 @@ export async function runAdvantageCase(seed: number, c: AdvantageCase): Promise<
     compare('groupStd', out.groupStd, ref.groupStd, 1e-12),
     { label: 'zeroVarianceGroups', err: Math.abs(out.zeroVarianceGroups - ref.zeroVarianceGroups), tol: 0, pass: out.zeroVarianceGroups === ref.zeroVarianceGroups },
   ];
-  // Exact zeros for zero-variance groups and invalid samples.
+  // Exact zeros for zero-variance groups and invalid samples (whitened estimators: invalid samples only).
   const adv = out.advantages.data as Float32Array;
+  const whitened = rpp || c.aggregation === 'normalizeThenSum';
   let exact = true;
-  for (let i = 0; i < n; i++) if (ref.advantages[i] === 0 && adv[i] !== 0) exact = false;
+  for (let i = 0; i < n; i++)
+    if ((whitened ? Number.isNaN(ref.combined[i]) : ref.advantages[i] === 0) && adv[i] !== 0) exact = false;
   checks.push({ label: 'exact zeros', err: exact ? 0 : 1, tol: 0, pass: exact });
-  const name = `B=${c.b} G=${c.g} K=${k} ${estimator}/${scale}${c.nanFraction ? ` nan=${c.nanFraction}` : ''}${c.flatGroups ? ` flat=${c.flatGroups}` : ''}${c.weights ? ' weighted' : ''}`;
+  const name = `B=${c.b} G=${c.g} K=${k} ${estimator}/${c.aggregation === 'normalizeThenSum' ? 'normalizeThenSum' : scale}${c.nanFraction ? ` nan=${c.nanFraction}` : ''}${c.flatGroups ? ` flat=${c.flatGroups}` : ''}${c.weights ? ' weighted' : ''}${lengths ? ' lengths' : ''}${c.binary ? ' binary' : ''}`;
   return result('groupAdvantages', name, checks);
 }
 
@@ -536,10 +557,28 @@ export function advantageCases(full: boolean): AdvantageCase[] {
     { b: 6, g: 8, k: 3, weights: true, nanFraction: 0.2, flatGroups: 1 },
     { b: 16, g: 16, scale: 'batch', nanFraction: 0.1 },
     { b: 16, g: 16, scale: 'none' },
+    // §9.5
+    { b: 12, g: 8, estimator: 'reinforcePlusPlus', nanFraction: 0.1 },
+    { b: 12, g: 8, estimator: 'reinforcePlusPlus', lengths: true },
+    { b: 12, g: 8, k: 2, weights: true, estimator: 'reinforcePlusPlusBaseline', lengths: true, flatGroups: 2, nanFraction: 0.1 },
+    { b: 10, g: 6, estimator: 'opo', lengths: true, flatGroups: 1, nanFraction: 0.15 },
+    { b: 10, g: 6, estimator: 'opo', scale: 'group', lengths: true },
+    { b: 16, g: 8, estimator: 'gpg', binary: true, nanFraction: 0.05 },
+    { b: 16, g: 8, estimator: 'gpg', scale: 'group' },
+    { b: 16, g: 8, estimator: 'grpoPassK', binary: true },
+    { b: 16, g: 8, estimator: 'grpoPassK', flatGroups: 2, nanFraction: 0.2 },
+    { b: 16, g: 8, estimator: 'grpoPassK', scale: 'none' },
+    { b: 10, g: 8, k: 3, weights: true, aggregation: 'normalizeThenSum', nanFraction: 0.2, flatGroups: 2 },
+    { b: 10, g: 8, k: 2, aggregation: 'normalizeThenSum', binary: true },
   ];
   if (full) {
     out.push({ b: 64, g: 16, k: 2, estimator: 'rloo', scale: 'group', nanFraction: 0.3 });
     out.push({ b: 4, g: 2, k: 2, nanFraction: 0.6 });
+    out.push({ b: 64, g: 16, k: 2, estimator: 'reinforcePlusPlusBaseline', binary: true, lengths: true });
+    out.push({ b: 64, g: 16, k: 2, estimator: 'opo', scale: 'batch', lengths: true, nanFraction: 0.3 });
+    out.push({ b: 64, g: 16, k: 2, estimator: 'gpg', binary: true, weights: true, nanFraction: 0.3 });
+    out.push({ b: 40, g: 2, estimator: 'grpoPassK', binary: true });
+    out.push({ b: 64, g: 16, k: 4, aggregation: 'normalizeThenSum', weights: true, binary: true, nanFraction: 0.3 });
   }
   return out;
 }

@@ -1151,26 +1151,36 @@ async function distillChecks(ctx: Ctx): Promise<void> {
 }
 
 // ------------------------------------------------------------------------------------------------
-// §2 group advantages.
+// §2 and §9.5 group advantages.
 
 interface AdvCase {
   k: number;
   n: number;
   g: number;
   weights: boolean;
-  scale: gk.AdvantageScale;
+  /** Unset: the estimator's default. */
+  scale?: gk.AdvantageScale;
   estimator: gk.AdvantageEstimator;
   nan: number;
   equalGroups: boolean;
+  aggregation?: gk.MultiObjectiveAggregation;
+  /** Random completion lengths (some 0). */
+  lengths?: boolean;
 }
 
 async function advantageCase(ctx: Ctx, c: AdvCase): Promise<void> {
-  const name = `k=${c.k} n=${c.n} G=${c.g}${c.weights ? ' weights' : ''} ${c.estimator}/${c.scale} NaN=${c.nan}${c.equalGroups ? ' equal groups' : ''}`;
+  const name = `k=${c.k} n=${c.n} G=${c.g}${c.weights ? ' weights' : ''} ${c.estimator}/${c.aggregation ?? c.scale ?? 'default'} NaN=${c.nan}${c.equalGroups ? ' equal groups' : ''}${c.lengths ? ' lengths' : ''}`;
+  // A reduction over the whole batch (the batch std, REINFORCE++'s and normalizeThenSum's whitening) is a parallel sum.
+  const batchWide = c.scale === 'batch' || c.estimator === 'reinforcePlusPlus' || c.estimator === 'reinforcePlusPlusBaseline' || c.aggregation === 'normalizeThenSum';
   await ctx.add('groupAdvantages', name, async (rng) => {
     const r = Array.from({ length: c.k }, () => Float64Array.from({ length: c.n }, () => (rng.next() < c.nan ? NaN : Math.round(rng.normal() * 4) / 4 + 0.125)));
     if (c.equalGroups) for (let g0 = 0; g0 + c.g <= c.n; g0 += 3 * c.g) for (const x of r) x.fill(x[g0]!, g0, g0 + c.g);
     const weights = c.weights ? Array.from({ length: c.k }, () => rng.normal()) : undefined;
-    const opts: gk.GroupAdvantagesOptions = { groupSize: c.g, scale: c.scale, estimator: c.estimator, eps: 1e-4, ...(weights ? { weights } : {}) };
+    const lengths = c.lengths ? Float64Array.from({ length: c.n }, () => (rng.next() < 0.1 ? 0 : 1 + Math.floor(rng.next() * 500))) : undefined;
+    const opts: gk.GroupAdvantagesOptions = {
+      groupSize: c.g, estimator: c.estimator, ...(c.scale ? { scale: c.scale } : {}), ...(weights ? { weights } : {}), ...(lengths ? { lengths } : {}),
+      ...(c.aggregation ? { multiObjectiveAggregation: c.aggregation } : {}),
+    };
     const input = c.k === 1 ? r[0]! : r;
     const cpu = await settle(gk.groupAdvantages(input, opts));
     // Rewards come from JS: the op runs on the default device.
@@ -1190,8 +1200,8 @@ async function advantageCase(ctx: Ctx, c: AdvCase): Promise<void> {
     const b = cpu.ok!;
     const out = (x: gk.GroupAdvantagesResult) => [x.advantages.data as HostArray, x.rewards, x.groupMean, x.groupStd, Float64Array.of(x.zeroVarianceGroups)];
     return [
-      c.scale === 'batch'
-        ? perElement('advantages within 1e-6 (batch std: a parallel sum)', a.advantages.data as Float32Array, b.advantages.data as Float32Array, 1e-6)
+      batchWide
+        ? perElement('advantages within 1e-6 (batch statistics: a parallel sum)', a.advantages.data as Float32Array, b.advantages.data as Float32Array, 1e-6)
         : sameBits('advantages bit-identical', a.advantages.data as HostArray, b.advantages.data as HostArray),
       sameBits('combined rewards bit-identical', a.rewards, b.rewards),
       sameBits('groupMean bit-identical', a.groupMean, b.groupMean),
@@ -1212,6 +1222,25 @@ async function advantageChecks(ctx: Ctx): Promise<void> {
       await advantageCase(ctx, { ...base, k: 2, n: 9000, g: 9000, weights: false, nan: 0.5, equalGroups: false });
       if (ctx.full) await advantageCase(ctx, { ...base, k: 2, n: 1_000_000, g: 16, weights: true, nan: 0.05, equalGroups: true });
     }
+  }
+  // §9.5.
+  const more: AdvCase[] = [
+    { estimator: 'reinforcePlusPlus', k: 1, n: 64, g: 8, weights: false, nan: 0.1, equalGroups: true },
+    { estimator: 'reinforcePlusPlus', k: 2, n: 12328, g: 4, weights: true, nan: 0.2, equalGroups: true, lengths: true },
+    { estimator: 'reinforcePlusPlusBaseline', k: 3, n: 9000, g: 8, weights: true, nan: 0.2, equalGroups: true, lengths: true },
+    { estimator: 'opo', k: 1, n: 64, g: 8, weights: false, nan: 0.1, equalGroups: true, lengths: true },
+    { estimator: 'opo', k: 2, n: 12328, g: 4, weights: true, nan: 0.2, equalGroups: true, lengths: true, scale: 'batch' },
+    { estimator: 'gpg', k: 1, n: 64, g: 8, weights: false, nan: 0.1, equalGroups: true },
+    { estimator: 'gpg', k: 2, n: 12328, g: 16, weights: true, nan: 0.2, equalGroups: true, scale: 'group' },
+    { estimator: 'grpoPassK', k: 1, n: 64, g: 8, weights: false, nan: 0.1, equalGroups: true },
+    { estimator: 'grpoPassK', k: 2, n: 12328, g: 4, weights: true, nan: 0.3, equalGroups: true, scale: 'none' },
+    { estimator: 'grpo', aggregation: 'normalizeThenSum', k: 1, n: 64, g: 8, weights: false, nan: 0.1, equalGroups: true },
+    { estimator: 'grpo', aggregation: 'normalizeThenSum', k: 3, n: 12328, g: 8, weights: true, nan: 0.3, equalGroups: true },
+  ];
+  for (const c of more) await advantageCase(ctx, c);
+  if (ctx.full) {
+    await advantageCase(ctx, { estimator: 'reinforcePlusPlusBaseline', k: 2, n: 1_000_000, g: 16, weights: true, nan: 0.05, equalGroups: true, lengths: true });
+    await advantageCase(ctx, { estimator: 'grpo', aggregation: 'normalizeThenSum', k: 2, n: 1_000_000, g: 16, weights: true, nan: 0.05, equalGroups: true });
   }
 }
 
