@@ -9,6 +9,7 @@
 #include "../core/philox.h"
 #include "pool.h"
 #include "rows.h"
+#include "simd.h"
 
 namespace gk {
 namespace cpu {
@@ -25,6 +26,143 @@ struct IdList {
   int32_t* end() { return data + count; }
   int32_t operator[](size_t i) const { return data[i]; }
 };
+
+// Exact token masses, as the CUDA sampler (native/cuda/sampling.cu): a weight e = exp(u − m) in
+// fixed point (e · 2^90 in 128 bits, exact for e >= 2^-66), sums of them exact and so independent
+// of their order. The topP cut and the inverse-CDF draw compare these exact sums, so both backends
+// pick the same token by construction, whatever order each adds in.
+typedef unsigned __int128 u128;
+constexpr int kFx = 90;
+inline u128 fx_of_float(float f) {
+  const uint32_t b = bit_cast<uint32_t>(f);
+  if (b == 0 || (b >> 31) || (b >> 23) == 255u) return 0;
+  const int E = (int)(b >> 23);
+  const uint32_t mant = E ? ((b & 0x7FFFFFu) | 0x800000u) : (b & 0x7FFFFFu);
+  const int sh = (E ? E : 1) - 150 + kFx;
+  if (sh >= 0) return sh > 100 ? ~(u128)0 : (u128)mant << sh;
+  return sh <= -24 ? 0 : (u128)(mant >> -sh);
+}
+inline u128 fx_of_double(double d) {
+  if (!(d > 0.0)) return 0;
+  const uint64_t b = bit_cast<uint64_t>(d);
+  const int E = (int)(b >> 52);
+  if (E == 0x7FF) return ~(u128)0;
+  const uint64_t mant = E ? ((b & 0xFFFFFFFFFFFFFull) | 0x10000000000000ull) : (b & 0xFFFFFFFFFFFFFull);
+  const int sh = (E ? E : 1) - 1075 + kFx;
+  if (sh >= 0) return sh > 74 ? ~(u128)0 : (u128)mant << sh;
+  return sh <= -53 ? 0 : (u128)(mant >> -sh);
+}
+// x · 2^-90, correctly rounded (so monotone).
+inline double fx_to_double(u128 x) {
+  const uint64_t hi = (uint64_t)(x >> 64);
+  if (hi == 0) return (double)(uint64_t)x * 0x1p-90;
+  const int s = 64 - __builtin_clzll(hi);
+  const uint64_t top = (uint64_t)(x >> s) | (((x & (((u128)1 << s) - 1)) != 0) ? 1ull : 0ull);
+  return ldexp((double)top, s - kFx);
+}
+// Order-preserving key of a float (-0 as +0).
+inline uint32_t float_key(float f) {
+  const uint32_t u = bit_cast<uint32_t>(f == 0.0f ? 0.0f : f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+inline float key_float(uint32_t k) { return bit_cast<float>((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k); }
+
+// e[j] = exp_nonpos(u[j] - m) for a row, vectorised.
+template <int W>
+GK_SIMD_INLINE void weights_isa_impl(const float* u, int64_t v, float m, float* e) {
+  typedef simd::Vec<W> V;
+  typedef typename V::F F;
+  int64_t j = 0;
+  for (; j + W <= v; j += W) simd::store(e + j, simd::exp_nonpos<V>(simd::load<F>(u + j) - m));
+  for (; j < v; ++j) e[j] = exp_nonpos(u[j] - m);
+}
+GK_SIMD_DISPATCH(void, weights_isa, (const float* u, int64_t v, float m, float* e), (u, v, m, e))
+
+// The filters of a row (as the CUDA sampler's): topK keeps key > kk, or key == kk and j <= jk;
+// topP the same with kp/jp; minP keeps (double)u >= floor_u; -inf logits are never kept.
+struct Filters {
+  bool use_k = false, use_p = false, use_m = false;
+  uint32_t kk = 0, kp = 0;
+  int64_t jk = INT64_MAX, jp = INT64_MAX;
+  double floor_u = 0.0;
+  bool pass_k(int64_t j, float u) const {
+    if (!(u > -INFINITY)) return false;
+    if (!use_k) return true;
+    const uint32_t key = float_key(u);
+    return key > kk || (key == kk && j <= jk);
+  }
+  bool kept(int64_t j, float u) const {
+    if (!pass_k(j, u)) return false;
+    if (use_p) {
+      const uint32_t key = float_key(u);
+      if (!(key > kp || (key == kp && j <= jp))) return false;
+    }
+    return !use_m || (double)u >= floor_u;
+  }
+};
+
+// topP on the topK distribution: the largest key K such that the exact mass of the keys >= K
+// reaches thr = max(topP · Z, 1 ulp), then the fewest of K's ties (lowest indices first) that
+// reach it. Radix selection on 8-bit digits of the key, the candidates narrowed at each level.
+// False when the mass never reaches thr (topP within ulps of 1: keep all).
+struct Cand {
+  uint32_t key;
+  int32_t j;
+};
+bool top_p_cut(const float* u, const float* e, int64_t v, float m, double top_p, Filters* f, Cand* cand) {
+  int64_t nc = 0;
+  u128 z = 0;
+  for (int64_t j = 0; j < v; ++j)
+    if (f->pass_k(j, u[j])) {
+      cand[nc++] = Cand{float_key(u[j]), (int32_t)j};
+      z += fx_of_float(e[j]);
+    }
+  u128 thr = fx_of_double(top_p * fx_to_double(z));
+  if (thr < 1) thr = 1;
+  uint32_t prefix = 0;
+  u128 above = 0;
+  uint64_t eq_cnt = 0;
+  for (int level = 0; level < 4; ++level) {
+    const int shift = 24 - 8 * level;
+    u128 mass[256] = {};
+    uint64_t cnt[256] = {};
+    for (int64_t i = 0; i < nc; ++i) {
+      const int d = (int)((cand[i].key >> shift) & 255u);
+      mass[d] += fx_of_float(e[cand[i].j]);
+      ++cnt[d];
+    }
+    int digit = -1;
+    u128 run = above;
+    for (int d = 255; d >= 0; --d) {
+      const u128 nx = run + mass[d];
+      if (nx >= thr) {
+        digit = d;
+        break;
+      }
+      run = nx;
+    }
+    if (digit < 0) return false;
+    above = run;
+    eq_cnt = cnt[digit];
+    prefix |= (uint32_t)digit << shift;
+    int64_t k = 0;  // the candidates in the chosen digit, in index order
+    for (int64_t i = 0; i < nc; ++i)
+      if ((int)((cand[i].key >> shift) & 255u) == digit) cand[k++] = cand[i];
+    nc = k;
+  }
+  f->use_p = true;
+  f->kp = prefix;
+  // Every tie weighs the same q: the fewest ties that reach thr, and the index of the last of them.
+  const u128 q = fx_of_float(exp_nonpos(key_float(prefix) - m));
+  uint64_t lo = 1, hi = eq_cnt;
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo) / 2;
+    if (above + (u128)mid * q >= thr) hi = mid;
+    else lo = mid + 1;
+  }
+  f->jp = lo < eq_cnt ? cand[lo - 1].j : INT64_MAX;
+  return true;
+}
 }  // namespace
 
 Status sample_tokens(const SampleArgs& a) {
@@ -46,15 +184,15 @@ Status sample_tokens(const SampleArgs& a) {
   // Per-thread scratch, allocated by the threads that get rows: the row, its keep flags and
   // the ids being ranked (at most V of them).
   const int threads = num_threads();
-  Scratch scratch(threads, v);
-  ScratchRows<uint8_t> keep_s(threads, v);
+  Scratch scratch(threads, v), e_s(threads, v);
   ScratchRows<int32_t> idx_s(threads, v);
+  ScratchRows<uint64_t> cand_s(threads, a.top_p < 1.0 ? v : 1);   // Cand: 8 bytes
+  ScratchRows<u128> bsum_s(threads, (v + kBlock - 1) / kBlock);
   FirstRow bad;
-  parallel_for(x.n, row_grain(v), [&](int64_t b, int64_t e, int slot) {
+  parallel_for(x.n, row_grain(v), [&](int64_t rb, int64_t re, int slot) {
     float* u = scratch.get(slot);
-    uint8_t* keep = keep_s.get(slot);
     IdList idx{idx_s.get(slot), 0};
-    for (int64_t r = b; r < e; ++r) {
+    for (int64_t r = rb; r < re; ++r) {
       load_row(row_ptr(x.logits, x.dtype, r, v), x.dtype, v, inv_t, u);
       const RowStats rs = row_stats(u, kF32, v, 1.0f, false);
       const float m = rs.m;
@@ -66,78 +204,82 @@ Status sample_tokens(const SampleArgs& a) {
         continue;
       }
       if (a.greedy) {
-        int64_t best = 0;
-        for (int64_t j = 1; j < v; ++j) if (u[j] > u[best]) best = j;
+        int64_t best = 0;  // the first maximum: m is the row's largest value
+        while (best + 1 < v && !(u[best] == m)) ++best;
         a.tokens[r] = (int32_t)best;
         a.logp[r] = finalize_row(rs, u[best]).logp;  // bit-identical to token_logprobs
         a.logp_truncated[r] = 0.0f;
         continue;
       }
-      int64_t kept = 0;
-      for (int64_t j = 0; j < v; ++j) kept += (keep[j] = (uint8_t)(u[j] > -INFINITY));
-      if (a.top_k > 0 && a.top_k < kept) {
-        // Keep the top_k largest; ties at the boundary go to the lower index.
-        idx.clear();
-        for (int64_t j = 0; j < v; ++j) if (keep[j]) idx.push_back((int32_t)j);
-        auto before = [&](int32_t p, int32_t q) { return u[p] > u[q] || (u[p] == u[q] && p < q); };
-        std::nth_element(idx.begin(), idx.begin() + (a.top_k - 1), idx.end(), before);
-        const int32_t pivot = idx[(size_t)(a.top_k - 1)];
-        for (int64_t j = 0; j < v; ++j) keep[j] = (uint8_t)(keep[j] && !before(pivot, (int32_t)j));
-        kept = a.top_k;
+      // The weights e = exp(u − m), once; the filters; the exact kept mass per block of
+      // kBlock elements; then the first token whose exact prefix exceeds u · Z.
+      float* e = e_s.get(slot);
+      weights_isa(u, v, m, e);
+      Filters f;
+      const bool filtered = a.top_k > 0 || a.top_p < 1.0 || a.min_p > 0.0;
+      if (filtered) {
+        int64_t kept = 0;
+        for (int64_t j = 0; j < v; ++j) kept += u[j] > -INFINITY;
+        if (a.top_k > 0 && a.top_k < kept) {
+          // The top_k-th largest; ties at the boundary go to the lower index.
+          idx.clear();
+          for (int64_t j = 0; j < v; ++j) if (u[j] > -INFINITY) idx.push_back((int32_t)j);
+          auto before = [&](int32_t p, int32_t q) { return u[p] > u[q] || (u[p] == u[q] && p < q); };
+          std::nth_element(idx.begin(), idx.begin() + (a.top_k - 1), idx.end(), before);
+          const int32_t pivot = idx[(size_t)(a.top_k - 1)];
+          f.use_k = true;
+          f.kk = float_key(u[pivot]);
+          f.jk = pivot;
+        }
+        if (a.top_p < 1.0) top_p_cut(u, e, v, m, a.top_p, &f, (Cand*)cand_s.get(slot));
+        if (a.min_p > 0.0) {
+          f.use_m = true;
+          f.floor_u = (double)m + std::log(a.min_p);
+        }
       }
-      if (a.top_p < 1.0) {
-        // Smallest prefix, by descending probability, whose mass reaches top_p (the token that
-        // crosses it is kept). The prefix is found among the k most likely tokens, k growing
-        // 4x until it holds enough mass: peaked distributions never sort the whole row.
-        idx.clear();
-        double z = 0.0;
-        for (int64_t j = 0; j < v; ++j)
-          if (keep[j]) {
-            idx.push_back((int32_t)j);
-            z += (double)exp_nonpos(u[j] - m);
+      const int64_t nb = (v + kBlock - 1) / kBlock;
+      u128* bsum = (u128*)bsum_s.get(slot);
+      u128 z = 0;
+      for (int64_t bk = 0; bk < nb; ++bk) {
+        const int64_t j1 = (bk + 1) * kBlock < v ? (bk + 1) * kBlock : v;
+        u128 s = 0;
+        if (filtered) {
+          for (int64_t j = bk * kBlock; j < j1; ++j) if (f.kept(j, u[j])) s += fx_of_float(e[j]);
+        } else {
+          for (int64_t j = bk * kBlock; j < j1; ++j) s += fx_of_float(e[j]);
+        }
+        bsum[bk] = s;
+        z += s;
+      }
+      int64_t tok = -1;
+      if (z > 0) {
+        const double ud = philox_uniform(a.seed, (uint64_t)(a.row_ids ? a.row_ids[r] : a.row_offset + r), a.step);
+        u128 target = fx_of_double(ud * fx_to_double(z));
+        if (target >= z) target = z - 1;
+        u128 run = 0;
+        for (int64_t bk = 0; bk < nb && tok < 0; ++bk) {
+          if (run + bsum[bk] <= target) {
+            run += bsum[bk];
+            continue;
           }
-        auto before = [&](int32_t p, int32_t q) { return u[p] > u[q] || (u[p] == u[q] && p < q); };
-        size_t cut = idx.size();
-        for (size_t k = 256;; k *= 4) {
-          const size_t kk = k < idx.size() ? k : idx.size();
-          std::partial_sort(idx.begin(), idx.begin() + kk, idx.end(), before);
-          double cum = 0.0;
-          bool found = false;
-          for (size_t i = 0; i < kk; ++i) {
-            cum += (double)exp_nonpos(u[idx[i]] - m) / z;
-            if (cum >= a.top_p) {
-              cut = i + 1;
-              found = true;
+          const int64_t j1 = (bk + 1) * kBlock < v ? (bk + 1) * kBlock : v;
+          for (int64_t j = bk * kBlock; j < j1; ++j) {
+            if (filtered && !f.kept(j, u[j])) continue;
+            run += fx_of_float(e[j]);
+            if (run > target) {
+              tok = j;
               break;
             }
           }
-          if (found || kk == idx.size()) break;
         }
-        for (size_t i = cut; i < idx.size(); ++i) keep[idx[i]] = 0;
       }
-      if (a.min_p > 0.0) {
-        const double floor_u = (double)m + std::log(a.min_p);
-        for (int64_t j = 0; j < v; ++j) keep[j] = (uint8_t)(keep[j] && (double)u[j] >= floor_u);
-      }
-      // Kept mass and the inverse-CDF scan use the same per-element values, so the scan always
-      // ends on a kept token.
-      double zk = 0.0;
-      for (int64_t j = 0; j < v; ++j) if (keep[j]) zk += (double)exp_nonpos(u[j] - m);
-      const double target = philox_uniform(a.seed, (uint64_t)(a.row_ids ? a.row_ids[r] : a.row_offset + r), a.step) * zk;
-      double cum = 0.0;
-      int64_t tok = -1;
-      for (int64_t j = 0; j < v; ++j) {
-        if (!keep[j]) continue;
-        tok = j;
-        cum += (double)exp_nonpos(u[j] - m);
-        if (cum > target) break;
-      }
-      if (tok < 0) {  // no kept token (cannot happen for a finite row; never index with -1)
+      if (tok < 0) {  // no kept token with a positive weight (cannot happen for a finite row)
         bad.report(r);
         a.tokens[r] = -1;
         a.logp[r] = a.logp_truncated[r] = NAN;
         continue;
       }
+      const double zk = fx_to_double(z);
       a.tokens[r] = (int32_t)tok;
       a.logp[r] = finalize_row(rs, u[tok]).logp;  // bit-identical to token_logprobs
       a.logp_truncated[r] = (float)((double)(u[tok] - m) - std::log(zk));

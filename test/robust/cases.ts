@@ -156,16 +156,17 @@ const cases: Record<string, () => Promise<Record<string, Outcome | number>>> = {
     const bw = await gk.tokenLogProbsBackward(empty, [], { gradLogp: [] });
     const sm = await outcome(() => gk.sampleTokens(gk.Tensor.from(new Float32Array(0), { shape: [0, 2 ** 30] })));
     const ms = Date.now() - t0;
-    // One row of 2^20 bf16 logits: sampling and distillation keep float32 copies of a row (4 MiB
-    // each, over a 1 MiB cap); the log-prob ops and the fused loss read it by blocks and need none.
+    // One row of 2^20 bf16 logits: sampling and the JSD keep float32 copies of a row (4 MiB each,
+    // over a 1 MiB cap); the log-prob ops, the fused loss and the KL divergences read it by blocks.
     const row = gk.Tensor.from(new Uint16Array(2 ** 20), { dtype: 'bfloat16', shape: [1, 2 ** 20] });
     const oom = await outcome(() => gk.tokenLogProbs(row, [0], { temperature: 0.5 }));
     const oomDistill = await outcome(() => gk.distillationLoss({ student: row, teacher: row }));
+    const oomDistillJsd = await outcome(() => gk.distillationLoss({ student: row, teacher: row }, { divergence: 'jsd' }));
     const oomFused = await outcome(() => gk.grpoLoss({ logits: row, targets: [3], advantages: [1] }));
     const oomSample = await outcome(() => gk.sampleTokens(row));
     return {
       distillLoss: d.loss + d3.loss, distillTokens: d.tokens + d3.tokens, fusedLoss: f.loss, fusedTokens: f.metrics.tokens, logpRows: lp.logp.size, gradSize: bw.size,
-      sample: sm, ms, rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20), oom, oomDistill, oomFused, oomSample,
+      sample: sm, ms, rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20), oom, oomDistill, oomDistillJsd, oomFused, oomSample,
     };
   },
 };
