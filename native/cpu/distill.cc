@@ -181,6 +181,7 @@ Status distill_loss(DistillArgs& a) {
 
   const float inv_t = 1.0f / a.temperature;
   const int threads = num_threads();
+  if (a.grad && a.grad != a.student) huge_page_hint(a.grad, (size_t)n * (size_t)v * dtype_size(a.student_dtype));
   // Float32 copies of the rows, for the JSD only.
   const int64_t width = a.divergence == kJsd ? v : 1;
   Scratch su(threads, width), tu(threads, width), sp(threads, width), tp(threads, width);

@@ -10,31 +10,22 @@ namespace {
 
 using simd::kLanes;
 
-// Maximum of a block; *bad |= it holds a NaN or +inf.
+// Maximum of a block, NaN ignored (a NaN or +inf shows later: its exp makes the sums NaN).
 template <int W>
-GK_SIMD_INLINE float block_max(const float* u, int64_t n, bool* bad) {
+GK_SIMD_INLINE float block_max(const float* u, int64_t n) {
   typedef simd::Vec<W> V;
   typedef typename V::F F;
-  typedef typename V::I I;
   constexpr int K = V::kK;
   F acc[K];
-  I nf = I{};
   for (int k = 0; k < K; ++k) acc[k] = simd::splat<F>(-INFINITY);
-  const F big = simd::splat<F>(3.402823466e38f);
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
     for (int k = 0; k < K; ++k) {
       const F x = simd::load<F>(u + j + k * W);
-      acc[k] = simd::select((I)(x > acc[k]), x, acc[k]);
-      nf |= ~(I)(x <= big);
+      acc[k] = x > acc[k] ? x : acc[k];  // maxps(x, acc): a NaN x leaves acc
     }
   float m = simd::hmax(acc);
-  bool b = simd::any(nf);
-  for (; j < n; ++j) {
-    m = u[j] > m ? u[j] : m;
-    b |= !(u[j] <= 3.402823466e38f);
-  }
-  *bad |= b;
+  for (; j < n; ++j) m = u[j] > m ? u[j] : m;
   return m;
 }
 
@@ -85,15 +76,20 @@ GK_SIMD_INLINE SegStats seg_stats_t(const void* row, int32_t dtype, int64_t b, i
   for (int64_t k = b; k < e; k += kBlock) {
     const int64_t ke = k + kBlock < e ? k + kBlock : e;
     const float* u = block_of<W>(row, dtype, k, ke, inv_t, buf);
-    const float bm = block_max<W>(u, ke - k, &st.bad);
-    if (st.bad) return st;  // the row's outputs are NaN: no need to read on
-    if (bm == -INFINITY) continue;
+    const float bm = block_max<W>(u, ke - k);
+    if (bm == -INFINITY) {
+      // No finite or +inf element: the block adds nothing, unless it holds a NaN.
+      for (int64_t j = 0; j < ke - k; ++j) st.bad |= u[j] != u[j];
+      continue;
+    }
     if (bm > st.m) rescale(&st, bm);
     float s, t;
     block_sums<W, kEntropy>(u, ke - k, st.m, &s, &t);
     st.s += s;
     st.t += t;
   }
+  // A NaN element makes s NaN (its exp is NaN), a +inf one too (inf - inf): the row is bad.
+  st.bad |= !(st.s == st.s) || !(st.t == st.t) || st.m == INFINITY;
   return st;
 }
 template <int W>

@@ -46,7 +46,8 @@ template <class F>
 GK_SIMD_INLINE void store(float* p, F x) {
   memcpy(p, &x, sizeof(x));
 }
-// m lanes are 0 or -1 (a comparison's result).
+// m lanes are 0 or -1 (a comparison's result). (A comparison written as `a < b ? a : b` is one
+// min/max instruction where the operands allow; select is the general blend.)
 template <class F, class I>
 GK_SIMD_INLINE F select(I m, F a, F b) {
   return (F)(((I)a & m) | ((I)b & ~m));
@@ -97,7 +98,7 @@ GK_SIMD_INLINE typename V::F exp_nonpos(typename V::F x) {
   typedef typename V::I I;
   typedef typename V::U U;
   const F lo = splat<F>(-103.9f);
-  const F c = select((I)(x < lo), lo, x);
+  const F c = x < lo ? lo : x;  // maxps(lo, x): NaN stays NaN
   const F t = c * 1.44269504088896341f;
   const F shift = splat<F>(12582912.0f);
   const F ts = t + shift;
