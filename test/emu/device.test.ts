@@ -83,3 +83,47 @@ t.test('a failed in-place op leaves the logits unchanged, on the CPU and on the 
     }
   }
 });
+
+// Spec §9.9 on the device: a row's results do not depend on its batch when its reduction schedule
+// is the same, i.e. when V · sizeof(dtype) is a multiple of 16 bytes (every row then starts on a
+// 16-byte boundary, as the common vocabularies 32000, 128256, 151936 do); and the sampler's
+// log-prob is tokenLogProbs' log-prob of the sampled token.
+t.test('device: batch invariance and the sampler log-prob', async (t) => {
+  const dev = gk.Device.open('cuda');
+  const v = 4104; // a multiple of 8: 16-byte rows in float32 and in 16-bit types
+  let s = 12345;
+  const rnd = () => ((s = (s * 1103515245 + 12345) >>> 0) / 4294967296);
+  const rows = Array.from({ length: 5 }, () => Float32Array.from({ length: v }, () => (rnd() - 0.5) * 12));
+  const y = Int32Array.from({ length: 5 }, () => Math.floor(rnd() * v));
+  async function batch(ids: number[], dtype: 'float32' | 'bfloat16') {
+    const z = new Float32Array(ids.length * v);
+    ids.forEach((id, i) => z.set(rows[id]!, i * v));
+    const x = await dev.upload(dtype === 'float32' ? z : gk.toBFloat16(z), { dtype, shape: [ids.length, v] });
+    const yy = Int32Array.from(ids, (id) => y[id]!);
+    const f = await gk.tokenLogProbs(x, yy, { entropy: true, temperature: 0.8 });
+    const g = await gk.tokenLogProbsBackward(x, yy, { gradLogp: Float32Array.from(ids, (id) => 0.3 + id) }, { temperature: 0.8 });
+    const smp = await gk.sampleTokens(x, { seed: 5, temperature: 0.8, rowIds: ids });
+    return {
+      x, logp: (await f.logp.toArray()) as Float32Array, ent: (await f.entropy!.toArray()) as Float32Array,
+      grad: new Uint8Array(((await g.toArray()) as Float32Array | Uint16Array).buffer), tok: (await smp.tokens.toArray()) as Int32Array,
+      slogp: (await smp.logp.toArray()) as Float32Array,
+    };
+  }
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    const es = dtype === 'float32' ? 4 : 2;
+    const all = await batch([0, 1, 2, 3, 4], dtype);
+    for (const ids of [[3], [4, 0, 3]]) {
+      const b = await batch(ids, dtype);
+      ids.forEach((id, i) => {
+        const tag = `${dtype} row ${id} at ${i} of [${ids.join(',')}]`;
+        t.equal(b.logp[i], all.logp[id], `${tag}: logp`);
+        t.equal(b.ent[i], all.ent[id], `${tag}: entropy`);
+        t.ok(Buffer.from(b.grad.subarray(i * v * es, (i + 1) * v * es)).equals(Buffer.from(all.grad.subarray(id * v * es, (id + 1) * v * es))), `${tag}: gradient row`);
+        t.equal(b.tok[i], all.tok[id], `${tag}: sampled token`);
+      });
+    }
+    const lp = await gk.tokenLogProbs(all.x, all.tok, { temperature: 0.8 });
+    const lpa = (await lp.logp.toArray()) as Float32Array;
+    for (let i = 0; i < 5; i++) t.equal(all.slogp[i], lpa[i], `${dtype} row ${i}: sampleTokens logp === tokenLogProbs logp on the device`);
+  }
+});
