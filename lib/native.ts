@@ -133,7 +133,7 @@ export interface NativeAddon {
   info(): NativeInfo;
   /** The CPU benchmark's floor: read and copy (read + write) bandwidth in GB/s, exp in G elements/s. */
   cpuFloor(bytes: number): { readGBs: number; copyGBs: number; expGElems: number; threads: number };
-  tokenLogProbs(a: NativeLogitsArgs & { checkFinite: boolean; logp: F32; entropy?: F32; lse?: F32 }): Promise<void>;
+  tokenLogProbs(a: NativeLogitsArgs & { checkFinite: boolean; logp: F32; entropy?: F32; lse?: F32; sumP2?: F32 }): Promise<void>;
   tokenLogProbsBackward(a: NativeLogitsArgs & { gradLogp?: F32; gradEntropy?: F32; lse?: F32; entropy?: F32; grad?: Logits }): Promise<void>;
   groupAdvantages(a: NativePlacement & {
     rewards: F64; k: number; n: number; groupSize: number; weights?: F64; lengths?: F64; scale: number; estimator: number; aggregation?: number; eps: number;

@@ -32,6 +32,7 @@ struct LogProbArgs {
   float* entropy = nullptr;
   float* lse = nullptr;
   double* logp64 = nullptr;  // optional: the log-probs before rounding (the fused step uses them)
+  float* sum_p2 = nullptr;   // optional: Σ_j p², spec §9.6
 };
 
 // Spec §1 backward. gl/gh may be null (zero). lse/entropy may be null: then they are

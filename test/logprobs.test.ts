@@ -4,7 +4,7 @@ import { backwardCases, logProbCases, makeLogits, makeTargets, runBackwardCase, 
 import { centralDiff } from './reference/fd';
 import { refTokenLogProbs, refTokenLogProbsBackward } from './reference/logprobs';
 import { Rng } from './reference/random';
-import { assertCase, rejectsCode, seedFor } from './helpers';
+import { assertCase, errorCode, rejectsCode, seedFor } from './helpers';
 
 const seed = seedFor(t, 'logprobs');
 
@@ -107,4 +107,20 @@ t.test('ops do not block the event loop', async (t) => {
   clearInterval(timer);
   await gk.tokenLogProbs(tensor, targets);
   t.ok(ticksDuring >= 1, `the event loop ran ${ticksDuring} timer callbacks while the op worked`);
+});
+
+t.test('sumP2: Σ_j p² per row from the same pass (spec §9.6)', async (t) => {
+  // p = [1/3, 2/3, 0] (a masked -inf column): Σp² = 5/9; at T = 2: p ∝ [1, √2] -> (1 + 2) / (1 + √2)².
+  const x = gk.Tensor.from(Float32Array.of(0, Math.log(2), -Infinity, 0, Math.log(2), -Infinity, 5, 1, 2), { shape: [3, 3] });
+  const r = await gk.tokenLogProbs(x, Int32Array.of(0, -100, 1), { sumP2: true });
+  const s = r.sumP2!.data as Float32Array;
+  t.ok(Math.abs(s[0]! - 5 / 9) < 1e-6, `row 0: ${s[0]} ≈ 5/9`);
+  t.equal(s[1], 0, 'an ignored row gives 0');
+  const e = [5, 1, 2].map((u) => Math.exp(u - 5));
+  const z = e.reduce((a, b) => a + b, 0);
+  t.ok(Math.abs(s[2]! - e.reduce((a, b) => a + (b / z) ** 2, 0)) < 1e-6, `row 2: ${s[2]}`);
+  const r2 = await gk.tokenLogProbs(x, Int32Array.of(0, 0, 0), { sumP2: true, temperature: 2 });
+  t.ok(Math.abs((r2.sumP2!.data as Float32Array)[0]! - (1 + 2) / (1 + Math.SQRT2) ** 2) < 1e-6, 'temperature applies before the square');
+  t.equal((await gk.tokenLogProbs(x, Int32Array.of(0, 0, 0))).sumP2, undefined, 'not computed unless asked');
+  t.equal(await errorCode(() => gk.tokenLogProbs(x, Int32Array.of(0, 0, 0), { sumP2: 1 as unknown as boolean })), 'GK_INVALID_ARG', 'sumP2 must be a boolean');
 });

@@ -14,6 +14,8 @@ export interface TokenLogProbsOptions {
   entropy?: boolean;
   /** Fail with GK_NONFINITE (naming the first bad row) instead of returning NaN for a row with a NaN/inf logit or no finite logit. Default false. */
   checkFinite?: boolean;
+  /** Also return Σ_j p² per row (spec §9.6; verl's sum_pi_squared), from the same pass. Default false. */
+  sumP2?: boolean;
 }
 
 export interface TokenLogProbsResult {
@@ -23,6 +25,8 @@ export interface TokenLogProbsResult {
   entropy?: Tensor;
   /** log Σ exp(logits / T) per row (float32); pass it to the backward to skip recomputing it. */
   lse: Tensor;
+  /** Σ_j p² per row (float32) when requested; 0 for ignored rows. */
+  sumP2?: Tensor;
 }
 
 export interface LogitsRowOptions {
@@ -30,7 +34,7 @@ export interface LogitsRowOptions {
   ignoreIndex: number;
 }
 
-const FWD_KEYS = ['temperature', 'ignoreIndex', 'entropy', 'checkFinite'] as const;
+const FWD_KEYS = ['temperature', 'ignoreIndex', 'entropy', 'checkFinite', 'sumP2'] as const;
 
 export function readRowOptions(op: string, o: { temperature?: number; ignoreIndex?: number }): LogitsRowOptions {
   return {
@@ -52,6 +56,7 @@ export async function tokenLogProbs(logits: Tensor, targets: TargetsInput, optio
   const row = readRowOptions(op, options);
   const wantEntropy = options.entropy === undefined ? false : checkBoolean(op, 'options.entropy', options.entropy);
   const checkFinite = options.checkFinite === undefined ? false : checkBoolean(op, 'options.checkFinite', options.checkFinite);
+  const wantP2 = options.sumP2 === undefined ? false : checkBoolean(op, 'options.sumP2', options.sumP2);
   const rowShape = logits.shape.slice(0, -1);
   checkRowShape(op, 'targets', targets, rowShape);
   const t = checkTargets(op, targets, n, v, row.ignoreIndex);
@@ -59,11 +64,12 @@ export async function tokenLogProbs(logits: Tensor, targets: TargetsInput, optio
   const logp = at.f32(n);
   const lse = at.f32(n);
   const entropy = wantEntropy ? at.f32(n) : undefined;
+  const sumP2 = wantP2 ? at.f32(n) : undefined;
   const native = addon();
   await at.run(call(op, () =>
     native.tokenLogProbs({
       device: at.device, logits: data, dtype: DTypeCode[dtype], n, v, targets: t, targetsType: targetsType(targets), ...row, checkFinite,
-      logp, lse, ...(entropy ? { entropy } : {}),
+      logp, lse, ...(entropy ? { entropy } : {}), ...(sumP2 ? { sumP2 } : {}),
     }),
   ));
   const res: TokenLogProbsResult = {
@@ -71,6 +77,7 @@ export async function tokenLogProbs(logits: Tensor, targets: TargetsInput, optio
     lse: at.tensor(lse, 'float32', rowShape),
   };
   if (entropy) res.entropy = at.tensor(entropy, 'float32', rowShape);
+  if (sumP2) res.sumP2 = at.tensor(sumP2, 'float32', rowShape);
   return res;
 }
 

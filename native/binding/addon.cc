@@ -602,6 +602,7 @@ Napi::Value TokenLogProbs(const Napi::CallbackInfo& info) {
     Bind(*c, o, "logp", kF32, n, &a->logp, kOut);
     BindOpt(*c, o, "entropy", kF32, n, &a->entropy, kOut);
     BindOpt(*c, o, "lse", kF32, n, &a->lse, kOut);
+    BindOpt(*c, o, "sumP2", kF32, n, &a->sum_p2, kOut);
     return Run(env, o, c, [a] { return gk::cpu::token_logprobs(*a); },
                [a](gk::cuda::Stream s) { return gk::cuda::token_logprobs(*a, s); }, Undefined);
   });

@@ -15,21 +15,21 @@ namespace {
 bool split_rows(int64_t n, int64_t v) { return segments(v) > 1 && n < 2 * (int64_t)num_threads(); }
 
 // Statistics of every row r with need[r], split by segment across the threads.
-std::vector<RowStats> split_stats(const LogitsView& x, float inv_t, const std::vector<uint8_t>& need, bool entropy) {
+std::vector<SegStats> split_stats(const LogitsView& x, float inv_t, const std::vector<uint8_t>& need, bool entropy, bool p2 = false) {
   const int64_t nseg = segments(x.v);
   std::vector<SegStats> parts((size_t)(x.n * nseg));
   parallel_for(x.n * nseg, 1, [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; ++i) {
       const int64_t r = i / nseg, k = i % nseg, lo = k * kSeg, hi = lo + kSeg < x.v ? lo + kSeg : x.v;
-      if (need[(size_t)r]) parts[(size_t)i] = seg_stats(row_ptr(x.logits, x.dtype, r, x.v), x.dtype, lo, hi, inv_t, entropy);
+      if (need[(size_t)r]) parts[(size_t)i] = seg_stats(row_ptr(x.logits, x.dtype, r, x.v), x.dtype, lo, hi, inv_t, entropy, p2);
     }
   });
-  std::vector<RowStats> out((size_t)x.n);
+  std::vector<SegStats> out((size_t)x.n);
   for (int64_t r = 0; r < x.n; ++r) {
     if (!need[(size_t)r]) continue;
     SegStats acc = parts[(size_t)(r * nseg)];
     for (int64_t k = 1; k < nseg && !acc.bad; ++k) acc = merge_seg(acc, parts[(size_t)(r * nseg + k)]);
-    out[(size_t)r] = finish_stats(acc);
+    out[(size_t)r] = acc;
   }
   return out;
 }
@@ -40,7 +40,7 @@ Status token_logprobs(const LogProbArgs& a) {
   const LogitsView& x = a.in;
   const int64_t v = x.v;
   const float inv_t = 1.0f / x.temperature;
-  const bool entropy = a.entropy != nullptr;
+  const bool entropy = a.entropy != nullptr, p2 = a.sum_p2 != nullptr;
   FirstRow bad_target, bad_value;
   // Each target is read once; a row whose target is ignored or out of range gets its outputs here.
   std::vector<int64_t> target((size_t)x.n);
@@ -56,10 +56,12 @@ Status token_logprobs(const LogProbArgs& a) {
     if (a.logp64) a.logp64[r] = out;
     if (a.entropy) a.entropy[r] = out;
     if (a.lse) a.lse[r] = out;
+    if (a.sum_p2) a.sum_p2[r] = out;
   }
-  auto finish = [&](int64_t r, const RowStats& rs) {
+  auto finish = [&](int64_t r, const SegStats& ss) {
     const void* z = row_ptr(x.logits, x.dtype, r, v);
-    const RowResult res = finalize_row(rs, load_elem(z, x.dtype, target[(size_t)r], inv_t));
+    const RowResult res = finalize_row(finish_stats(ss), load_elem(z, x.dtype, target[(size_t)r], inv_t));
+    if (a.sum_p2) a.sum_p2[r] = sum_p2(ss);
     a.logp[r] = res.logp;
     if (a.logp64) a.logp64[r] = res.logp64;
     if (a.entropy) a.entropy[r] = res.entropy;
@@ -67,13 +69,13 @@ Status token_logprobs(const LogProbArgs& a) {
     if (a.check_finite && !(isfinite(res.lse) && isfinite(res.logp))) bad_value.report(r);
   };
   if (split_rows(x.n, v)) {
-    const std::vector<RowStats> rs = split_stats(x, inv_t, need, entropy);
+    const std::vector<SegStats> rs = split_stats(x, inv_t, need, entropy, p2);
     for (int64_t r = 0; r < x.n; ++r)
       if (need[(size_t)r]) finish(r, rs[(size_t)r]);
   } else {
     parallel_for(x.n, row_grain(v), [&](int64_t b, int64_t e, int) {
       for (int64_t r = b; r < e; ++r)
-        if (need[(size_t)r]) finish(r, row_stats(row_ptr(x.logits, x.dtype, r, v), x.dtype, v, inv_t, entropy));
+        if (need[(size_t)r]) finish(r, row_seg_stats(row_ptr(x.logits, x.dtype, r, v), x.dtype, v, inv_t, entropy, p2));
     });
   }
   if (bad_target.any()) set_row_error(&st, kTargetRange, bad_target.row.load(), "target id outside [0, V)");
@@ -139,9 +141,9 @@ Status token_logprobs_backward(const LogProbBackwardArgs& a) {
       need_h[(size_t)r] = (uint8_t)(need[(size_t)r] && gh[(size_t)r] != 0.0f);
       need_s[(size_t)r] = (uint8_t)(need[(size_t)r] && gh[(size_t)r] == 0.0f);
     }
-    const std::vector<RowStats> rh = split_stats(x, inv_t, need_h, true), rs = split_stats(x, inv_t, need_s, false);
+    const std::vector<SegStats> rh = split_stats(x, inv_t, need_h, true), rs = split_stats(x, inv_t, need_s, false);
     for (int64_t r = 0; r < x.n; ++r)
-      if (need[(size_t)r]) set_stats(r, need_h[(size_t)r] ? rh[(size_t)r] : rs[(size_t)r]);
+      if (need[(size_t)r]) set_stats(r, finish_stats(need_h[(size_t)r] ? rh[(size_t)r] : rs[(size_t)r]));
     const int64_t nseg = segments(v);
     parallel_for(x.n * nseg, 1, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i) {

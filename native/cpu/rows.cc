@@ -29,15 +29,16 @@ GK_SIMD_INLINE float block_max(const float* u, int64_t n) {
   return m;
 }
 
-// Σ exp(u - m) (and Σ exp(u - m)(u - m) when kEntropy) of a block, 16 float32 lanes.
-template <int W, bool kEntropy>
-GK_SIMD_INLINE void block_sums(const float* u, int64_t n, float m, float* s_out, float* t_out) {
+// Σ exp(u - m) (and Σ exp(u - m)(u - m) when kEntropy, Σ exp(u - m)² when kP2) of a block,
+// 16 float32 lanes.
+template <int W, bool kEntropy, bool kP2>
+GK_SIMD_INLINE void block_sums(const float* u, int64_t n, float m, float* s_out, float* t_out, float* s2_out) {
   typedef simd::Vec<W> V;
   typedef typename V::F F;
   typedef typename V::I I;
   constexpr int K = V::kK;
-  F s[K], t[K];
-  for (int k = 0; k < K; ++k) s[k] = t[k] = F{};
+  F s[K], t[K], q[K];
+  for (int k = 0; k < K; ++k) s[k] = t[k] = q[k] = F{};
   const F floor_d = simd::splat<F>(-104.0f);
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
@@ -46,16 +47,19 @@ GK_SIMD_INLINE void block_sums(const float* u, int64_t n, float m, float* s_out,
       const F x = simd::exp_nonpos<V>(d);
       s[k] += x;
       if (kEntropy) t[k] += x * simd::select((I)(d < floor_d), floor_d, d);
+      if (kP2) q[k] += x * x;
     }
-  float ss = simd::hsum(s), tt = kEntropy ? simd::hsum(t) : 0.0f;
+  float ss = simd::hsum(s), tt = kEntropy ? simd::hsum(t) : 0.0f, qq = kP2 ? simd::hsum(q) : 0.0f;
   for (; j < n; ++j) {
     const float d = u[j] - m;
     const float x = exp_nonpos(d);
     ss += x;
     if (kEntropy) tt += entropy_term(x, d);
+    if (kP2) qq += x * x;
   }
   *s_out = ss;
   *t_out = tt;
+  *s2_out = qq;
 }
 
 // Moves running statistics to a new (larger) maximum m2, in float64.
@@ -65,11 +69,12 @@ inline void rescale(SegStats* st, float m2) {
     const double e = exp(dm);
     st->t = e * (st->t + dm * st->s);
     st->s = e * st->s;
+    st->s2 = (e * e) * st->s2;
   }
   st->m = m2;
 }
 
-template <int W, bool kEntropy>
+template <int W, bool kEntropy, bool kP2>
 GK_SIMD_INLINE SegStats seg_stats_t(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t) {
   alignas(64) float buf[kBlock];
   SegStats st;
@@ -83,21 +88,23 @@ GK_SIMD_INLINE SegStats seg_stats_t(const void* row, int32_t dtype, int64_t b, i
       continue;
     }
     if (bm > st.m) rescale(&st, bm);
-    float s, t;
-    block_sums<W, kEntropy>(u, ke - k, st.m, &s, &t);
+    float s, t, s2;
+    block_sums<W, kEntropy, kP2>(u, ke - k, st.m, &s, &t, &s2);
     st.s += s;
     st.t += t;
+    st.s2 += s2;
   }
   // A NaN element makes s NaN (its exp is NaN), a +inf one too (inf - inf): the row is bad.
   st.bad |= !(st.s == st.s) || !(st.t == st.t) || st.m == INFINITY;
   return st;
 }
 template <int W>
-GK_SIMD_INLINE SegStats seg_stats_isa_impl(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool h) {
-  return h ? seg_stats_t<W, true>(row, dtype, b, e, inv_t) : seg_stats_t<W, false>(row, dtype, b, e, inv_t);
+GK_SIMD_INLINE SegStats seg_stats_isa_impl(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool h, bool p2) {
+  if (p2) return h ? seg_stats_t<W, true, true>(row, dtype, b, e, inv_t) : seg_stats_t<W, false, true>(row, dtype, b, e, inv_t);
+  return h ? seg_stats_t<W, true, false>(row, dtype, b, e, inv_t) : seg_stats_t<W, false, false>(row, dtype, b, e, inv_t);
 }
-GK_SIMD_DISPATCH(SegStats, seg_stats_isa, (const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool h),
-                 (row, dtype, b, e, inv_t, h))
+GK_SIMD_DISPATCH(SegStats, seg_stats_isa, (const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool h, bool p2),
+                 (row, dtype, b, e, inv_t, h, p2))
 
 template <int W>
 GK_SIMD_INLINE void load_row_isa_impl(const void* z, int32_t dtype, int64_t v, float inv_t, float* u) {
@@ -157,8 +164,8 @@ GK_SIMD_DISPATCH(void, store_grad_isa, (const void* z, int32_t dtype, int64_t b,
 
 }  // namespace
 
-SegStats seg_stats(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool with_entropy) {
-  return seg_stats_isa(row, dtype, b, e, inv_t, with_entropy);
+SegStats seg_stats(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool with_entropy, bool with_p2) {
+  return seg_stats_isa(row, dtype, b, e, inv_t, with_entropy, with_p2);
 }
 
 SegStats merge_seg(const SegStats& a, const SegStats& b) {
@@ -180,6 +187,7 @@ SegStats merge_seg(const SegStats& a, const SegStats& b) {
   r.m = m;
   r.s = x.s + y.s;
   r.t = x.t + y.t;
+  r.s2 = x.s2 + y.s2;
   return r;
 }
 
@@ -196,11 +204,20 @@ RowStats finish_stats(const SegStats& st) {
   return r;
 }
 
-RowStats row_stats(const void* row, int32_t dtype, int64_t v, float inv_t, bool with_entropy) {
-  SegStats acc = seg_stats(row, dtype, 0, v < kSeg ? v : kSeg, inv_t, with_entropy);
+SegStats row_seg_stats(const void* row, int32_t dtype, int64_t v, float inv_t, bool with_entropy, bool with_p2) {
+  SegStats acc = seg_stats(row, dtype, 0, v < kSeg ? v : kSeg, inv_t, with_entropy, with_p2);
   for (int64_t b = kSeg; b < v && !acc.bad; b += kSeg)
-    acc = merge_seg(acc, seg_stats(row, dtype, b, b + kSeg < v ? b + kSeg : v, inv_t, with_entropy));
-  return finish_stats(acc);
+    acc = merge_seg(acc, seg_stats(row, dtype, b, b + kSeg < v ? b + kSeg : v, inv_t, with_entropy, with_p2));
+  return acc;
+}
+
+RowStats row_stats(const void* row, int32_t dtype, int64_t v, float inv_t, bool with_entropy) {
+  return finish_stats(row_seg_stats(row, dtype, v, inv_t, with_entropy, false));
+}
+
+float sum_p2(const SegStats& st) {
+  if (st.bad || st.m == -INFINITY) return NAN;
+  return (float)(st.s2 / (st.s * st.s));
 }
 
 float load_elem(const void* row, int32_t dtype, int64_t j, float inv_t) {

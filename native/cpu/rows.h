@@ -27,20 +27,24 @@ inline int64_t segments(int64_t v) { return v <= 0 ? 1 : (v + kSeg - 1) / kSeg; 
 // Online softmax statistics of a part of a row: m its maximum (the running one), s = Σ exp(u - m)
 // and t = Σ exp(u - m)(u - m) in float64 (float32 lanes within a block), bad when it holds a NaN
 // or +inf.
+// s2 = Σ exp(2(u - m)) (spec §9.6: Σp² = s2 / s²) when asked for.
 struct SegStats {
   float m = -INFINITY;
-  double s = 0.0, t = 0.0;
+  double s = 0.0, t = 0.0, s2 = 0.0;
   bool bad = false;
 };
 // Statistics of elements [b, e) of a row of the given dtype, u = z * inv_t (the entropy sum t
-// only when with_entropy). Reads the row once.
-SegStats seg_stats(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool with_entropy);
+// only when with_entropy, s2 only when with_p2). Reads the row once.
+SegStats seg_stats(const void* row, int32_t dtype, int64_t b, int64_t e, float inv_t, bool with_entropy, bool with_p2 = false);
 // The statistics of two adjacent parts, a before b.
 SegStats merge_seg(const SegStats& a, const SegStats& b);
 // Segment statistics to RowStats (NaN s and t for a row with a NaN/+inf or no finite logit).
 RowStats finish_stats(const SegStats& st);
 // The whole row: its segments in order, merged left to right.
+SegStats row_seg_stats(const void* row, int32_t dtype, int64_t v, float inv_t, bool with_entropy, bool with_p2);
 RowStats row_stats(const void* row, int32_t dtype, int64_t v, float inv_t, bool with_entropy);
+// Σp² of a row from its statistics (NaN for a bad row).
+float sum_p2(const SegStats& st);
 // One element, scaled exactly as the row loops scale it.
 float load_elem(const void* row, int32_t dtype, int64_t j, float inv_t);
 

@@ -31,13 +31,13 @@ using detail::kNoRow;
 // Per-thread online softmax statistics (relative to the running max m, as RowStats).
 
 struct Online {
-  float m, s, t;
+  float m, s, t, s2;  // s2 = Σ exp(2(u - m)) (spec §9.6) when kP2
 };
 
 // Adds N elements: one rescale when their max exceeds the running max, then N exps.
 // -inf elements add 0 (never NaN, also while the running max is still -inf); a NaN element makes
 // s NaN; a +inf element makes s NaN (inf - inf) — the CPU backend's "non-finite row" result.
-template <bool kEntropy, int N>
+template <bool kEntropy, bool kP2, int N>
 __device__ __forceinline__ void online_add(Online& st, const float (&x)[N]) {
   float mc = x[0];
 #pragma unroll
@@ -47,6 +47,7 @@ __device__ __forceinline__ void online_add(Online& st, const float (&x)[N]) {
     const float e = dev_exp(d);
     if (kEntropy) st.t = st.s == 0.0f ? 0.0f : e * (st.t + d * st.s);
     st.s *= e;
+    if (kP2) st.s2 *= e * e;
     st.m = mc;
   }
   const float ms = st.m == -INFINITY ? 0.0f : st.m;
@@ -56,6 +57,7 @@ __device__ __forceinline__ void online_add(Online& st, const float (&x)[N]) {
     const float e = dev_exp(d);
     st.s += e;
     if (kEntropy) st.t += entropy_term(e, d);
+    if (kP2) st.s2 += e * e;
   }
 }
 
@@ -67,14 +69,14 @@ struct Step {
 };
 
 // Statistics of the part of a row that thread `tid` of `nth` sees.
-template <class T, bool kEntropy>
-__device__ __forceinline__ RowStats thread_stats(const T* row, int64_t v, float inv_t, int tid, int nth) {
+template <class T, bool kEntropy, bool kP2 = false>
+__device__ __forceinline__ Online thread_online(const T* row, int64_t v, float inv_t, int tid, int nth) {
   constexpr int W = Step<T>::kWidth, U = Step<T>::kUnroll;
-  Online st{-INFINITY, 0.0f, 0.0f};
+  Online st{-INFINITY, 0.0f, 0.0f, 0.0f};
   const RowSplit sp = detail::row_split<T>(row, v);
   for (int64_t j = tid; j < sp.head; j += nth) {
     const float x[1] = {DevElem<T>::load(row[j]) * inv_t};
-    online_add<kEntropy>(st, x);
+    online_add<kEntropy, kP2>(st, x);
   }
   const T* body = row + sp.head;
   int64_t i = tid;
@@ -87,19 +89,24 @@ __device__ __forceinline__ RowStats thread_stats(const T* row, int64_t v, float 
 #pragma unroll
       for (int k = 0; k < W; ++k) x[u * W + k] = y[k] * inv_t;
     }
-    online_add<kEntropy>(st, x);
+    online_add<kEntropy, kP2>(st, x);
   }
   for (; i < sp.nvec; i += nth) {
     float x[W];
     detail::load_vec<T>(body + i * W, x);
 #pragma unroll
     for (int k = 0; k < W; ++k) x[k] *= inv_t;
-    online_add<kEntropy>(st, x);
+    online_add<kEntropy, kP2>(st, x);
   }
   for (int64_t j = sp.tail_begin + tid; j < v; j += nth) {
     const float x[1] = {DevElem<T>::load(row[j]) * inv_t};
-    online_add<kEntropy>(st, x);
+    online_add<kEntropy, kP2>(st, x);
   }
+  return st;
+}
+template <class T, bool kEntropy>
+__device__ __forceinline__ RowStats thread_stats(const T* row, int64_t v, float inv_t, int tid, int nth) {
+  const Online st = thread_online<T, kEntropy>(row, v, inv_t, tid, nth);
   return RowStats{st.m, st.s, st.t};
 }
 
@@ -221,14 +228,16 @@ struct FwdParams : RowParams {
   double* logp64;  // optional: the log-probs before rounding (the fused op's loss step reads them)
   float* entropy;  // null: not computed (kEntropy false)
   float* lse;
+  float* sum_p2;   // null: not computed (kP2 false)
   unsigned long long* bad_target;
   unsigned long long* bad_value;
 };
 
-template <class T, int kBlock, int kRowThreads, bool kEntropy>
+template <class T, int kBlock, int kRowThreads, bool kEntropy, bool kP2>
 __global__ void __launch_bounds__(kBlock) fwd_kernel(const FwdParams p) {
   constexpr int kRows = kBlock / kRowThreads;
   GK_SHARED(sm, ReduceSmem<RowStats>);
+  GK_SHARED(sm2, ReduceSmem<float>);
   const int sub = (int)threadIdx.x / kRowThreads, tid = (int)threadIdx.x % kRowThreads;
   const bool lead = tid == 0;
   // Every thread of a group has the same r and y, so the branches below are group-uniform.
@@ -240,6 +249,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const FwdParams p) {
         if (p.logp64) p.logp64[r] = 0.0;
         if (kEntropy) p.entropy[r] = 0.0f;
         if (p.lse) p.lse[r] = 0.0f;
+        if (kP2) p.sum_p2[r] = 0.0f;
       }
       continue;
     }
@@ -249,14 +259,23 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const FwdParams p) {
         if (p.logp64) p.logp64[r] = NAN;
         if (kEntropy) p.entropy[r] = NAN;
         if (p.lse) p.lse[r] = NAN;
+        if (kP2) p.sum_p2[r] = NAN;
         detail::flag_row(p.bad_target, r);
       }
       continue;
     }
     const T* row = static_cast<const T*>(p.logits) + r * p.v;
-    RowStats st = thread_stats<T, kEntropy>(row, p.v, p.inv_t, tid, kRowThreads);
-    st = group_stats<kBlock, kRowThreads>(st, sm);
+    const Online o = thread_online<T, kEntropy, kP2>(row, p.v, p.inv_t, tid, kRowThreads);
+    RowStats st = group_stats<kBlock, kRowThreads>(RowStats{o.m, o.s, o.t}, sm);
+    float s2 = 0.0f;
+    if (kP2) {
+      // Each thread's Σ exp(2(u - m_thread)) moved to the row's max, then summed over the group.
+      s2 = o.m == -INFINITY ? 0.0f : o.s2 * dev_exp(2.0f * (o.m - st.m));
+      if constexpr (kRowThreads == 32) s2 = detail::warp_reduce(s2, detail::SumOp{});
+      else s2 = detail::block_reduce<kBlock>(s2, detail::SumOp{}, 0.0f, sm2);
+    }
     if (lead) {
+      if (kP2) p.sum_p2[r] = (float)((double)s2 / ((double)st.s * (double)st.s));
       const float ut = DevElem<T>::load(row[y]) * p.inv_t;
       const RowResult res = finalize_row(st, ut);
       p.logp[r] = res.logp;
@@ -347,26 +366,27 @@ int resident_blocks(Kernel k, int threads) {
   return n;
 }
 
-template <class T, int kBlock, int kRowThreads, bool kEntropy>
+template <class T, int kBlock, int kRowThreads, bool kEntropy, bool kP2>
 Status launch_fwd_cfg(const FwdParams& p, cudaStream_t s) {
   constexpr int kRows = kBlock / kRowThreads;
-  static const int per_sm = resident_blocks(fwd_kernel<T, kBlock, kRowThreads, kEntropy>, kBlock);
+  static const int per_sm = resident_blocks(fwd_kernel<T, kBlock, kRowThreads, kEntropy, kP2>, kBlock);
   const unsigned grid = detail::grid_for((p.n + kRows - 1) / kRows, per_sm * 4);
-  GK_LAUNCH(grid, kBlock, 0, s, fwd_kernel<T, kBlock, kRowThreads, kEntropy>)(p);
+  GK_LAUNCH(grid, kBlock, 0, s, fwd_kernel<T, kBlock, kRowThreads, kEntropy, kP2>)(p);
   GK_CUDA_CHECK_LAUNCH();
   return Status{};
 }
 
-template <class T, bool kEntropy>
+template <class T, bool kEntropy, bool kP2>
 Status launch_fwd_t(const FwdParams& p, cudaStream_t s) {
-  if (p.v <= kWarpRowMaxV) return launch_fwd_cfg<T, 256, 32, kEntropy>(p, s);
-  if (p.v <= kBlock256MaxV) return launch_fwd_cfg<T, 256, 256, kEntropy>(p, s);
-  return launch_fwd_cfg<T, 512, 512, kEntropy>(p, s);
+  if (p.v <= kWarpRowMaxV) return launch_fwd_cfg<T, 256, 32, kEntropy, kP2>(p, s);
+  if (p.v <= kBlock256MaxV) return launch_fwd_cfg<T, 256, 256, kEntropy, kP2>(p, s);
+  return launch_fwd_cfg<T, 512, 512, kEntropy, kP2>(p, s);
 }
 
 template <class T>
 Status launch_fwd(const FwdParams& p, cudaStream_t s) {
-  return p.entropy ? launch_fwd_t<T, true>(p, s) : launch_fwd_t<T, false>(p, s);
+  if (p.sum_p2) return p.entropy ? launch_fwd_t<T, true, true>(p, s) : launch_fwd_t<T, false, true>(p, s);
+  return p.entropy ? launch_fwd_t<T, true, false>(p, s) : launch_fwd_t<T, false, false>(p, s);
 }
 
 template <class T, int kBlock, int kRowThreads>
@@ -424,6 +444,7 @@ Status enqueue_token_logprobs(const LogProbArgs& a, DeviceFlags* flags, cudaStre
   p.logp64 = a.logp64;
   p.entropy = a.entropy;
   p.lse = a.lse;
+  p.sum_p2 = a.sum_p2;
   p.bad_target = &flags->bad_target;
   p.bad_value = &flags->bad_value;
   if (x.dtype == kBF16) return launch_fwd<bf16_t>(p, s);

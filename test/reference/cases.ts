@@ -160,13 +160,14 @@ export async function runLogProbCase(seed: number, c: LogProbCase): Promise<Case
   const ignored = c.ignoredRows ?? [];
   const targets = makeTargets(rng, values, c.n, c.v, ignored, -100, c.int64);
   const opts = { temperature: c.temperature ?? 1, ignoreIndex: -100 };
-  const out = await gk.tokenLogProbs(tensor, targets, { ...opts, entropy: true });
+  const out = await gk.tokenLogProbs(tensor, targets, { ...opts, entropy: true, sumP2: true });
   const ref = refTokenLogProbs(values, c.n, c.v, targets, opts);
   const tol = TOLERANCE[c.dtype].value;
   return result('tokenLogProbs', logProbCaseName(c), [
     compare('logp', out.logp.data as Float32Array, ref.logp, tol),
     compare('entropy', out.entropy!.data as Float32Array, ref.entropy, tol),
     compare('lse', out.lse.data as Float32Array, ref.lse, tol),
+    compare('sumP2', out.sumP2!.data as Float32Array, ref.sumP2, tol),
   ]);
 }
 

@@ -490,7 +490,7 @@ async function logProbCase(ctx: Ctx, c: LpCase): Promise<void> {
       gl[r] = rng.normal();
       gh[r] = 0.3 * rng.normal();
     }
-    const fwdOpts = { temperature: temp, entropy: !!c.entropy };
+    const fwdOpts = { temperature: temp, entropy: !!c.entropy, sumP2: !!c.entropy };
     const grads = { gradLogp: gl, ...(c.entropy ? { gradEntropy: gh } : {}) };
 
     // CPU: host tensors (a copy of the logits, which the in-place backward overwrites).
@@ -509,9 +509,9 @@ async function logProbCase(ctx: Ctx, c: LpCase): Promise<void> {
     let stats: gk.TokenLogProbsResult | undefined;
     for (let k = 0; k < 2; k++) {
       const r = await gk.tokenLogProbs(x, dy, fwdOpts);
-      for (const t of [r.logp, r.lse, r.entropy]) scope.track(t);
+      for (const t of [r.logp, r.lse, r.entropy, r.sumP2]) scope.track(t);
       stats ??= r;
-      fwd.push([await read(r.logp), await read(r.lse), ...(r.entropy ? [await read(r.entropy)] : [])]);
+      fwd.push([await read(r.logp), await read(r.lse), ...(r.entropy ? [await read(r.entropy), await read(r.sumP2!)] : [])]);
     }
     const bwd: HostArray[] = [];
     let returnsLogits = true;
@@ -531,7 +531,7 @@ async function logProbCase(ctx: Ctx, c: LpCase): Promise<void> {
     const checks = [
       vsCpu('logp', fwd[0]![0]!, cf.logp.data as HostArray, vt),
       vsCpu('lse', fwd[0]![1]!, cf.lse.data as HostArray, vt),
-      ...(c.entropy ? [vsCpu('entropy', fwd[0]![2]!, cf.entropy!.data as HostArray, vt)] : []),
+      ...(c.entropy ? [vsCpu('entropy', fwd[0]![2]!, cf.entropy!.data as HostArray, vt), vsCpu('sumP2', fwd[0]![3]!, cf.sumP2!.data as HostArray, vt)] : []),
       vsCpu('grad', bwd[0]!, cpuGrad, TOLERANCE[c.dtype].grad, c.dtype),
       sameRuns('forward twice: bit-identical', fwd[1]!, fwd[0]!),
       sameBits('backward twice: bit-identical', bwd[1]!, bwd[0]!),

@@ -4,6 +4,8 @@ export interface RefLogProbs {
   logp: Float64Array;
   entropy: Float64Array;
   lse: Float64Array;
+  /** Σ_j p² (spec §9.6). */
+  sumP2: Float64Array;
 }
 
 export interface RefLogProbsOptions {
@@ -34,6 +36,7 @@ function targetOf(targets: ArrayLike<number | bigint>, n: number, V: number, ign
 interface RowStats {
   lse: number;
   entropy: number;
+  sumP2: number;
 }
 
 /** lse and entropy of one row of u = z/T (u passed in already scaled). */
@@ -44,19 +47,22 @@ function rowStats(u: Float64Array): RowStats {
     if (Number.isNaN(u[j]!)) sawNaN = true;
     if (u[j]! > max) max = u[j]!;
   }
-  if (sawNaN) return { lse: NaN, entropy: NaN };
+  if (sawNaN) return { lse: NaN, entropy: NaN, sumP2: NaN };
   // max = -Infinity (every entry -inf): u - max is NaN, giving NaN outputs naturally.
   let sum = 0;
   for (let j = 0; j < u.length; j++) sum += Math.exp(u[j]! - max);
   const lse = max + Math.log(sum);
   // H = Σ_j p_j (lse - u_j), skipping p_j == 0 (masked -inf entries contribute 0, not 0·inf).
   let entropy = 0;
+  let sumP2 = 0;
   for (let j = 0; j < u.length; j++) {
     const p = Math.exp(u[j]! - lse);
     if (p === 0) continue;
     entropy += p * (lse - u[j]!);
+    sumP2 += p * p;
   }
-  return { lse, entropy };
+  if (!(max > -Infinity)) sumP2 = NaN;
+  return { lse, entropy, sumP2 };
 }
 
 function scaledRow(z: ArrayLike<number>, n: number, V: number, T: number): Float64Array {
@@ -77,6 +83,7 @@ export function refTokenLogProbs(
   const logp = new Float64Array(N);
   const entropy = new Float64Array(N);
   const lse = new Float64Array(N);
+  const sumP2 = new Float64Array(N);
   for (let n = 0; n < N; n++) {
     const y = targetOf(targets, n, V, ignoreIndex);
     if (y === ignoreIndex) continue; // ignored row: all outputs 0
@@ -84,9 +91,10 @@ export function refTokenLogProbs(
     const st = rowStats(u);
     lse[n] = st.lse;
     entropy[n] = st.entropy;
+    sumP2[n] = st.sumP2;
     logp[n] = u[y]! - st.lse;
   }
-  return { logp, entropy, lse };
+  return { logp, entropy, lse, sumP2 };
 }
 
 /**
