@@ -38,6 +38,7 @@ function info(json: boolean): number {
   out(`cpu:       ${i.cpu.threads} threads, ${i.cpu.simd}`);
   if (i.cuda.emulated) out('cuda:      EMULATED on the CPU (GK_CUDA=emu build: the CUDA sources run under native/emu, no GPU is used)');
   else out(`cuda:      ${i.cuda.compiled ? `compiled in (runtime ${fmtCuda(i.cuda.runtimeVersion)}, driver ${i.cuda.driverVersion ? fmtCuda(i.cuda.driverVersion) : 'none'})` : 'not compiled in'}`);
+  if (!i.cuda.emulated) out(`driver:    ${i.cuda.driver.summary}`);
   for (const d of i.cuda.devices) out(`  device ${d.index}: ${d.name} (sm_${d.computeCapability.replace('.', '')}, ${(d.memoryBytes / 2 ** 30).toFixed(1)} GiB)`);
   out(`cuda used: ${i.cuda.used ? 'yes' : `no: ${i.cuda.reason}`}`);
   return 0;
