@@ -1,6 +1,6 @@
 // Devices: which backend runs the ops, the CUDA device runtime (device tensors, uploads,
 // downloads, wrapped pointers, memory), and where each op call runs.
-import { allocate, type DType, type HostArray } from './dtype';
+import { allocate, type ArrayOf, type DType, type HostArray } from './dtype';
 import { describe, fail } from './errors';
 import { addon, packageVersion, type DeviceHandle, type NativeInfo } from './native';
 import { checkShape, DTYPE_BYTES, shapeSize, Tensor, type TensorOptions } from './tensor';
@@ -338,7 +338,7 @@ export class Placement {
   }
 
   /** The tensor over storage from array(). */
-  tensor(storage: HostArray | DeviceHandle, dtype: DType, shape: readonly number[]): Tensor {
-    return this.out ? Tensor.fromDevice(storage as DeviceHandle, dtype, shape, this.out.index) : Tensor.from(storage as HostArray, { dtype, shape });
+  tensor<D extends DType>(storage: HostArray | DeviceHandle, dtype: D, shape: readonly number[]): Tensor<D> {
+    return this.out ? Tensor.fromDevice(storage as DeviceHandle, dtype, shape, this.out.index) : Tensor.from(storage as ArrayOf<D>, { dtype, shape });
   }
 }

@@ -72,3 +72,11 @@ export function didYouMean(word: string, candidates: readonly string[], quote = 
   const n = nearest(word, candidates);
   return n === undefined ? '' : ` (did you mean ${quote(n)}?)`;
 }
+
+/**
+ * What the package reads of an AbortSignal (only `aborted`): a structural type, so that the
+ * declaration files need neither the DOM lib nor Node's types. An AbortSignal fits it.
+ */
+export interface AbortSignalLike {
+  readonly aborted: boolean;
+}

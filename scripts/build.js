@@ -38,7 +38,7 @@ function cmakeJs() {
   try {
     cli = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
   } catch {
-    return { ok: false, why: 'cmake-js is not installed' };
+    return { ok: false, why: 'cmake-js is not installed (an optional dependency: `npm install cmake-js node-addon-api`)' };
   }
   if (!have('cmake')) return { ok: false, why: 'cmake is not on PATH' };
   const env = { CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? String(require('node:os').availableParallelism?.() ?? 2) };
@@ -70,7 +70,14 @@ function main() {
   }
   const r = nodeGyp();
   if (r.ok) return 0;
+  let addonApi = true;
+  try {
+    require.resolve('node-addon-api', { paths: [root] });
+  } catch {
+    addonApi = false;
+  }
   console.error(`[grpo-kernels] could not build the native addon: ${r.why}.\n` +
+    (addonApi ? '' : 'The source build needs the optional packages cmake-js and node-addon-api (left out by --omit=optional): `npm install cmake-js node-addon-api`.\n') +
     'Install cmake (>= 3.20) and a C++17 compiler, then run `npm rebuild grpo-kernels`.');
   return 1;
 }

@@ -12,6 +12,7 @@
 // Single-digit a+b would not do: its 100 problems share no parts, and an MLP that has learnt
 // 80 of them (even by supervised training on the true sums) answers the 20 others at about
 // chance.
+import type { AbortSignalLike } from '../errors';
 import { tokenLogProbs, tokenLogProbsBackward } from '../ops/logprobs';
 import { accuracyReward, formatReward } from '../rewards';
 import { Tensor } from '../tensor';
@@ -362,7 +363,7 @@ export interface ArithmeticDemoOptions {
   /** Show progress bars (default: when stdout is a terminal). */
   progress?: boolean;
   /** Stops between steps (the result covers the steps run). */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   onStep?: (m: StepMetrics) => void;
 }
 

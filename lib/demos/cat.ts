@@ -1,5 +1,6 @@
 // Demo 1: a cat learns, by GRPO, to reach the meat in a house. The policy is a softmax over
 // the four moves in every cell; a trajectory's (discounted) return is its reward.
+import type { AbortSignalLike } from '../errors';
 import { Tensor } from '../tensor';
 import type { Policy, RolloutBatch } from '../trainer/policy';
 import { GRPOTrainer, type Prompt, type StepMetrics } from '../trainer/trainer';
@@ -159,7 +160,7 @@ export interface CatDemoOptions {
   progress?: boolean;
   /** Stop after the step where every start cell's greedy path is optimal. */
   stopWhenSolved?: boolean;
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   onStep?: (m: StepMetrics) => void;
 }
 

@@ -26,7 +26,7 @@ export type RewardValues = Tensor | Float32Array | Float64Array | ArrayLike<numb
 
 export interface GroupAdvantagesResult {
   /** One advantage per completion, float32. */
-  advantages: Tensor;
+  advantages: Tensor<'float32'>;
   /** The combined reward Σ_k w_k r_k per completion (NaN where no reward function applied). */
   rewards: Float64Array;
   /** Per group mean and Bessel-corrected std of the valid combined rewards. */
