@@ -525,8 +525,9 @@ export function arithmeticChartSpec(
   const xMax = Math.max(1, rewardCurves.format.length);
   const x = { field: 'x', type: 'quantitative', title: 'step (cold-start SFT < 0 ≤ GRPO)', scale: { domain: [xMin, xMax], nice: false } };
   const boundary = (label: boolean) => [
-    { mark: { type: 'rule', color: '#444', strokeDash: [6, 4] }, encoding: { x: { datum: 0, type: 'quantitative' } } },
-    ...(label ? [{ mark: { type: 'text', align: 'left', dx: 4, dy: 8, baseline: 'top', color: '#444' }, encoding: { x: { datum: 0, type: 'quantitative' }, y: { datum: 1, type: 'quantitative' }, text: { value: 'SFT → GRPO' } } }] : []),
+    // (Each mark layer needs data of its own to be drawn: one empty row.)
+    { data: { values: [{}] }, mark: { type: 'rule', color: '#444', strokeDash: [6, 4], strokeWidth: 1.5 }, encoding: { x: { datum: 0, type: 'quantitative' } } },
+    ...(label ? [{ data: { values: [{}] }, mark: { type: 'text', align: 'right', dx: -6, dy: 6, baseline: 'top', color: '#444', fontWeight: 'bold' }, encoding: { x: { datum: 0, type: 'quantitative' }, y: { datum: 1, type: 'quantitative' }, text: { value: 'SFT | GRPO →' } } }] : []),
   ];
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
@@ -554,11 +555,11 @@ export function arithmeticChartSpec(
         layer: [
           {
             data: { values: ce },
-            mark: { type: 'line', color: '#d62728' },
+            mark: { type: 'line', color: '#9467bd' },
             encoding: {
               x,
               y: { field: 'y', type: 'quantitative', title: 'SFT cross-entropy (nats)', scale: { zero: true } },
-              color: { field: 'series', type: 'nominal', title: null, scale: { range: ['#d62728'] } },
+              color: { field: 'series', type: 'nominal', title: null, scale: { range: ['#9467bd'] } },
             },
           },
           ...boundary(false),
