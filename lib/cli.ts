@@ -5,7 +5,9 @@ import { freshSeed } from '../test/reference/random';
 import { backendInfo, Device, resolveDevice, setDefaultDevice, type DeviceRequest } from './device';
 import { runDeviceChecks } from '../test/reference/device-cases';
 import { runCrossBackendChecks } from '../test/reference/cross-cases';
-import { GrpoKernelsError } from './errors';
+import { didYouMean, GrpoKernelsError } from './errors';
+import { packageVersion } from './native';
+import { checkChartFile } from './demos/chart';
 
 const HELP = `grpo-kernels: fused GRPO kernels for Node.js
 
@@ -20,7 +22,9 @@ Usage:
       Demo 1 (default, 'cat'): a cat learns by GRPO to reach the meat in a house; draws the
       learned policy and writes a reward-curve chart. Demo 2 ('arithmetic'): R1-Zero in
       miniature, a tiny language model learns a+b= with a format and an accuracy reward.
-  grpo-kernels help
+  grpo-kernels help | --help          this text;  grpo-kernels --version | -v   the version
+
+Exit codes: 0 success, 1 a check failed (selftest case, demo goal), 2 usage error, 3 could not run.
 `;
 
 function out(s: string): void {
@@ -38,6 +42,7 @@ function info(json: boolean): number {
   out(`cpu:       ${i.cpu.threads} threads, ${i.cpu.simd}`);
   if (i.cuda.emulated) out('cuda:      EMULATED on the CPU (GK_CUDA=emu build: the CUDA sources run under native/emu, no GPU is used)');
   else out(`cuda:      ${i.cuda.compiled ? `compiled in (runtime ${fmtCuda(i.cuda.runtimeVersion)}, driver ${i.cuda.driverVersion ? fmtCuda(i.cuda.driverVersion) : 'none'})` : 'not compiled in'}`);
+  if (!i.cuda.emulated) out(`driver:    ${i.cuda.driver.summary}`);
   for (const d of i.cuda.devices) out(`  device ${d.index}: ${d.name} (sm_${d.computeCapability.replace('.', '')}, ${(d.memoryBytes / 2 ** 30).toFixed(1)} GiB)`);
   out(`cuda used: ${i.cuda.used ? 'yes' : `no: ${i.cuda.reason}`}`);
   return 0;
@@ -86,84 +91,161 @@ async function selftest(device: DeviceRequest, seed: number, quick: boolean, jso
   return failed.length ? 1 : 0;
 }
 
-function intOption(name: string, v: string | undefined): number | undefined {
+/** A usage error of the command line: exit code 2, with the command's usage line. */
+class UsageError extends GrpoKernelsError {
+  constructor(message: string, readonly usage: string) {
+    super('GK_INVALID_ARG', message);
+  }
+}
+
+const USAGE: Record<string, string> = {
+  info: 'grpo-kernels info [--json]',
+  selftest: 'grpo-kernels selftest [--device auto|cpu|cuda] [--seed N] [--quick] [--json]',
+  demo: 'grpo-kernels demo [cat|arithmetic] [--steps N] [--seed N] [--out FILE.svg] [--device auto|cpu|cuda]',
+  help: 'grpo-kernels help | --help | --version',
+};
+const COMMANDS = ['info', 'selftest', 'demo', 'help'];
+const FLAGS: Record<string, Record<string, { type: 'string' | 'boolean' }>> = {
+  info: { json: { type: 'boolean' } },
+  selftest: { device: { type: 'string' }, seed: { type: 'string' }, quick: { type: 'boolean' }, json: { type: 'boolean' } },
+  demo: { steps: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, device: { type: 'string' } },
+  help: {},
+};
+const POSITIONALS: Record<string, readonly string[]> = { info: [], selftest: [], demo: ['cat', 'arithmetic'], help: [] };
+
+/** Parses one command's flags strictly: unknown flags and extra words are usage errors with a suggestion. */
+function parseCommand(cmd: string, args: string[]): { values: Record<string, string | boolean | undefined>; positional?: string } {
+  const usage = USAGE[cmd]!;
+  const options = FLAGS[cmd]!;
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    const m = /Unknown option '(-{1,2}[^']*)'/.exec((e as Error).message);
+    if (m) {
+      const flag = m[1]!;
+      const hint = didYouMean(flag.replace(/^-+/, ''), Object.keys(options), (s) => `'--${s}'`);
+      throw new UsageError(`unknown option '${flag}' for '${cmd}'${hint}`, usage);
+    }
+    const v = /Option '(-{1,2}[^ ']*)[^']*' argument missing/.exec((e as Error).message);
+    if (v) throw new UsageError(`option '${v[1]}' needs a value`, usage);
+    throw new UsageError((e as Error).message.split('\n')[0]!, usage);
+  }
+  const allowed = POSITIONALS[cmd]!;
+  const pos = parsed.positionals;
+  if (pos.length > (allowed.length ? 1 : 0))
+    throw new UsageError(`'${cmd}' takes ${allowed.length ? 'at most one argument' : 'no arguments'}; unexpected '${pos.slice(allowed.length ? 1 : 0).join(' ')}'`, usage);
+  if (pos[0] !== undefined && !allowed.includes(pos[0]))
+    throw new UsageError(`unknown demo '${pos[0]}'${didYouMean(pos[0], allowed)}; expected 'cat' or 'arithmetic'`, usage);
+  return { values: parsed.values as Record<string, string | boolean | undefined>, positional: pos[0] };
+}
+
+function intOption(cmd: string, name: string, v: string | boolean | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new GrpoKernelsError('GK_INVALID_ARG', `--${name} must be a non-negative integer, got '${v}'`);
+  if (typeof v !== 'string' || v.trim() === '' || !Number.isSafeInteger(n) || n < min) {
+    const what = min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : 'an integer';
+    throw new UsageError(`--${name} must be ${what}, got '${String(v)}'`, USAGE[cmd]!);
+  }
   return n;
 }
 
-async function demo(which: string, values: { steps?: string; seed?: string; out?: string; device?: string }): Promise<number> {
-  const steps = intOption('steps', values.steps);
-  const seed = intOption('seed', values.seed);
+function deviceOption(cmd: string, v: string | boolean | undefined): DeviceRequest {
+  const d = v === undefined ? 'auto' : String(v);
+  if (d !== 'auto' && d !== 'cpu' && d !== 'cuda') throw new UsageError(`--device must be 'auto', 'cpu' or 'cuda', got '${d}'${didYouMean(d, ['auto', 'cpu', 'cuda'])}`, USAGE[cmd]!);
+  return d;
+}
+
+async function demo(which: string, values: Record<string, string | boolean | undefined>): Promise<number> {
+  const steps = intOption('demo', 'steps', values.steps, 1);
+  const seed = intOption('demo', 'seed', values.seed, 0);
+  const device = deviceOption('demo', values.device);
+  const chartFile = typeof values.out === 'string' ? values.out : which === 'cat' ? 'cat-reward.svg' : 'arithmetic-rewards.svg';
+  try {
+    checkChartFile(chartFile);
+  } catch (e) {
+    throw new UsageError(`--out: ${(e as Error).message}`, USAGE.demo!);
+  }
   // The demos' kernels run on the chosen device ('auto': the GPU when one is usable).
-  const dev = setDefaultDevice(Device.open((values.device ?? 'auto') as DeviceRequest));
+  const dev = setDefaultDevice(Device.open(device));
   if (dev.kind === 'cuda') out(`kernels on ${dev.toString()}`);
   if (which === 'cat') {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { runCatDemo } = require('./demos/cat') as typeof import('./demos/cat');
     out('A cat learns, by GRPO, to reach the meat 🍖 (T bathtub −10, b broom −1, meat +100; each move discounts by 0.98).');
-    const r = await runCatDemo({ ...(steps !== undefined ? { steps } : {}), ...(seed !== undefined ? { seed } : {}), chartFile: values.out ?? 'cat-reward.svg' });
+    const r = await runCatDemo({ ...(steps !== undefined ? { steps } : {}), ...(seed !== undefined ? { seed } : {}), chartFile });
     out(`\nThe learned policy (greedy move in every cell):\n${r.arrows}\n`);
     out(`${r.steps} GRPO steps in ${r.seconds.toFixed(1)} s; final mean reward ${r.rewardCurve.at(-1)?.toFixed(1)}`);
     out(r.failures.length === 0
       ? `every start cell now reaches the meat by a shortest path around the bathtub (first at step ${r.solvedAtStep! + 1})`
       : `${r.failures.length} start cells do not yet take a shortest bathtub-free path`);
-    out(`reward curve: ${r.chartFile}`);
+    out(r.chartFile ? `reward curve: ${r.chartFile}` : `reward curve: not drawn: ${r.chartNote}`);
     return r.failures.length === 0 ? 0 : 1;
   }
   if (which === 'arithmetic') {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { runArithmeticDemo } = require('./demos/arithmetic') as typeof import('./demos/arithmetic');
     out('R1-Zero in miniature: a tiny language model learns a+b= (cold-start SFT on the format, then GRPO with format + accuracy rewards).');
-    const r = await runArithmeticDemo({ ...(steps !== undefined ? { grpoSteps: steps } : {}), ...(seed !== undefined ? { seed } : {}), chartFile: values.out ?? 'arithmetic-rewards.svg' });
+    const r = await runArithmeticDemo({ ...(steps !== undefined ? { grpoSteps: steps } : {}), ...(seed !== undefined ? { seed } : {}), chartFile });
     out(`\ncold start: ${r.sftSteps} steps in ${r.sftSeconds.toFixed(1)} s; held-out accuracy ${(100 * r.accuracyBefore).toFixed(0)}% (format ${(100 * r.formatBefore).toFixed(0)}%)`);
     out(`GRPO:       ${r.grpoSteps} steps in ${r.grpoSeconds.toFixed(1)} s; held-out accuracy ${(100 * r.accuracyAfter).toFixed(0)}% (format ${(100 * r.formatAfter).toFixed(0)}%)`);
     out(`\nheld-out samples:\n${r.samples.map((x) => `  ${x}`).join('\n')}`);
-    out(`reward curves: ${r.chartFile}`);
+    out(r.chartFile ? `reward curves: ${r.chartFile}` : `reward curves: not drawn: ${r.chartNote}`);
     return r.accuracyAfter >= 0.9 && r.formatAfter >= 0.9 ? 0 : 1;
   }
-  throw new GrpoKernelsError('GK_INVALID_ARG', `unknown demo '${which}'; expected 'cat' or 'arithmetic'`);
+  throw new UsageError(`unknown demo '${which}'; expected 'cat' or 'arithmetic'`, USAGE.demo!);
 }
 
+/**
+ * Runs the command line. Exit codes: 0 success; 1 a check failed (a selftest case, or a demo
+ * that did not reach its goal); 2 a usage error (unknown command or option, a bad value, an extra
+ * argument); 3 the command could not run (no usable CUDA device for --device cuda, a missing
+ * native addon, another error).
+ */
 export async function main(argv: string[]): Promise<number> {
+  const cmd = argv[0] ?? 'help';
   try {
-    const cmd = argv[0] ?? 'help';
-    const { values, positionals } = parseArgs({
-      args: argv.slice(1),
-      options: {
-        json: { type: 'boolean', default: false },
-        device: { type: 'string', default: 'auto' },
-        seed: { type: 'string' },
-        quick: { type: 'boolean', default: false },
-        steps: { type: 'string' },
-        out: { type: 'string' },
-      },
-      allowPositionals: true,
-      strict: true,
-    });
+    if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+      if (argv.length > 1) throw new UsageError(`'${cmd}' takes no arguments`, USAGE.help!);
+      out(packageVersion);
+      return 0;
+    }
+    if (cmd === 'help' || cmd === '--help' || cmd === '-h') {
+      out(HELP);
+      return 0;
+    }
+    if (!COMMANDS.includes(cmd)) {
+      const flag = cmd.startsWith('-');
+      throw new UsageError(`unknown ${flag ? 'option' : 'command'} '${cmd}'${didYouMean(cmd.replace(/^-+/, ''), flag ? ['version', 'help'] : [...COMMANDS, 'version'], (s) => `'${flag ? '--' : ''}${s}'`)}`,
+        'grpo-kernels <info|selftest|demo|help> [options]   (grpo-kernels help: all of them)');
+    }
+    const args = argv.slice(1);
+    if (args.includes('--help') || args.includes('-h')) {
+      out(`usage: ${USAGE[cmd]}`);
+      return 0;
+    }
+    const { values, positional } = parseCommand(cmd, args);
     switch (cmd) {
       case 'info':
-        return info(values.json!);
+        return info(values.json === true);
       case 'selftest': {
-        const seed = values.seed !== undefined ? Number(values.seed) : freshSeed();
-        if (!Number.isInteger(seed)) throw new GrpoKernelsError('GK_INVALID_ARG', `--seed must be an integer, got '${values.seed}'`);
-        return await selftest(values.device as DeviceRequest, seed, values.quick!, values.json!);
+        const seed = intOption('selftest', 'seed', values.seed, Number.MIN_SAFE_INTEGER) ?? freshSeed();
+        const device = deviceOption('selftest', values.device);
+        return await selftest(device, seed, values.quick === true, values.json === true);
       }
       case 'demo':
-        return await demo(positionals[0] ?? 'cat', values);
-      case 'help':
-      case '--help':
-      case '-h':
+        return await demo(positional ?? 'cat', values);
+      default:
         out(HELP);
         return 0;
-      default:
-        process.stderr.write(`grpo-kernels: unknown command '${cmd}'\n\n${HELP}`);
-        return 2;
     }
   } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`grpo-kernels: [${e.code}] ${e.message}\nusage: ${e.usage}\n`);
+      return 2;
+    }
     const err = e as { code?: string; message?: string };
     process.stderr.write(`grpo-kernels: ${err.code ? `[${err.code}] ` : ''}${err.message ?? String(e)}\n`);
-    return 2;
+    return 3;
   }
 }

@@ -1,6 +1,6 @@
 // Devices: which backend runs the ops, the CUDA device runtime (device tensors, uploads,
 // downloads, wrapped pointers, memory), and where each op call runs.
-import { allocate, type DType, type HostArray } from './dtype';
+import { allocate, type ArrayOf, type DType, type HostArray } from './dtype';
 import { describe, fail } from './errors';
 import { addon, packageVersion, type DeviceHandle, type NativeInfo } from './native';
 import { checkShape, DTYPE_BYTES, shapeSize, Tensor, type TensorOptions } from './tensor';
@@ -17,6 +17,44 @@ export interface BackendInfo {
     /** Whether the CUDA backend can be used, and if not, why. */
     used: boolean;
     reason: string;
+    /** The NVIDIA driver against what the compiled-in CUDA runtime needs (see driverCheck). */
+    driver: DriverCheck;
+  };
+}
+
+export interface DriverCheck {
+  /** The driver's CUDA version (cudaDriverGetVersion, e.g. 13000 for 13.0); 0: no driver found. */
+  version: number;
+  /** The lowest driver CUDA version the compiled-in runtime accepts (0 when CUDA is not compiled in). */
+  required: number;
+  /** Whether the driver found is new enough; undefined when there is nothing to check (CPU-only build). */
+  sufficient: boolean | undefined;
+  /** One line for people: the version, and what to do when it is too old. */
+  summary: string;
+}
+
+/** Formats a CUDA version number (13000 -> '13.0'). */
+export function formatCudaVersion(v: number): string {
+  return `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}`;
+}
+
+/**
+ * Whether a driver can run the CUDA runtime linked into the addon. The runtime is linked
+ * statically; by CUDA's minor-version compatibility a driver of the same major version runs it
+ * (CUDA 13.x: an R580 driver or newer, 580.65.06 on Linux), and the PTX that newer GPUs JIT-compile
+ * needs a driver at least as new as the runtime, so the check asks for the runtime's own version.
+ */
+export function driverCheck(runtimeVersion: number, driverVersion: number, compiled = runtimeVersion > 0): DriverCheck {
+  if (!compiled) return { version: driverVersion, required: 0, sufficient: undefined, summary: 'not checked (the addon is a CPU-only build)' };
+  const required = runtimeVersion;
+  const need = `CUDA ${formatCudaVersion(required)}${Math.floor(required / 1000) === 13 ? ' (an R580 driver or newer)' : ''}`;
+  if (driverVersion === 0) return { version: 0, required, sufficient: false, summary: `none found; the CUDA backend needs an NVIDIA driver for ${need}` };
+  const sufficient = driverVersion >= required;
+  return {
+    version: driverVersion, required, sufficient,
+    summary: sufficient
+      ? `${formatCudaVersion(driverVersion)}: sufficient (needs ${formatCudaVersion(required)} or newer)`
+      : `${formatCudaVersion(driverVersion)}: TOO OLD, the CUDA backend needs a driver for ${need}; update the NVIDIA driver (the CPU backend is used meanwhile)`,
   };
 }
 
@@ -48,7 +86,9 @@ export function backendInfo(): BackendInfo {
     // backend, so only an explicit 'cuda' uses it.
     backend: usable && !i.cuda.emulated ? 'cuda' : 'cpu',
     cpu: { threads: i.threads, simd: i.simd },
-    cuda: { ...i.cuda, used: usable, reason },
+    cuda: { ...i.cuda, used: usable, reason, driver: i.cuda.emulated
+      ? { version: 0, required: 0, sufficient: undefined, summary: 'not checked (the emulated build uses no driver)' }
+      : driverCheck(i.cuda.runtimeVersion, i.cuda.driverVersion, i.cuda.compiled) },
   };
 }
 
@@ -298,7 +338,7 @@ export class Placement {
   }
 
   /** The tensor over storage from array(). */
-  tensor(storage: HostArray | DeviceHandle, dtype: DType, shape: readonly number[]): Tensor {
-    return this.out ? Tensor.fromDevice(storage as DeviceHandle, dtype, shape, this.out.index) : Tensor.from(storage as HostArray, { dtype, shape });
+  tensor<D extends DType>(storage: HostArray | DeviceHandle, dtype: D, shape: readonly number[]): Tensor<D> {
+    return this.out ? Tensor.fromDevice(storage as DeviceHandle, dtype, shape, this.out.index) : Tensor.from(storage as ArrayOf<D>, { dtype, shape });
   }
 }

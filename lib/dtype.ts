@@ -9,6 +9,27 @@ export const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'floa
 /** Host storage of each dtype. */
 export type HostArray = Float32Array | Float64Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array;
 
+/** The typed array that holds each dtype on the host. */
+export interface DTypeArrays {
+  float32: Float32Array;
+  float16: Uint16Array;
+  bfloat16: Uint16Array;
+  float64: Float64Array;
+  int32: Int32Array;
+  int64: BigInt64Array;
+  uint8: Uint8Array;
+}
+/** The host array type of a dtype (of a union of dtypes: the union of their arrays). */
+export type ArrayOf<D extends DType> = DTypeArrays[D];
+/** The dtype a typed array implies (a Uint16Array: 'float16' or 'bfloat16', which must be given). */
+export type DTypeOf<A extends HostArray> = A extends Float32Array ? 'float32'
+  : A extends Float64Array ? 'float64'
+  : A extends Int32Array ? 'int32'
+  : A extends BigInt64Array ? 'int64'
+  : A extends Uint8Array ? 'uint8'
+  : A extends Uint16Array ? 'float16' | 'bfloat16'
+  : DType;
+
 export function arrayTypeOf(dtype: DType): string {
   switch (dtype) {
     case 'float32': return 'Float32Array';

@@ -1,8 +1,8 @@
 // grpo-kernels: fused GRPO kernels for Node.js.
-export { GrpoKernelsError, type ErrorCode } from './errors';
+export { GrpoKernelsError, type ErrorCode, type AbortSignalLike } from './errors';
 export {
   DTYPES, toBFloat16, fromBFloat16, toFloat16, fromFloat16, encodeFloats, decodeFloats,
-  type DType, type FloatDType, type HostArray,
+  type DType, type FloatDType, type HostArray, type ArrayOf, type DTypeArrays, type DTypeOf,
 } from './dtype';
 export { Tensor, tensor, type TensorOptions, type DeviceKind } from './tensor';
 export type { TargetsInput, FloatInput } from './validate';

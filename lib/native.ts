@@ -177,7 +177,7 @@ let loadError: GrpoKernelsError | undefined;
  * GK_ADDON_PATH: load the addon from this file instead of the package's build (a sanitizer build,
  * for instance: scripts/asan.sh). It must be an absolute path to an existing `.node` file.
  */
-export function addonPathOverride(env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function addonPathOverride(env: Readonly<Record<string, string | undefined>> = process.env): string | undefined {
   const p = env.GK_ADDON_PATH;
   if (p === undefined || p === '') return undefined;
   if (!path.isAbsolute(p) || !p.endsWith('.node'))

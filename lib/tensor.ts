@@ -1,4 +1,6 @@
-import { allocate, arrayTypeOf, decodeFloats, DTYPES, MAX_ELEMENTS, type DType, type FloatDType, type HostArray } from './dtype';
+/// <reference lib="esnext.disposable" preserve="true" />
+// (Kept in the declaration file: Symbol.dispose, for consumers whose lib lacks it.)
+import { allocate, arrayTypeOf, decodeFloats, DTYPES, MAX_ELEMENTS, type ArrayOf, type DType, type DTypeOf, type FloatDType, type HostArray } from './dtype';
 import { describe, fail } from './errors';
 import { addon, type DeviceHandle } from './native';
 // Used at call time only (device.ts imports this module).
@@ -6,9 +8,9 @@ import { Device, type DeviceRequest } from './device';
 
 export type DeviceKind = 'cpu' | 'cuda';
 
-export interface TensorOptions {
+export interface TensorOptions<D extends DType = DType> {
   /** Element type. Inferred from the typed array except for Uint16Array, which needs 'float16' or 'bfloat16'. */
-  dtype?: DType;
+  dtype?: D;
   /** Shape; its product must equal the array's length. Default: [length]. */
   shape?: readonly number[];
 }
@@ -39,9 +41,12 @@ export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
  * with `Device.upload`, `Device.empty`, `Device.wrap` or `tensor.to(device)`; the ops return
  * CUDA tensors for CUDA inputs). Release with `dispose()` or a `using` declaration (device memory
  * also has a finalizer as a safety net); a disposed tensor throws GK_DISPOSED when used.
+ *
+ * `D` is its dtype: a `Tensor<'float32'>` has `data: Float32Array`, a `Tensor<'bfloat16'>`
+ * `data: Uint16Array`; results of the ops are typed with theirs.
  */
-export class Tensor {
-  readonly dtype: DType;
+export class Tensor<D extends DType = DType> {
+  readonly dtype: D;
   readonly shape: readonly number[];
   /** 'cpu' or 'cuda'. */
   readonly device: DeviceKind;
@@ -51,7 +56,7 @@ export class Tensor {
   #handle: DeviceHandle | null;
   #disposed = false;
 
-  private constructor(data: HostArray | null, handle: DeviceHandle | null, dtype: DType, shape: readonly number[], index: number) {
+  private constructor(data: HostArray | null, handle: DeviceHandle | null, dtype: D, shape: readonly number[], index: number) {
     this.#data = data;
     this.#handle = handle;
     this.dtype = dtype;
@@ -60,7 +65,9 @@ export class Tensor {
     this.deviceIndex = handle ? index : -1;
   }
 
-  /** Wraps a typed array (no copy). */
+  /** Wraps a typed array (no copy). With `dtype` given, the array must be that dtype's storage. */
+  static from<D extends DType>(data: ArrayOf<D>, options: TensorOptions<D> & { dtype: D }): Tensor<D>;
+  static from<A extends HostArray>(data: A, options?: TensorOptions<DTypeOf<A>>): Tensor<DTypeOf<A>>;
   static from(data: HostArray, options: TensorOptions = {}): Tensor {
     if (!ArrayBuffer.isView(data) || data instanceof DataView)
       fail('GK_DTYPE', `Tensor.from: data must be a typed array, got ${describe(data)}`);
@@ -78,15 +85,17 @@ export class Tensor {
     const shape = checkShape('Tensor.from', options.shape ?? [data.length]);
     if (shapeSize(shape) !== data.length)
       fail('GK_SHAPE', `Tensor.from: shape [${shape.join(', ')}] holds ${shapeSize(shape)} elements, but the data has ${data.length}`);
-    return new Tensor(data, null, dtype, shape, -1);
+    return new Tensor<DType>(data, null, dtype, shape, -1);
   }
 
   /** @internal A tensor over device memory (lib/ code only; users go through Device). */
-  static fromDevice(handle: DeviceHandle, dtype: DType, shape: readonly number[], index: number): Tensor {
-    return new Tensor(null, handle, dtype, checkShape('Tensor', shape, false), index);
+  static fromDevice<D extends DType>(handle: DeviceHandle, dtype: D, shape: readonly number[], index: number): Tensor<D> {
+    return new Tensor<D>(null, handle, dtype, checkShape('Tensor', shape, false), index);
   }
 
   /** A new zero-filled host tensor. */
+  static zeros(shape: readonly number[]): Tensor<'float32'>;
+  static zeros<D extends DType>(shape: readonly number[], dtype: D): Tensor<D>;
   static zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
     const dims = checkShape('Tensor.zeros', shape);
     if (!DTYPES.includes(dtype)) fail('GK_DTYPE', `Tensor.zeros: unknown dtype ${describe(dtype)}; expected one of ${DTYPES.join(', ')}`);
@@ -108,13 +117,13 @@ export class Tensor {
   }
 
   /** The host storage (no copy). Throws GK_DISPOSED after dispose(), GK_DEVICE for a CUDA tensor (use `await toArray()`). */
-  get data(): HostArray {
+  get data(): ArrayOf<D> {
     this.#live();
     if (this.#data === null)
       fail('GK_DEVICE', `${this.toString()} lives on the GPU; read it with \`await tensor.toArray()\` or move it with \`await tensor.to('cpu')\``);
     if (this.#data.length !== this.size)
       fail('GK_DISPOSED', `${this.toString()}: its storage was detached (its ArrayBuffer transferred) or shrunk to ${this.#data.length} elements`);
-    return this.#data;
+    return this.#data as ArrayOf<D>;
   }
 
   /** @internal The device memory of a CUDA tensor. */
@@ -133,11 +142,11 @@ export class Tensor {
    * typed array copied from the GPU after the work queued before this call (the event loop is
    * not blocked while it waits).
    */
-  async toArray(): Promise<HostArray> {
+  async toArray(): Promise<ArrayOf<D>> {
     if (this.#handle === null) return this.data;
     const out = allocate(this.dtype, this.size);
     await addon().deviceDownload(this.handle, out);
-    return out;
+    return out as ArrayOf<D>;
   }
 
   /** The values as float32 (16-bit floats decoded; float32 storage returned as is). Host tensors only. */
@@ -153,17 +162,17 @@ export class Tensor {
    * This tensor on `target` ('cpu', 'cuda', 'auto' or a Device): itself when it already lives
    * there, else a copy (host -> GPU through pinned staging, GPU -> host after the queued work).
    */
-  async to(target: Device | DeviceRequest): Promise<Tensor> {
+  async to(target: Device | DeviceRequest): Promise<Tensor<D>> {
     const dev = target instanceof Device ? target : Device.open(target);
-    if (dev.kind === 'cpu') return this.device === 'cpu' ? this : Tensor.from(await this.toArray(), { dtype: this.dtype, shape: this.shape });
+    if (dev.kind === 'cpu') return this.device === 'cpu' ? this : (Tensor.from(await this.toArray(), { dtype: this.dtype, shape: this.shape }) as Tensor<D>);
     if (this.device === 'cuda' && this.deviceIndex === dev.index) return this;
     const host = this.device === 'cpu' ? this : Tensor.from(await this.toArray(), { dtype: this.dtype, shape: this.shape });
-    return dev.upload(host);
+    return (await dev.upload(host)) as Tensor<D>;
   }
 
   /** A copy on the same device (device to device for a CUDA tensor). */
-  async clone(): Promise<Tensor> {
-    if (this.device === 'cpu') return Tensor.from(this.data.slice() as HostArray, { dtype: this.dtype, shape: this.shape });
+  async clone(): Promise<Tensor<D>> {
+    if (this.device === 'cpu') return Tensor.from(this.data.slice() as HostArray, { dtype: this.dtype, shape: this.shape }) as Tensor<D>;
     const src = this.handle; // throws GK_DISPOSED before anything is allocated
     const h = addon().deviceAlloc(this.deviceIndex, this.byteLength);
     try {
@@ -226,6 +235,8 @@ export function isResizable(buffer: ArrayBufferLike): boolean {
 }
 
 /** Shorthand for Tensor.from. */
+export function tensor<D extends DType>(data: ArrayOf<D>, options: TensorOptions<D> & { dtype: D }): Tensor<D>;
+export function tensor<A extends HostArray>(data: A, options?: TensorOptions<DTypeOf<A>>): Tensor<DTypeOf<A>>;
 export function tensor(data: HostArray, options?: TensorOptions): Tensor {
   return Tensor.from(data, options);
 }

@@ -1,7 +1,7 @@
 // Argument checks shared by the ops. Every check runs before native code and throws a
 // GrpoKernelsError naming the argument, what was expected and what was given.
 import type { FloatDType } from './dtype';
-import { describe, fail } from './errors';
+import { describe, fail, nearest } from './errors';
 import { ArrayTypeCode, type DeviceHandle } from './native';
 import { Tensor } from './tensor';
 
@@ -57,12 +57,22 @@ export function checkKnownKeys(op: string, name: string, obj: object | undefined
   if (!obj) return;
   for (const k of Object.keys(obj))
     if (!known.includes(k) && (obj as Record<string, unknown>)[k] !== undefined)
-      fail('GK_INVALID_ARG', `${op}: unknown ${name} '${k}'; expected one of ${known.join(', ')}`);
+    {
+      const near = nearest(k, known);
+      fail('GK_INVALID_ARG', `${op}: unknown ${name} '${k}'${near !== undefined ? ` (did you mean '${near}'?)` : ''}; expected one of ${known.join(', ')}`);
+    }
+}
+
+/** GK_DISPOSED naming the op and the argument, for a Tensor argument that was disposed. */
+export function checkLive(op: string, name: string, x: unknown): void {
+  if (!(x instanceof Tensor)) return;
+  if (x.disposed) fail('GK_DISPOSED', `${op}: ${name} is a disposed tensor (${x.toString()}); it cannot be used after dispose() or the end of its \`using\` block`);
 }
 
 /** A logits tensor of shape [..., V]: returns N (product of the leading dims) and V. */
 export function checkLogits(op: string, logits: unknown): { n: number; v: number; dtype: FloatDType; data: Float32Array | Uint16Array | DeviceHandle } {
   if (!(logits instanceof Tensor)) fail('GK_INVALID_ARG', `${op}: logits must be a Tensor, got ${describe(logits)}`);
+  checkLive(op, 'logits', logits);
   if (logits.dtype !== 'float32' && logits.dtype !== 'float16' && logits.dtype !== 'bfloat16')
     fail('GK_DTYPE', `${op}: logits must be float32, float16 or bfloat16, got ${logits.dtype}`);
   if (logits.shape.length < 2)
@@ -81,6 +91,7 @@ export type TargetsInput = Tensor | Int32Array | BigInt64Array | ArrayLike<numbe
  */
 export function checkTargets(op: string, targets: unknown, n: number, v: number, ignoreIndex: number): Int32Array | BigInt64Array | DeviceHandle {
   let data: unknown = targets;
+  checkLive(op, 'targets', targets);
   if (targets instanceof Tensor) {
     if (targets.dtype !== 'int32' && targets.dtype !== 'int64')
       fail('GK_DTYPE', `${op}: targets must be int32 or int64, got ${targets.dtype}`);
@@ -133,6 +144,7 @@ export function targetsType(targets: unknown): number | undefined {
 
 /** A CUDA tensor argument of a known dtype and element count, as its device memory. */
 function deviceArg(op: string, name: string, x: Tensor, dtype: string, length: number): DeviceHandle {
+  checkLive(op, name, x);
   if (x.dtype !== dtype) fail('GK_DTYPE', `${op}: ${name} on the GPU must be ${dtype}, got ${x.dtype}`);
   if (x.size !== length) fail('GK_SHAPE', `${op}: ${name} must have ${length} elements, got ${x.size}`);
   return x.handle;
@@ -174,6 +186,7 @@ export function lengthOf(x: unknown): number | undefined {
  * Tensors of any float dtype and shape with that many elements are accepted.
  */
 export function checkFloats(op: string, name: string, x: unknown, length: number, opts: { finite?: boolean } = {}): Float32Array {
+  checkLive(op, name, x);
   let data: unknown = x;
   if (x instanceof Tensor) {
     if (x.dtype === 'int32' || x.dtype === 'int64' || x.dtype === 'uint8')
@@ -204,6 +217,7 @@ export function checkFloats(op: string, name: string, x: unknown, length: number
 
 /** A 0/1 vector (mask) as Uint8Array. Accepts booleans, numbers 0/1, Uint8Array and Tensors. */
 export function checkMask(op: string, name: string, x: unknown, length: number): Uint8Array {
+  checkLive(op, name, x);
   const data = x instanceof Tensor ? x.data : x;
   if (!(Array.isArray(data) || (ArrayBuffer.isView(data) && !(data instanceof DataView))))
     fail('GK_DTYPE', `${op}: ${name} must be a Tensor, typed array or array of 0/1 or booleans, got ${describe(x)}`);

@@ -6,6 +6,8 @@
 //   GK_SANITIZE=address|thread   (with GK_CUDA=emu) ASan + UBSan, or TSan
 //   GK_BUILD_DIR=dir     build folder (default build; the addon lands in <dir>/Release)
 //   GK_BUILD=node-gyp    force the node-gyp fallback
+//   GK_CUDA_ARCHS=list   CUDA architectures (CMake list, e.g. "90-real;120-real;120-virtual")
+//   GK_CUDA_LINEINFO=1   embed line info in the CUDA code (profiling; a much larger binary)
 'use strict';
 const { spawnSync } = require('node:child_process');
 const path = require('node:path');
@@ -36,14 +38,15 @@ function cmakeJs() {
   try {
     cli = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
   } catch {
-    return { ok: false, why: 'cmake-js is not installed' };
+    return { ok: false, why: 'cmake-js is not installed (an optional dependency: `npm install cmake-js node-addon-api`)' };
   }
   if (!have('cmake')) return { ok: false, why: 'cmake is not on PATH' };
   const env = { CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? String(require('node:os').availableParallelism?.() ?? 2) };
   // Without an explicit CUDA compiler, CMake looks for nvcc on PATH; also try the usual place.
   if (!process.env.CUDACXX && !have('nvcc') && fs.existsSync('/usr/local/cuda/bin/nvcc')) env.CUDACXX = '/usr/local/cuda/bin/nvcc';
   // Configure every time (cheap) so that a changed GK_CUDA takes effect, then build incrementally.
-  const args = ['--out', process.env.GK_BUILD_DIR || 'build', `--CDGK_CUDA=${cudaFlag()}`, `--CDGK_SANITIZE=${process.env.GK_SANITIZE ?? ''}`];
+  const args = ['--out', process.env.GK_BUILD_DIR || 'build', `--CDGK_CUDA=${cudaFlag()}`, `--CDGK_SANITIZE=${process.env.GK_SANITIZE ?? ''}`,
+    `--CDGK_CUDA_ARCHS=${process.env.GK_CUDA_ARCHS ?? ''}`, `--CDGK_CUDA_LINEINFO=${process.env.GK_CUDA_LINEINFO ? 'ON' : 'OFF'}`];
   const c = run(process.execPath, [cli, 'configure', ...args], env);
   if (!c.ok) return c;
   return run(process.execPath, [cli, 'build', ...args], env);
@@ -67,7 +70,14 @@ function main() {
   }
   const r = nodeGyp();
   if (r.ok) return 0;
+  let addonApi = true;
+  try {
+    require.resolve('node-addon-api', { paths: [root] });
+  } catch {
+    addonApi = false;
+  }
   console.error(`[grpo-kernels] could not build the native addon: ${r.why}.\n` +
+    (addonApi ? '' : 'The source build needs the optional packages cmake-js and node-addon-api (left out by --omit=optional): `npm install cmake-js node-addon-api`.\n') +
     'Install cmake (>= 3.20) and a C++17 compiler, then run `npm rebuild grpo-kernels`.');
   return 1;
 }

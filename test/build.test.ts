@@ -33,12 +33,26 @@ t.test('CMakeLists.txt and binding.gyp take their sources from native/sources.js
   t.notMatch(gyp, /native\/cpu\/\w+\.cc/, 'no source file named in binding.gyp');
 });
 
-t.test('the CUDA architectures are sm_75 .. sm_90 plus PTX, set before enable_language(CUDA)', async (t) => {
+t.test('the CUDA architectures: sm_75, sm_80, sm_90, sm_100, sm_120 plus compute_90 PTX, set before enable_language(CUDA)', async (t) => {
   const cmake = fs.readFileSync(path.join(root, 'CMakeLists.txt'), 'utf8');
-  const arch = cmake.indexOf('set(CMAKE_CUDA_ARCHITECTURES 75-real 80-real 86-real 89-real 90-real 90-virtual)');
+  const arch = cmake.indexOf('set(CMAKE_CUDA_ARCHITECTURES 75-real 80-real 90-real 100-real 120-real 90-virtual)');
   t.ok(arch > 0);
   t.ok(arch < cmake.indexOf('enable_language(CUDA)'));
+  t.match(cmake, /set\(CMAKE_CUDA_ARCHITECTURES \$\{GK_CUDA_ARCHS\}\)/, 'GK_CUDA_ARCHS overrides them');
   t.match(cmake, /CMAKE_CUDA_RUNTIME_LIBRARY Static/);
+});
+
+t.test('the shipped CUDA code is compressed for size and carries no line info', async (t) => {
+  const cmake = fs.readFileSync(path.join(root, 'CMakeLists.txt'), 'utf8');
+  // nvcc >= 12.8 compresses with a fast codec by default; --compress-mode=size is ~10x smaller.
+  t.match(cmake, /VERSION_GREATER_EQUAL 12\.8\)\s*\n\s*set\(GK_CUDA_COMPRESS --compress-mode=size\)/);
+  t.match(cmake, /option\(GK_CUDA_LINEINFO "[^"]*" OFF\)/, '-lineinfo (which embeds the PTX text in every cubin) is opt-in');
+  const opts = /target_compile_options\(\$\{PROJECT_NAME\} PRIVATE \$<\$<COMPILE_LANGUAGE:CUDA>:([^>]*)>\)/.exec(cmake)?.[1] ?? '';
+  t.notMatch(opts, /-lineinfo/, `the CUDA flags (${opts}) have no -lineinfo`);
+  t.match(opts, /\$\{GK_CUDA_COMPRESS\}/);
+  const build = fs.readFileSync(path.join(root, 'scripts', 'build.js'), 'utf8');
+  t.match(build, /--CDGK_CUDA_ARCHS=/, 'build.js passes GK_CUDA_ARCHS');
+  t.match(build, /--CDGK_CUDA_LINEINFO=/, 'build.js passes GK_CUDA_LINEINFO');
 });
 
 t.test('the built addon leaves no grpo-kernels symbol undefined (every declared gk:: function is defined)', async (t) => {

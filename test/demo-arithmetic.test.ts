@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  ArithmeticPolicy, DEFAULT_TASK, TOKEN, VOCAB, decode, encode, evaluate, formatExample, promptText, runArithmeticDemo, splitProblems,
+  ArithmeticPolicy, arithmeticChartSpec, DEFAULT_TASK, TOKEN, VOCAB, decode, encode, evaluate, formatExample, promptText, runArithmeticDemo, splitProblems,
   supervisedStep,
 } from '../lib/demos/arithmetic';
 import { WindowMlp } from '../lib/demos/mlp';
@@ -113,4 +113,24 @@ t.test('demo: after a format-only cold start, GRPO lifts held-out accuracy from 
   t.match(svg, /^<svg/);
   t.match(svg, /format reward/);
   t.match(svg, /accuracy reward/);
+  // Two panels on one step axis: fractions (0-1) above, cross-entropy in nats below, and the
+  // SFT -> GRPO boundary drawn at step 0 in both.
+  t.match(svg, /reward \/ accuracy \(0-1\)/, 'the upper panel: rewards and accuracy');
+  t.match(svg, /SFT cross-entropy \(nats\)/, 'the lower panel: the cross-entropy in nats');
+  t.match(svg, /SFT \| GRPO →/, 'the boundary is labelled');
+  const spec = arithmeticChartSpec(r.sftCurve, r.rewardCurves, r.heldOutCurve, true) as { vconcat: { layer: { mark: { type: string }; data?: { values: unknown[] }; encoding: { x: { datum?: number } } }[] }[] };
+  t.equal(spec.vconcat.length, 2, 'two panels');
+  for (const panel of spec.vconcat) {
+    const rule = panel.layer.find((l) => l.mark.type === 'rule');
+    t.equal(rule?.encoding.x.datum, 0, 'a rule at step 0 (the first GRPO step)');
+    t.same(rule?.data?.values, [{}], 'with a data row of its own, so that it is drawn');
+  }
+  const rules = svg.match(/class="mark-rule role-mark /g) ?? [];
+  t.ok(rules.length >= 2, `the SVG holds the two boundary rules (${rules.length})`);
+});
+
+t.test('a chart file that is not .svg is refused before any training', async (t) => {
+  const t0 = Date.now();
+  await t.rejects(runArithmeticDemo({ chartFile: 'x.png', progress: false }), { code: 'GK_INVALID_ARG', message: /must end in \.svg; got 'x\.png'/ });
+  t.ok(Date.now() - t0 < 2000, 'refused at once');
 });

@@ -2,6 +2,8 @@
 import t from 'tap';
 import * as gk from '../lib/index';
 import { rejectsCode } from './helpers';
+import { editDistance, nearest } from '../lib/errors';
+import { requireOptional } from '../lib/optional';
 
 const logits = gk.Tensor.from(new Float32Array(12).fill(1), { shape: [4, 3] });
 
@@ -19,7 +21,9 @@ t.test('tokenLogProbs', async (t) => {
   await rejectsCode(t, () => gk.tokenLogProbs(logits, [0, 1, 2, 0], { temperature: NaN }), 'GK_INVALID_ARG', /temperature must be a finite number/);
   await rejectsCode(t, () => gk.tokenLogProbs(logits, [0, 1, 2, 0], { ignoreIndex: 0.5 }), 'GK_INVALID_ARG', /ignoreIndex must be an integer/);
   await rejectsCode(t, () => gk.tokenLogProbs(logits, [0, 1, 2, 0], { entropy: 1 as never }), 'GK_INVALID_ARG', /entropy must be a boolean/);
-  await rejectsCode(t, () => gk.tokenLogProbs(logits, [0, 1, 2, 0], { temprature: 1 } as never), 'GK_INVALID_ARG', /unknown option 'temprature'/);
+  await rejectsCode(t, () => gk.tokenLogProbs(logits, [0, 1, 2, 0], { temprature: 1 } as never), 'GK_INVALID_ARG', /unknown option 'temprature' \(did you mean 'temperature'\?\); expected one of temperature, /);
+  await rejectsCode(t, () => gk.tokenLogProbs(logits, [0, 1, 2, 0], { ignoreindex: 1 } as never), 'GK_INVALID_ARG', /unknown option 'ignoreindex' \(did you mean 'ignoreIndex'\?\)/);
+  await rejectsCode(t, () => gk.tokenLogProbs(logits, [0, 1, 2, 0], { zzzzzz: 1 } as never), 'GK_INVALID_ARG', /unknown option 'zzzzzz'; expected one of /);
   await rejectsCode(t, () => gk.tokenLogProbs(new Float32Array(4) as never, [0]), 'GK_INVALID_ARG', /logits must be a Tensor/);
   await rejectsCode(t, () => gk.tokenLogProbs(gk.Tensor.from(new Float32Array(4)), [0]), 'GK_SHAPE', /shape \[N, V\]/);
   await rejectsCode(t, () => gk.tokenLogProbs(gk.Tensor.from(new Float64Array(4), { shape: [2, 2] }), [0, 0]), 'GK_DTYPE', /logits must be float32, float16 or bfloat16, got float64/);
@@ -39,7 +43,7 @@ t.test('tokenLogProbsBackward', async (t) => {
 
 t.test('Tensor', async (t) => {
   await rejectsCode(t, () => gk.Tensor.from(new Uint16Array(4)), 'GK_DTYPE', /Uint16Array needs dtype 'float16' or 'bfloat16'/);
-  await rejectsCode(t, () => gk.Tensor.from(new Float32Array(4), { dtype: 'bfloat16' }), 'GK_DTYPE', /'bfloat16' is stored in a Uint16Array, got a Float32Array of length 4/);
+  await rejectsCode(t, () => gk.Tensor.from(new Float32Array(4) as never, { dtype: 'bfloat16' }), 'GK_DTYPE', /'bfloat16' is stored in a Uint16Array, got a Float32Array of length 4/);
   await rejectsCode(t, () => gk.Tensor.from(new Float32Array(4), { dtype: 'float8' as never }), 'GK_DTYPE', /unknown dtype/);
   await rejectsCode(t, () => gk.Tensor.from(new Float32Array(4), { shape: [3] }), 'GK_SHAPE', /shape \[3\] holds 3 elements, but the data has 4/);
   await rejectsCode(t, () => gk.Tensor.from(new Float32Array(4), { shape: [2, -2] }), 'GK_SHAPE', /non-negative integers/);
@@ -47,7 +51,33 @@ t.test('Tensor', async (t) => {
   const x = gk.Tensor.from(new Float32Array(12), { shape: [4, 3] });
   x.dispose();
   await rejectsCode(t, () => x.data, 'GK_DISPOSED', /was disposed/);
-  await rejectsCode(t, () => gk.tokenLogProbs(x, [0, 0, 0, 0]), 'GK_DISPOSED', /was disposed/);
+  await rejectsCode(t, () => gk.tokenLogProbs(x, [0, 0, 0, 0]), 'GK_DISPOSED', /^tokenLogProbs: logits is a disposed tensor \(Tensor\(float32, \[4, 3\], cpu, disposed\)\)/);
+  await rejectsCode(t, () => gk.grpoLoss({ logits: x, targets: [0, 0, 0, 0], advantages: [1, 1, 1, 1] }), 'GK_DISPOSED', /: logits is a disposed tensor/);
+  const tg = gk.Tensor.from(new Int32Array(4));
+  tg.dispose();
+  await rejectsCode(t, () => gk.tokenLogProbs(logits, tg), 'GK_DISPOSED', /^tokenLogProbs: targets is a disposed tensor/);
+  const adv = gk.Tensor.from(new Float32Array(4));
+  adv.dispose();
+  await rejectsCode(t, () => gk.grpoLoss({ logp: [-1, -1, -1, -1], advantages: adv }), 'GK_DISPOSED', /^grpoLoss: inputs.advantages is a disposed tensor/);
+  const grad = gk.Tensor.from(new Float32Array(4));
+  grad.dispose();
+  await rejectsCode(t, () => gk.tokenLogProbsBackward(logits, [0, 1, 2, 0], { gradLogp: grad }), 'GK_DISPOSED', /^tokenLogProbsBackward: grads.gradLogp is a disposed tensor/);
+  const rw = gk.Tensor.from(new Float32Array(4));
+  rw.dispose();
+  await rejectsCode(t, () => gk.groupAdvantages(rw, { groupSize: 2 }), 'GK_DISPOSED', /^groupAdvantages: rewards is a disposed tensor/);
+});
+
+t.test('nearest: the suggestion for a typo, none for a stranger', async (t) => {
+  t.equal(editDistance('steps', 'stesp'), 1, 'an adjacent swap is one edit');
+  t.equal(nearest('lossTyp', ['beta', 'lossType', 'epsilon']), 'lossType');
+  t.equal(nearest('BETA', ['beta', 'lossType']), 'beta', 'case-insensitive');
+  t.equal(nearest('xyz', ['beta', 'lossType']), undefined);
+});
+
+t.test('optional packages: GK_MISSING_PACKAGE names what to install', async (t) => {
+  await rejectsCode(t, () => requireOptional('gk-no-such-package', 'drawing a chart', ['gk-no-such-package', 'vega-lite']), 'GK_MISSING_PACKAGE',
+    /drawing a chart needs the optional package 'gk-no-such-package', which is not installed .*run `npm install gk-no-such-package vega-lite`/);
+  t.equal(typeof requireOptional<{ View: unknown }>('vega', 'drawing a chart').View, 'function', 'an installed one loads');
 });
 
 t.test('errors are GrpoKernelsError instances', async (t) => {

@@ -63,7 +63,7 @@ function copyWorkingTree(dst: string): number {
     }
     n++;
   }
-  // A clone has a .git: the install script then always builds the addon from source.
+  // A clone has a .git (the install script then says `npm run build` rebuilds).
   const init = spawnSync('git', ['init', '-q'], { cwd: dst, encoding: 'utf8' });
   if (init.status !== 0) throw new Error(`git init failed: ${init.stderr}`);
   return n;
@@ -146,7 +146,7 @@ const checks: { name: string; is: RegExp; expect: (t: Test, out: string, dir: st
   },
   {
     name: 'demo',
-    is: /^npx grpo-kernels demo$/,
+    is: /^npm run demo$/,
     expect: (t, out, dir) => {
       t.match(out, /The learned policy/, 'demo draws the learned policy');
       t.match(out, /🍖/);
@@ -162,7 +162,7 @@ const checks: { name: string; is: RegExp; expect: (t: Test, out: string, dir: st
   },
   {
     name: 'selftest',
-    is: /^npx grpo-kernels selftest( --quick)?$/,
+    is: /^npm run selftest( -- --quick)?$/,
     expect: (t, out) => {
       t.match(out, /(\d+)\/\1 cases passed/, 'selftest passes every case');
       t.notMatch(out, /\bFAIL\b/);
@@ -170,7 +170,7 @@ const checks: { name: string; is: RegExp; expect: (t: Test, out: string, dir: st
   },
   {
     name: 'info',
-    is: /^npx grpo-kernels info$/,
+    is: /^npm run info$/,
     expect: (t, out) => {
       t.match(out, /^backend: +cpu/m, 'info names the backend (CPU: built with GK_CUDA=0)');
       t.match(out, /^cuda used: /m);
@@ -197,7 +197,8 @@ t.test('the README setup, run literally in a fresh copy of the working tree', as
   const kind = (c: string) => checks.find((k) => k.is.test(c))?.name ?? 'other';
   t.same(setup.map(kind), ['install', 'demo', 'test'], 'Getting started: install, then the demo, then the test command');
   for (const need of ['selftest', 'info'])
-    t.ok(more.some((c) => kind(c) === need), `The commands lists \`npx grpo-kernels ${need}\``);
+    t.ok(more.some((c) => kind(c) === need), `The commands lists \`npm run ${need}\``);
+  t.notOk([...setup, ...more].some((c) => /^npx grpo-kernels/.test(c)), 'in a clone the README runs npm scripts, never npx (npx would link the clone and run its install script)');
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gk-readme-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -227,4 +228,15 @@ t.test('the README setup, run literally in a fresh copy of the working tree', as
     const check = checks.find((k) => k.is.test(c));
     if (check && run === c) check.expect(t, r.out, dir);
   }
+
+  // Running `npm install` again in the clone keeps the working build: nothing is rebuilt behind
+  // the user's back (`npm run build` does that).
+  const addon = path.join(dir, 'build', 'Release', 'grpo_kernels.node');
+  if (!fs.existsSync(addon)) return;
+  const mtime = fs.statSync(addon).mtimeMs;
+  const again = await sh('npm install', dir, env, Math.max(5_000, deadline - Date.now()));
+  t.equal(again.code, 0, `a second \`npm install\` succeeds (${again.seconds.toFixed(1)} s)`, again.code === 0 ? {} : { output: again.out.slice(-4000) });
+  t.match(again.out, /using the existing build of the native addon \(build\/Release\/grpo_kernels\.node\); not rebuilding \(`npm run build` rebuilds it\)/);
+  t.notMatch(again.out, /cmake-js (configure|build)/, 'no build ran');
+  t.equal(fs.statSync(addon).mtimeMs, mtime, 'the addon file is untouched');
 });

@@ -12,13 +12,14 @@
 // Single-digit a+b would not do: its 100 problems share no parts, and an MLP that has learnt
 // 80 of them (even by supervised training on the true sums) answers the 20 others at about
 // chance.
+import type { AbortSignalLike } from '../errors';
 import { tokenLogProbs, tokenLogProbsBackward } from '../ops/logprobs';
 import { accuracyReward, formatReward } from '../rewards';
 import { Tensor } from '../tensor';
 import type { Policy, RolloutBatch } from '../trainer/policy';
 import { Rng } from '../random';
 import { GRPOTrainer, type Prompt, type StepMetrics } from '../trainer/trainer';
-import { writeLineChart } from './chart';
+import { checkChartFile, tryChart, writeVegaLite } from './chart';
 import { WindowMlp, type WindowMlpShape } from './mlp';
 import { progressBar } from './progress';
 
@@ -362,7 +363,7 @@ export interface ArithmeticDemoOptions {
   /** Show progress bars (default: when stdout is a terminal). */
   progress?: boolean;
   /** Stops between steps (the result covers the steps run). */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   onStep?: (m: StepMetrics) => void;
 }
 
@@ -389,12 +390,15 @@ export interface ArithmeticDemoResult {
   /** Held-out accuracy during GRPO (step 0: before it). */
   heldOutCurve: { step: number; accuracy: number }[];
   chartFile: string | null;
+  /** Why no chart was drawn although one was asked for (an optional package is missing). */
+  chartNote?: string;
   /** A few held-out prompts with their greedy completions after training. */
   samples: string[];
   policy: ArithmeticPolicy;
 }
 
 export async function runArithmeticDemo(o: ArithmeticDemoOptions = {}): Promise<ArithmeticDemoResult> {
+  if (o.chartFile != null) checkChartFile(o.chartFile);
   const task: ArithmeticTask = { ...DEFAULT_TASK, ...o.task };
   const seed = o.seed ?? 1;
   const sftSteps = o.sftSteps ?? 150;
@@ -487,25 +491,80 @@ export async function runArithmeticDemo(o: ArithmeticDemoOptions = {}): Promise<
   const after = evaluate(policy, evalSet, task);
   const trainAfter = evaluate(policy, trainSample, task);
 
-  let chartFile: string | null = null;
+  let chart: { chartFile: string | null; chartNote?: string } = { chartFile: null };
   if (o.chartFile !== null) {
-    chartFile = await writeLineChart(
-      o.chartFile ?? 'arithmetic-rewards.svg',
-      'R1-Zero in miniature: a+b= (format-only SFT cold start, then GRPO)',
-      'step (SFT < 0 ≤ GRPO)',
-      'reward / accuracy / cross-entropy',
-      [
-        { name: 'format reward', points: rewardCurves.format.map((y, x) => ({ x, y })) },
-        { name: 'accuracy reward', points: rewardCurves.accuracy.map((y, x) => ({ x, y })) },
-        { name: heldOut.length ? 'held-out accuracy' : 'accuracy (greedy)', points: heldOutCurve.map((p) => ({ x: p.step, y: p.accuracy })) },
-        { name: 'SFT cross-entropy', points: sftCurve.map((y, i) => ({ x: i - sftCurve.length, y })) },
-      ],
-    );
+    const file = o.chartFile ?? 'arithmetic-rewards.svg';
+    chart = await tryChart(() => writeVegaLite(file, arithmeticChartSpec(sftCurve, rewardCurves, heldOutCurve, heldOut.length > 0)));
   }
   const samples = evalSet.slice(0, 8).map((p, i) => `${promptText(p, task)}${after.completions[i]}`);
   return {
     task, sftSeconds, grpoSeconds, sftSteps: sftCurve.length, grpoSteps: done,
     accuracyBefore: before.accuracy, formatBefore: before.format, accuracyAfter: after.accuracy, formatAfter: after.format,
-    trainAccuracyAfter: trainAfter.accuracy, sftCurve, rewardCurves, heldOutCurve, chartFile, samples, policy,
+    trainAccuracyAfter: trainAfter.accuracy, sftCurve, rewardCurves, heldOutCurve, ...chart, samples, policy,
+  };
+}
+
+/**
+ * The demo's chart: two panels on one step axis, rewards and accuracy (0-1) above, the cold
+ * start's cross-entropy (nats) below; SFT steps are negative, GRPO starts at step 0, and a rule
+ * marks that boundary in both panels.
+ */
+export function arithmeticChartSpec(
+  sftCurve: number[],
+  rewardCurves: { format: number[]; accuracy: number[] },
+  heldOutCurve: { step: number; accuracy: number }[],
+  hasHeldOut: boolean,
+): object {
+  const fractions = [
+    ...rewardCurves.format.map((y, x) => ({ series: 'format reward', x, y })),
+    ...rewardCurves.accuracy.map((y, x) => ({ series: 'accuracy reward', x, y })),
+    ...heldOutCurve.map((p) => ({ series: hasHeldOut ? 'held-out accuracy' : 'accuracy (greedy)', x: p.step, y: p.accuracy })),
+  ];
+  const ce = sftCurve.map((y, i) => ({ series: 'SFT cross-entropy', x: i - sftCurve.length, y }));
+  const xMin = -sftCurve.length;
+  const xMax = Math.max(1, rewardCurves.format.length);
+  const x = { field: 'x', type: 'quantitative', title: 'step (cold-start SFT < 0 ≤ GRPO)', scale: { domain: [xMin, xMax], nice: false } };
+  const boundary = (label: boolean) => [
+    // (Each mark layer needs data of its own to be drawn: one empty row.)
+    { data: { values: [{}] }, mark: { type: 'rule', color: '#444', strokeDash: [6, 4], strokeWidth: 1.5 }, encoding: { x: { datum: 0, type: 'quantitative' } } },
+    ...(label ? [{ data: { values: [{}] }, mark: { type: 'text', align: 'right', dx: -6, dy: 6, baseline: 'top', color: '#444', fontWeight: 'bold' }, encoding: { x: { datum: 0, type: 'quantitative' }, y: { datum: 1, type: 'quantitative' }, text: { value: 'SFT | GRPO →' } } }] : []),
+  ];
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: 'R1-Zero in miniature: a+b= (format-only SFT cold start, then GRPO)',
+    background: 'white',
+    resolve: { scale: { color: 'independent' } },
+    vconcat: [
+      {
+        width: 640, height: 260,
+        layer: [
+          {
+            data: { values: fractions },
+            mark: { type: 'line' },
+            encoding: {
+              x,
+              y: { field: 'y', type: 'quantitative', title: 'reward / accuracy (0-1)', scale: { domain: [0, 1] } },
+              color: { field: 'series', type: 'nominal', title: null },
+            },
+          },
+          ...boundary(true),
+        ],
+      },
+      {
+        width: 640, height: 140,
+        layer: [
+          {
+            data: { values: ce },
+            mark: { type: 'line', color: '#9467bd' },
+            encoding: {
+              x,
+              y: { field: 'y', type: 'quantitative', title: 'SFT cross-entropy (nats)', scale: { zero: true } },
+              color: { field: 'series', type: 'nominal', title: null, scale: { range: ['#9467bd'] } },
+            },
+          },
+          ...boundary(false),
+        ],
+      },
+    ],
   };
 }

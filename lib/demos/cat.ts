@@ -1,10 +1,11 @@
 // Demo 1: a cat learns, by GRPO, to reach the meat in a house. The policy is a softmax over
 // the four moves in every cell; a trajectory's (discounted) return is its reward.
+import type { AbortSignalLike } from '../errors';
 import { Tensor } from '../tensor';
 import type { Policy, RolloutBatch } from '../trainer/policy';
 import { GRPOTrainer, type Prompt, type StepMetrics } from '../trainer/trainer';
 import { Adam } from './adam';
-import { writeLineChart } from './chart';
+import { checkChartFile, tryChart, writeLineChart } from './chart';
 import { progressBar } from './progress';
 
 /** The house: '#' wall, '.' empty (0), 'M' meat (+100, ends the episode), 'B' broom (−1), 'T' bathtub (−10). */
@@ -159,7 +160,7 @@ export interface CatDemoOptions {
   progress?: boolean;
   /** Stop after the step where every start cell's greedy path is optimal. */
   stopWhenSolved?: boolean;
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   onStep?: (m: StepMetrics) => void;
 }
 
@@ -172,6 +173,8 @@ export interface CatDemoResult {
   failures: number[];
   arrows: string;
   chartFile: string | null;
+  /** Why no chart was drawn although one was asked for (an optional package is missing). */
+  chartNote?: string;
   policy: TabularPolicy;
 }
 
@@ -210,6 +213,7 @@ export function drawArrows(house: House, policy: TabularPolicy): string {
 }
 
 export async function runCatDemo(o: CatDemoOptions = {}): Promise<CatDemoResult> {
+  if (o.chartFile != null) checkChartFile(o.chartFile);
   const house = new House();
   const steps = o.steps ?? 60;
   const gamma = o.gamma ?? 0.98;
@@ -249,11 +253,11 @@ export async function runCatDemo(o: CatDemoOptions = {}): Promise<CatDemoResult>
   }
   bar.stop();
   const seconds = (performance.now() - t0) / 1e3;
-  let chartFile: string | null = null;
+  let chart: { chartFile: string | null; chartNote?: string } = { chartFile: null };
   if (o.chartFile !== null) {
-    chartFile = await writeLineChart(o.chartFile ?? 'cat-reward.svg', 'The cat learns to reach the meat (GRPO)', 'step', 'mean discounted return', [
+    chart = await tryChart(() => writeLineChart(o.chartFile ?? 'cat-reward.svg', 'The cat learns to reach the meat (GRPO)', 'step', 'mean discounted return', [
       { name: 'mean reward', points: curve.map((y, x) => ({ x, y })) },
-    ]);
+    ]));
   }
-  return { steps: done, seconds, rewardCurve: curve, solvedAtStep: solvedAt, failures: greedyFailures(house, policy), arrows: drawArrows(house, policy), chartFile, policy };
+  return { steps: done, seconds, rewardCurve: curve, solvedAtStep: solvedAt, failures: greedyFailures(house, policy), arrows: drawArrows(house, policy), ...chart, policy };
 }

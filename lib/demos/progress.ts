@@ -1,5 +1,6 @@
-// A progress bar for long demo runs (cli-progress); silent when stdout is not a terminal.
-import { SingleBar } from 'cli-progress';
+// A progress bar for long demo runs (cli-progress, an optional dependency: without it a plain
+// one-line counter); silent when stdout is not a terminal.
+import { requireOptional } from '../optional';
 
 export interface Progress {
   update(step: number, values: Record<string, string>): void;
@@ -8,7 +9,24 @@ export interface Progress {
 
 export function progressBar(total: number, label: string, show = process.stdout.isTTY === true): Progress {
   if (!show) return { update() {}, stop() {} };
-  const bar = new SingleBar({
+  let mod: typeof import('cli-progress') | undefined;
+  try {
+    mod = requireOptional<typeof import('cli-progress')>('cli-progress', 'the progress bar');
+  } catch {
+    mod = undefined;
+  }
+  const status = (values: Record<string, string>) => Object.entries(values).map(([k, v]) => `${k} ${v}`).join(' | ');
+  if (!mod) {
+    return {
+      update(step, values) {
+        process.stdout.write(`\r${label} ${step}/${total} steps | ${status(values)}`);
+      },
+      stop() {
+        process.stdout.write("\n");
+      },
+    };
+  }
+  const bar = new mod.SingleBar({
     format: `${label} [{bar}] {value}/{total} steps | {status}`,
     barCompleteChar: '█',
     barIncompleteChar: '░',
@@ -18,7 +36,7 @@ export function progressBar(total: number, label: string, show = process.stdout.
   bar.start(total, 0, { status: '' });
   return {
     update(step, values) {
-      bar.update(step, { status: Object.entries(values).map(([k, v]) => `${k} ${v}`).join(' | ') });
+      bar.update(step, { status: status(values) });
     },
     stop() {
       bar.stop();

@@ -3,7 +3,7 @@ import { addon, call, EstimatorCode, MultiObjectiveCode, ScaleCode } from '../na
 import { Placement } from '../device';
 import { Tensor } from '../tensor';
 import { allocate } from '../dtype';
-import { checkEnum, checkKnownKeys, checkNumber, checkObject, lengthOf } from '../validate';
+import { checkEnum, checkKnownKeys, checkLive, checkNumber, checkObject, lengthOf } from '../validate';
 
 export type AdvantageScale = 'group' | 'batch' | 'none';
 export type AdvantageEstimator = 'grpo' | 'rloo' | 'reinforcePlusPlus' | 'reinforcePlusPlusBaseline' | 'opo' | 'gpg' | 'grpoPassK';
@@ -46,7 +46,7 @@ export type RewardValues = Tensor | Float32Array | Float64Array | ArrayLike<numb
 
 export interface GroupAdvantagesResult {
   /** One advantage per completion, float32. */
-  advantages: Tensor;
+  advantages: Tensor<'float32'>;
   /** The combined reward Σ_k w_k r_k per completion (NaN where no reward function applied). */
   rewards: Float64Array;
   /** Per group mean and Bessel-corrected std of the valid combined rewards. */
@@ -63,6 +63,7 @@ function isRewardList(r: unknown): r is RewardValues[] {
 }
 
 function readRewards(op: string, name: string, r: unknown, into: Float64Array, offset: number, n: number): void {
+  checkLive(op, name, r);
   const data = r instanceof Tensor ? (r.dtype === 'float32' || r.dtype === 'float64' ? r.data : r.toFloat32()) : r;
   if (!(Array.isArray(data) || (ArrayBuffer.isView(data) && !(data instanceof DataView) && !(data instanceof BigInt64Array))))
     fail('GK_DTYPE', `${op}: ${name} must be a Tensor, Float32Array, Float64Array or number[], got ${describe(r)}`);

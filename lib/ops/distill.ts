@@ -1,3 +1,4 @@
+import type { FloatDType } from '../dtype';
 import { Placement } from '../device';
 import { describe, fail } from '../errors';
 import { addon, AggregationCode, call, DivergenceCode, DTypeCode } from '../native';
@@ -50,8 +51,8 @@ export interface DistillationResult {
   /** Rows counted (Σ mask, ignored rows excluded). */
   tokens: number;
   /** ∂loss/∂student-logits in the student's dtype and shape (the student tensor itself with inPlace). */
-  gradStudent?: Tensor;
-  rowLoss?: Tensor;
+  gradStudent?: Tensor<FloatDType>;
+  rowLoss?: Tensor<'float32'>;
 }
 
 const KEYS = ['divergence', 'beta', 'temperature', 'ignoreIndex', 'hardLabelWeight', 'aggregation', 'normalizer', 'maxCompletionLength', 'grad', 'inPlace', 'rowLoss'] as const;
@@ -114,7 +115,7 @@ export async function distillationLoss(inputs: DistillationInputs, options: Dist
   ));
   const out: DistillationResult = { loss: r.loss, tokens: r.tokens };
   if (grad) out.gradStudent = at.tensor(grad, st.dtype, inputs.student.shape);
-  else if (wantGrad) out.gradStudent = inputs.student;
+  else if (wantGrad) out.gradStudent = inputs.student as Tensor<FloatDType>;
   if (rowLoss) out.rowLoss = at.tensor(rowLoss, 'float32', inputs.student.shape.slice(0, -1));
   return out;
 }

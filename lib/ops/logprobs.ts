@@ -1,3 +1,4 @@
+import type { FloatDType } from '../dtype';
 import { Placement } from '../device';
 import { addon, call, DTypeCode } from '../native';
 import { Tensor } from '../tensor';
@@ -20,13 +21,13 @@ export interface TokenLogProbsOptions {
 
 export interface TokenLogProbsResult {
   /** log p(target) per row, float32, shape = logits.shape without V. */
-  logp: Tensor;
+  logp: Tensor<'float32'>;
   /** Entropy per row (float32) when requested. */
-  entropy?: Tensor;
+  entropy?: Tensor<'float32'>;
   /** log Σ exp(logits / T) per row (float32); pass it to the backward to skip recomputing it. */
-  lse: Tensor;
+  lse: Tensor<'float32'>;
   /** Σ_j p² per row (float32) when requested; 0 for ignored rows. */
-  sumP2?: Tensor;
+  sumP2?: Tensor<'float32'>;
 }
 
 export interface LogitsRowOptions {
@@ -110,7 +111,7 @@ export async function tokenLogProbsBackward(
   targets: TargetsInput,
   grads: TokenLogProbsGrads,
   options: TokenLogProbsBackwardOptions = {},
-): Promise<Tensor> {
+): Promise<Tensor<FloatDType>> {
   const op = 'tokenLogProbsBackward';
   checkObject(op, 'grads', grads);
   checkObject(op, 'options', options);
@@ -138,5 +139,5 @@ export async function tokenLogProbsBackward(
   if (options.entropy !== undefined) args.entropy = floatArg(op, 'options.entropy', options.entropy, n);
   const native = addon();
   await at.run(call(op, () => native.tokenLogProbsBackward(args)));
-  return grad ? at.tensor(grad, dtype, logits.shape) : logits;
+  return grad ? at.tensor(grad, dtype, logits.shape) : (logits as Tensor<FloatDType>);
 }

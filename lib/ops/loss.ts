@@ -1,3 +1,4 @@
+import type { FloatDType } from '../dtype';
 import { Placement } from '../device';
 import { describe, fail } from '../errors';
 import {
@@ -204,9 +205,9 @@ export interface GrpoLossResult {
   loss: number;
   metrics: GrpoLossMetrics;
   /** ∂loss/∂logp per token, float32. */
-  gradLogp: Tensor;
+  gradLogp: Tensor<'float32'>;
   /** ∂loss/∂entropy per token, when entropyCoef != 0. */
-  gradEntropy?: Tensor;
+  gradEntropy?: Tensor<'float32'>;
   /** The loss the options were resolved to. */
   options: ResolvedLossOptions;
 }
@@ -311,10 +312,10 @@ export interface GrpoLossFromLogitsResult {
   loss: number;
   metrics: GrpoLossMetrics;
   /** ∂loss/∂logits in the logits' dtype and shape (the logits tensor itself with inPlace). */
-  gradLogits: Tensor;
+  gradLogits: Tensor<FloatDType>;
   /** Per-token log-probs and entropy of the policy, float32 (the forward's by-products). */
-  logp: Tensor;
-  entropy: Tensor;
+  logp: Tensor<'float32'>;
+  entropy: Tensor<'float32'>;
   options: ResolvedLossOptions;
 }
 
@@ -356,7 +357,7 @@ export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, optio
   return {
     loss: m.loss,
     metrics: metricsFrom(m, !!seq.refLogp, true),
-    gradLogits: grad ? at.tensor(grad, dtype, inputs.logits.shape) : inputs.logits,
+    gradLogits: grad ? at.tensor(grad, dtype, inputs.logits.shape) : (inputs.logits as Tensor<FloatDType>),
     logp: at.tensor(logp, 'float32', rowShape),
     entropy: at.tensor(entropy, 'float32', rowShape),
     options: opts,

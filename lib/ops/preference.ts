@@ -27,8 +27,8 @@ export interface BradleyTerryResult {
   /** Mean of r_chosen - r_rejected. */
   meanMargin: number;
   /** ∂loss/∂r_chosen and ∂loss/∂r_rejected, float32. */
-  gradChosen: Tensor;
-  gradRejected: Tensor;
+  gradChosen: Tensor<'float32'>;
+  gradRejected: Tensor<'float32'>;
 }
 
 /** The Bradley–Terry reward-model loss -log σ(r_chosen − r_rejected − margin) over preference pairs, with gradients and accuracy. */

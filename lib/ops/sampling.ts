@@ -27,11 +27,11 @@ export interface SampleOptions {
 
 export interface SampleResult {
   /** The sampled token per row, int32. */
-  tokens: Tensor;
+  tokens: Tensor<'int32'>;
   /** Its log-prob under softmax(logits / T) (the full distribution): store it as the old log-prob. */
-  logp: Tensor;
+  logp: Tensor<'float32'>;
   /** Its log-prob under the truncated, renormalised distribution it was drawn from (0 when greedy). */
-  logpTruncated: Tensor;
+  logpTruncated: Tensor<'float32'>;
 }
 
 const KEYS = ['temperature', 'greedy', 'topK', 'topP', 'minP', 'seed', 'step', 'rowOffset', 'rowIds'] as const;

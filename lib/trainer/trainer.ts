@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { describe, fail } from '../errors';
+import { describe, fail, type AbortSignalLike } from '../errors';
 import { groupAdvantages, type AdvantageEstimator, type AdvantageScale } from '../ops/advantages';
 import { tokenLogProbs } from '../ops/logprobs';
 import { grpoLoss, resolveLossOptions, type GrpoLossFromLogitsOptions, type GrpoLossOptions, type ResolvedLossOptions } from '../ops/loss';
@@ -405,7 +405,7 @@ export class GRPOTrainer<S = unknown> {
    * Runs `steps` steps, asking `prompts(step)` for each batch. Stops cleanly between steps when
    * `signal` aborts (returns the metrics so far).
    */
-  async train(prompts: (step: number) => Prompt<S>[], o: { steps: number; signal?: AbortSignal }): Promise<StepMetrics[]> {
+  async train(prompts: (step: number) => Prompt<S>[], o: { steps: number; signal?: AbortSignalLike }): Promise<StepMetrics[]> {
     checkNumber('GRPOTrainer.train', 'steps', o?.steps, { integer: true, min: 0 });
     const out: StepMetrics[] = [];
     for (let s = 0; s < o.steps && !o.signal?.aborted; s++) out.push(await this.step(prompts(s)));
