@@ -3,7 +3,28 @@
 #pragma once
 #include "common.h"
 
+#if defined(__GNUC__) && !defined(__CUDACC__)
+// exp_poly is instantiated on the CPU's vector types (native/cpu/simd.h) and always inlined:
+// the vector-ABI note does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 namespace gk {
+
+// e^r on the reduced argument of exp_nonpos (|r| <= ln2/2): the degree-7 Taylor polynomial,
+// Horner's rule with every product and sum rounded on its own. A template so that the CPU's
+// vector lanes (native/cpu/simd.h) evaluate exactly these operations on a vector type.
+template <class F>
+GK_HD F exp_poly(F r) {
+  F p = r * 1.98412698e-4f + 1.38888889e-3f;  // (1/7!)·r + 1/6!
+  p = p * r + 8.33333333e-3f;
+  p = p * r + 4.16666667e-2f;
+  p = p * r + 1.66666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  return p;
+}
 
 // exp(x) for x <= 0 (arguments are always max-shifted): Cody-Waite reduction, degree-7
 // polynomial, 2^n by exponent bits. Branch-free so that CPU loops vectorise. Relative error
@@ -18,14 +39,7 @@ GK_HD float exp_nonpos(float x) {
   const int32_t ni = (int32_t)(bit_cast<uint32_t>(ts) - bit_cast<uint32_t>(shift));
   float r = c - n * 0.693145751953125f;
   r = r - n * 1.428606765330187045e-06f;
-  float p = 1.98412698e-4f;                          // 1/7!
-  p = p * r + 1.38888889e-3f;
-  p = p * r + 8.33333333e-3f;
-  p = p * r + 4.16666667e-2f;
-  p = p * r + 1.66666667e-1f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  const float p = exp_poly(r);
   const int32_t e = ni + 127;
   const float scale = bit_cast<float>((uint32_t)(e > 0 ? e : 0) << 23);
   const float out = e > 0 ? p * scale : 0.0f;

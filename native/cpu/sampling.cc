@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../backend.h"
+#include "../core/fixedpoint.h"
 #include "../core/philox.h"
 #include "pool.h"
 #include "rows.h"
@@ -27,46 +28,6 @@ struct IdList {
   int32_t operator[](size_t i) const { return data[i]; }
 };
 
-// Exact token masses, as the CUDA sampler (native/cuda/sampling.cu): a weight e = exp(u − m) in
-// fixed point (e · 2^90 in 128 bits, exact for e >= 2^-66), sums of them exact and so independent
-// of their order. The topP cut and the inverse-CDF draw compare these exact sums, so both backends
-// pick the same token by construction, whatever order each adds in.
-typedef unsigned __int128 u128;
-constexpr int kFx = 90;
-inline u128 fx_of_float(float f) {
-  const uint32_t b = bit_cast<uint32_t>(f);
-  if (b == 0 || (b >> 31) || (b >> 23) == 255u) return 0;
-  const int E = (int)(b >> 23);
-  const uint32_t mant = E ? ((b & 0x7FFFFFu) | 0x800000u) : (b & 0x7FFFFFu);
-  const int sh = (E ? E : 1) - 150 + kFx;
-  if (sh >= 0) return sh > 100 ? ~(u128)0 : (u128)mant << sh;
-  return sh <= -24 ? 0 : (u128)(mant >> -sh);
-}
-inline u128 fx_of_double(double d) {
-  if (!(d > 0.0)) return 0;
-  const uint64_t b = bit_cast<uint64_t>(d);
-  const int E = (int)(b >> 52);
-  if (E == 0x7FF) return ~(u128)0;
-  const uint64_t mant = E ? ((b & 0xFFFFFFFFFFFFFull) | 0x10000000000000ull) : (b & 0xFFFFFFFFFFFFFull);
-  const int sh = (E ? E : 1) - 1075 + kFx;
-  if (sh >= 0) return sh > 74 ? ~(u128)0 : (u128)mant << sh;
-  return sh <= -53 ? 0 : (u128)(mant >> -sh);
-}
-// x · 2^-90, correctly rounded (so monotone).
-inline double fx_to_double(u128 x) {
-  const uint64_t hi = (uint64_t)(x >> 64);
-  if (hi == 0) return (double)(uint64_t)x * 0x1p-90;
-  const int s = 64 - __builtin_clzll(hi);
-  const uint64_t top = (uint64_t)(x >> s) | (((x & (((u128)1 << s) - 1)) != 0) ? 1ull : 0ull);
-  return ldexp((double)top, s - kFx);
-}
-// Order-preserving key of a float (-0 as +0).
-inline uint32_t float_key(float f) {
-  const uint32_t u = bit_cast<uint32_t>(f == 0.0f ? 0.0f : f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-inline float key_float(uint32_t k) { return bit_cast<float>((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k); }
-
 // e[j] = exp_nonpos(u[j] - m) for a row, vectorised.
 template <int W>
 GK_SIMD_INLINE void weights_isa_impl(const float* u, int64_t v, float m, float* e) {
@@ -78,28 +39,7 @@ GK_SIMD_INLINE void weights_isa_impl(const float* u, int64_t v, float m, float* 
 }
 GK_SIMD_DISPATCH(void, weights_isa, (const float* u, int64_t v, float m, float* e), (u, v, m, e))
 
-// The filters of a row (as the CUDA sampler's): topK keeps key > kk, or key == kk and j <= jk;
-// topP the same with kp/jp; minP keeps (double)u >= floor_u; -inf logits are never kept.
-struct Filters {
-  bool use_k = false, use_p = false, use_m = false;
-  uint32_t kk = 0, kp = 0;
-  int64_t jk = INT64_MAX, jp = INT64_MAX;
-  double floor_u = 0.0;
-  bool pass_k(int64_t j, float u) const {
-    if (!(u > -INFINITY)) return false;
-    if (!use_k) return true;
-    const uint32_t key = float_key(u);
-    return key > kk || (key == kk && j <= jk);
-  }
-  bool kept(int64_t j, float u) const {
-    if (!pass_k(j, u)) return false;
-    if (use_p) {
-      const uint32_t key = float_key(u);
-      if (!(key > kp || (key == kp && j <= jp))) return false;
-    }
-    return !use_m || (double)u >= floor_u;
-  }
-};
+using Filters = SampleFilters;  // core/fixedpoint.h, as the CUDA sampler
 
 // topP on the topK distribution: the largest key K such that the exact mass of the keys >= K
 // reaches thr = max(topP · Z, 1 ulp), then the fewest of K's ties (lowest indices first) that
@@ -215,7 +155,9 @@ Status sample_tokens(const SampleArgs& a) {
       // kBlock elements; then the first token whose exact prefix exceeds u · Z.
       float* e = e_s.get(slot);
       weights_isa(u, v, m, e);
-      Filters f;
+      Filters f{};
+      f.m = m;
+      f.jk = f.jp = INT64_MAX;
       const bool filtered = a.top_k > 0 || a.top_p < 1.0 || a.min_p > 0.0;
       if (filtered) {
         int64_t kept = 0;

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "../core/softmax.h"
+
 namespace gk {
 namespace cpu {
 namespace simd {
@@ -106,14 +108,7 @@ GK_SIMD_INLINE typename V::F exp_nonpos(typename V::F x) {
   const I ni = (I)((U)ts - (U)shift);
   F r = c - n * 0.693145751953125f;
   r = r - n * 1.428606765330187045e-06f;
-  F p = splat<F>(1.98412698e-4f);
-  p = p * r + 1.38888889e-3f;
-  p = p * r + 8.33333333e-3f;
-  p = p * r + 4.16666667e-2f;
-  p = p * r + 1.66666667e-1f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  const F p = exp_poly(r);  // core/softmax.h
   const I e = ni + 127;
   const F scale = (F)((U)(e & (I)(e > 0)) << 23);
   return p * scale;

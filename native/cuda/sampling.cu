@@ -60,6 +60,7 @@
 #include <climits>
 #include <cmath>
 
+#include "../core/fixedpoint.h"
 #include "../core/philox.h"
 
 namespace gk {
@@ -70,13 +71,11 @@ using detail::DevElem;
 using detail::ReduceSmem;
 using detail::RowSplit;
 using detail::Vec;
-using u128 = unsigned __int128;
 
 constexpr int kU = 4;                       // 16-byte vectors per lane per segment
 constexpr int kSegVecs = 32 * kU;           // vectors per segment
 constexpr int kSegBytes = kSegVecs * 16;    // 2 KB
 constexpr int kChunksPerWarp = 32;
-constexpr int kFx = 90;                     // fixed point: value * 2^90 in an unsigned __int128
 constexpr unsigned kFull = 0xffffffffu;
 
 enum Mode { kPlain = 0, kGreedy = 1, kFiltered = 2 };
@@ -114,50 +113,7 @@ __device__ __forceinline__ float exp_np(float x) {
   return __fmul_rn(p, __uint_as_float((uint32_t)(e > 0 ? e : 0) << 23));
 }
 
-// Order-preserving unsigned key of a non-NaN float (-0 and +0 share the key of +0: the CPU's
-// comparisons treat them as equal), and back.
-__device__ __forceinline__ uint32_t float_key(float f) {
-  const uint32_t u = __float_as_uint(f == 0.0f ? 0.0f : f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-__device__ __forceinline__ float key_float(uint32_t k) {
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Fixed point: x * 2^90 truncated, in an unsigned __int128: exact for floats >= 2^-67 and float64
-// values >= 2^-38 (smaller ones lose < 2^-90 each, far below a float64 ulp of the sums, which are
-// >= 1); room for sums of up to 2^38 terms <= 1.
-
-__device__ __forceinline__ u128 fx_of_float(float f) {
-  const uint32_t b = __float_as_uint(f);
-  if (b == 0 || (b >> 31) || (b >> 23) == 255u) return 0;  // 0, negative, inf/NaN (never here)
-  const int E = (int)(b >> 23);
-  const uint32_t mant = E ? ((b & 0x7FFFFFu) | 0x800000u) : (b & 0x7FFFFFu);
-  const int sh = (E ? E : 1) - 150 + kFx;  // f = mant * 2^((E ? E : 1) - 150)
-  if (sh >= 0) return sh > 100 ? ~(u128)0 : (u128)mant << sh;
-  return sh <= -24 ? 0 : (u128)(mant >> -sh);
-}
-
-__device__ __forceinline__ u128 fx_of_double(double d) {
-  if (!(d > 0.0)) return 0;  // also NaN
-  const uint64_t b = (uint64_t)__double_as_longlong(d);
-  const int E = (int)(b >> 52);
-  if (E == 0x7FF) return ~(u128)0;
-  const uint64_t mant = E ? ((b & 0xFFFFFFFFFFFFFull) | 0x10000000000000ull) : (b & 0xFFFFFFFFFFFFFull);
-  const int sh = (E ? E : 1) - 1075 + kFx;  // d = mant * 2^((E ? E : 1) - 1075)
-  if (sh >= 0) return sh > 74 ? ~(u128)0 : (u128)mant << sh;
-  return sh <= -53 ? 0 : (u128)(mant >> -sh);
-}
-
-// x * 2^-90, correctly rounded (so monotone).
-__device__ __forceinline__ double fx_to_double(u128 x) {
-  const uint64_t hi = (uint64_t)(x >> 64);
-  if (hi == 0) return (double)(uint64_t)x * 0x1p-90;
-  const int s = 64 - __clzll((long long)hi);  // x has 64 + s significant bits
-  const uint64_t top = (uint64_t)(x >> s) | (((x & (((u128)1 << s) - 1)) != 0) ? 1ull : 0ull);  // sticky bit
-  return ldexp((double)top, s - kFx);
-}
+// Fixed point (core/fixedpoint.h): fx_of_float, fx_of_double, fx_to_double.
 
 __device__ __forceinline__ u128 make_u128(unsigned long long lo, unsigned long long hi) {
   return ((u128)hi << 64) | (u128)lo;
@@ -716,29 +672,8 @@ struct PlainWeight {
   __device__ __forceinline__ float operator()(int64_t, float u) const { return exp_np(u - m); }
 };
 
-// The filters of one row (block-uniform): topK keeps key > kk, or key == kk and j <= jk; topP the
-// same with kp/jp; minP keeps (double)u >= floor_u; -inf logits are never kept (the CPU's keep).
-struct Filters {
-  float m;
-  bool use_k, use_p, use_m;
-  uint32_t kk, kp;
-  int64_t jk, jp;
-  double floor_u;
-  __device__ __forceinline__ bool pass_k(int64_t j, float u) const {
-    if (!(u > -INFINITY)) return false;
-    if (!use_k) return true;
-    const uint32_t key = float_key(u);
-    return key > kk || (key == kk && j <= jk);
-  }
-  __device__ __forceinline__ bool kept(int64_t j, float u) const {
-    if (!pass_k(j, u)) return false;
-    if (use_p) {
-      const uint32_t key = float_key(u);
-      if (!(key > kp || (key == kp && j <= jp))) return false;
-    }
-    return !use_m || (double)u >= floor_u;
-  }
-};
+// The filters of one row (block-uniform): core/fixedpoint.h.
+using Filters = SampleFilters;
 
 struct NotNegInf {
   __device__ __forceinline__ bool operator()(int64_t, float u) const { return u > -INFINITY; }
