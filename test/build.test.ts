@@ -99,3 +99,39 @@ t.test('no fused multiply-add in the CPU backend of the built addon (-ffp-contra
   t.ok(cpuFunctions > 20, `the disassembly has the CPU backend (${cpuFunctions} gk::cpu functions)`);
   t.same([...fused], [], 'no gk::cpu function has an FMA instruction');
 });
+
+// The CPU row loops are explicit vectors per ISA level (native/cpu/simd.h): the x86-64-v4 build of
+// each hot loop works in 512-bit registers and the v3 build in 256-bit ones, and none of them falls
+// back to one comparison per element (a 64-byte vector comparison compiled for a lower ISA becomes
+// 16 scalar ones: what the helpers' templates exist to prevent).
+t.test('the CPU hot loops are vectorised at every ISA level (generated code, not timings)', { skip: process.arch !== 'x64' ? 'x86-64 only' : false }, async (t) => {
+  const { execFileSync } = await import('node:child_process');
+  const addonFile = path.join(root, 'build', 'Release', 'grpo_kernels.node');
+  const dis = execFileSync('objdump', ['-d', '--no-show-raw-insn', '-C', addonFile], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  const fns = new Map<string, string[]>();
+  let fn = '';
+  for (const line of dis.split('\n')) {
+    const head = /^[0-9a-f]+ <(.*)>:$/.exec(line);
+    if (head) {
+      fn = head[1]!;
+      continue;
+    }
+    if (/_isa_v[34]\(/.test(fn)) {
+      if (!fns.has(fn)) fns.set(fn, []);
+      fns.get(fn)!.push(line);
+    }
+  }
+  for (const name of ['seg_stats_isa', 'store_grad_isa', 'load_row_isa', 'weights_isa', 'kl_pass_isa']) {
+    for (const [level, reg] of [['v4', 'zmm'], ['v3', 'ymm']] as const) {
+      const body = [...fns.entries()].find(([k]) => k.includes(`${name}_${level}(`))?.[1];
+      t.ok(body, `${name}_${level} is in the addon`);
+      if (!body) continue;
+      const wide = body.filter((l) => l.includes(`%${reg}`)).length;
+      const scalarCompares = body.filter((l) => /\sv?u?comiss\s/.test(l)).length;
+      t.ok(wide >= 30, `${name}_${level}: ${wide} instructions on ${reg} registers`);
+      // Tails and 16-lane reductions compare scalars; a scalarised vector comparison would add 16
+      // per vector instruction.
+      t.ok(scalarCompares <= wide / 4, `${name}_${level}: ${scalarCompares} scalar float compares for ${wide} vector instructions`);
+    }
+  }
+});
