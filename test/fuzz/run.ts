@@ -188,7 +188,7 @@ function publicCall(): Call {
       const n = x.disposed ? 3 : x.size / Math.max(1, x.shape.at(-1)!);
       const v = x.shape.at(-1)!;
       const tg = targetsFor(n, v);
-      const o = options({ temperature: () => num(0.7), ignoreIndex: () => num(-100), entropy: () => chance(0.5), checkFinite: () => chance(0.5) });
+      const o = options({ temperature: () => num(0.7), ignoreIndex: () => num(-100), entropy: () => chance(0.5), checkFinite: () => chance(0.5), sumP2: () => chance(0.5) });
       return { name: `tokenLogProbs ${x}`, raw: false, run: () => gk.tokenLogProbs(x, tg as never, o as never) };
     }
     case 1: {
@@ -415,7 +415,7 @@ function rawBase(entry: string): Record<string, unknown> {
   };
   switch (entry) {
     case 'tokenLogProbs':
-      return { logits: f32(n * v), dtype: 0, n, v, targets: tg, temperature: 1, ignoreIndex: -100, checkFinite: chance(0.5), logp: f32(n), entropy: f32(n), lse: f32(n) };
+      return { logits: f32(n * v), dtype: 0, n, v, targets: tg, temperature: 1, ignoreIndex: -100, checkFinite: chance(0.5), logp: f32(n), entropy: f32(n), lse: f32(n), ...(chance(0.5) ? { sumP2: f32(n) } : {}) };
     case 'tokenLogProbsBackward':
       return { logits: f32(n * v), dtype: 0, n, v, targets: tg, temperature: 1, ignoreIndex: -100, gradLogp: f32(n), grad: f32(n * v) };
     case 'groupAdvantages': {
