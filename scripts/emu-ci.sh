@@ -85,7 +85,7 @@ if build plain; then
 
   part "device tap tests on the emulated GPU"
   log="$logs/tap-device.log"
-  GK_ADDON_PATH=$(emu_addon plain) npx tap --disable-coverage --allow-incomplete-coverage test/device.test.ts test/device-emu.test.ts >"$log" 2>&1
+  GK_ADDON_PATH=$(emu_addon plain) npx tap --disable-coverage --allow-incomplete-coverage test/device.test.ts test/emu/device.test.ts >"$log" 2>&1
   rc=$?
   summary=$(grep -E '^# \{ total: [0-9]+' "$log" | tail -1)
   p=$(sed -nE 's/.*pass: ([0-9]+).*/\1/p' <<<"$summary")
