@@ -85,6 +85,16 @@ export interface NativeLossOptions {
   maxCompletionLength: number;
   maskTruncatedCompletions: boolean;
   topEntropyQuantile: number;
+  /** Spec §9.1-9.3 (absent: off). */
+  advantagesPerToken?: boolean;
+  rolloutLevel?: number;
+  rolloutMode?: number;
+  rolloutClipMin?: number;
+  rolloutClipMax?: number;
+  rolloutBatchNormalize?: boolean;
+  rejection?: { agg: number; k: number; lo: number; hi: number }[];
+  offPolicyMaskThreshold?: number;
+  biasCorrectedKl?: boolean;
 }
 
 export interface NativeLossInputs {
@@ -93,6 +103,7 @@ export interface NativeLossInputs {
   advantages: F32;
   oldLogp?: F32;
   refLogp?: F32;
+  samplerLogp?: F32;
   mask?: U8;
   truncated?: U8;
   tokenLoss?: F32;
@@ -110,6 +121,16 @@ export interface NativeLossMetrics {
   entropyMean: number;
   entropyThreshold: number;
   nonFiniteRows: number;
+  isTruncatedFraction: number;
+  isMaskedFraction: number;
+  rejectedFraction: number;
+  rejectedSeqFraction: number;
+  isWeightMean: number;
+  isWeightMax: number;
+  samplerKl: number;
+  seqLogRatioMin: number;
+  seqLogRatioMax: number;
+  offPolicyMaskedFraction: number;
 }
 
 export interface NativeInfo {

@@ -271,11 +271,28 @@ export interface LossCase {
   withRef?: boolean;
   truncated?: boolean;
   emptySequence?: boolean;
+  /** §9.1: samplerLogp = oldLogp + N(0, sampler²) (the engine's log-probs). */
+  sampler?: number;
+  /** §9.3: one advantage per token row (NaN on masked rows). */
+  perTokenAdv?: boolean;
 }
 
 function lossCaseName(c: LossCase): string {
   const o = JSON.stringify(c.options).replace(/"/g, '').replace(/[{}]/g, '');
-  return `S=${c.s} L=${c.l}${c.packed ? ' packed' : ''}${c.onPolicy ? ' on-policy' : ''}${c.withRef ? ' ref' : ''}${c.truncated ? ' truncated' : ''}${c.emptySequence ? ' empty-seq' : ''} ${o}`;
+  return `S=${c.s} L=${c.l}${c.packed ? ' packed' : ''}${c.onPolicy ? ' on-policy' : ''}${c.withRef ? ' ref' : ''}${c.truncated ? ' truncated' : ''}${c.emptySequence ? ' empty-seq' : ''}${c.sampler ? ` sampler±${c.sampler}` : ''}${c.perTokenAdv ? ' per-token-A' : ''} ${o}`;
+}
+
+const CORRECTION_METRICS = [
+  'isTruncatedFraction', 'isMaskedFraction', 'rejectedFraction', 'rejectedSeqFraction', 'isWeightMean', 'isWeightMax', 'samplerKl',
+  'seqLogRatioMin', 'seqLogRatioMax', 'offPolicyMaskedFraction',
+] as const;
+
+/** §9.1/§9.3 inputs of a case: per-token advantages and the sampler's log-probs. */
+export function correctionInputs(rng: Rng, c: { sampler?: number; perTokenAdv?: boolean }, n: number, mask: Uint8Array | null, old: Float32Array) {
+  const out: { advantages?: Float32Array; samplerLogp?: Float32Array } = {};
+  if (c.perTokenAdv) out.advantages = Float32Array.from({ length: n }, (_, t) => (mask && !mask[t] ? NaN : rng.normal()));
+  if (c.sampler) out.samplerLogp = Float32Array.from(old, (x) => x + rng.normal() * c.sampler!);
+  return out;
 }
 
 function toRefOptions(r: gk.ResolvedLossOptions): RefLossOptions {
@@ -292,6 +309,7 @@ function metricChecks(m: gk.GrpoLossMetrics, r: RefLossMetrics): Check[] {
     compareScalar('entropyMean', m.entropyMean, r.entropyMean, 1e-5),
     compareScalar('tokens', m.tokens, r.tokens, 0),
     compareScalar('nonFiniteRows', m.nonFiniteRows, r.nonFiniteRows, 0),
+    ...CORRECTION_METRICS.filter((k) => m[k] !== undefined || r[k] !== undefined).map((k) => compareScalar(k, m[k], r[k], 1e-5)),
   ];
 }
 
@@ -323,16 +341,20 @@ export async function runLossCase(seed: number, c: LossCase): Promise<CaseResult
   const oldLogp = Float32Array.from(logp, (x) => x + rng.normal() * 0.3);
   const refLogp = Float32Array.from(logp, (x) => x + rng.normal() * 0.5);
   const entropy = Float32Array.from(logp, () => rng.next() * 3);
+  const corr = correctionInputs(rng, c, n, c.packed ? null : seq.mask, c.onPolicy ? logp : oldLogp);
+  const advantages = corr.advantages ?? seq.advantages;
   const inputs: gk.GrpoLossInputs = {
-    logp, entropy, advantages: seq.advantages,
+    logp, entropy, advantages,
+    ...(corr.samplerLogp ? { samplerLogp: corr.samplerLogp } : {}),
     ...(c.packed ? { seqOffsets: seq.offsets } : { completionMask: seq.mask }),
+    ...(c.perTokenAdv && !c.packed ? { seqOffsets: seq.offsets } : {}), // flat rows: the layout is not implied by N advantages
     ...(c.onPolicy ? {} : { oldLogp }),
     ...(c.withRef ? { refLogp } : {}),
     ...(c.truncated ? { truncated: seq.truncated } : {}),
   };
   const out = await gk.grpoLoss(inputs, c.options);
   const ref = refGrpoLoss({
-    logp, entropy, advantages: seq.advantages, seqOffsets: seq.offsets, mask: c.packed ? null : seq.mask,
+    logp, entropy, advantages, samplerLogp: corr.samplerLogp ?? null, seqOffsets: seq.offsets, mask: c.packed ? null : seq.mask,
     oldLogp: c.onPolicy ? null : oldLogp, refLogp: c.withRef ? refLogp : null, truncated: c.truncated ? seq.truncated : null,
   }, { ...toRefOptions(out.options), maxCompletionLength: out.options.maxCompletionLength ?? (c.packed ? null : c.l) });
   const checks = [
@@ -598,10 +620,31 @@ export function lossCases(full: boolean): LossCase[] {
     { s: 6, l: 6, options: { beta: 0.1, klEstimator: 'k2', aggregation: 'seqMeanTokenSum' }, withRef: true },
     { s: 6, l: 6, options: { maskTruncatedCompletions: true, aggregation: 'constant', maxCompletionLength: 10 }, truncated: true },
     { s: 3, l: 5, options: { epsilonLow: 0.1, epsilonHigh: 0.3 }, onPolicy: true },
+    // §9.3 per-token advantages
+    { s: 5, l: 8, options: {}, perTokenAdv: true },
+    { s: 5, l: 8, packed: true, options: { lossType: 'gspo', beta: 0.05 }, withRef: true, perTokenAdv: true },
+    { s: 4, l: 4, options: { advantagesPerToken: true, surrogate: 'sapo' }, perTokenAdv: true },
+    // §9.2 off-policy mask, bias-corrected KL
+    { s: 8, l: 6, options: { offPolicyMaskThreshold: 0.05 } },
+    { s: 8, l: 6, options: { offPolicyMaskThreshold: 0.02, rolloutCorrection: false }, sampler: 0.3, perTokenAdv: true },
+    { s: 6, l: 6, options: { beta: 0.1, biasCorrectedKl: true }, withRef: true },
+    { s: 6, l: 6, options: { beta: 0.1, biasCorrectedKl: true, klEstimator: 'k2', importanceSamplingLevel: 'sequence' }, withRef: true },
+    { s: 6, l: 6, options: { beta: 0.2, biasCorrectedKl: true, klEstimator: 'k1', importanceSamplingLevel: 'sequenceToken' }, withRef: true },
+    // §9.1 rollout correction and rejection
+    { s: 8, l: 7, options: {}, sampler: 0.6 },
+    { s: 8, l: 7, options: { rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 1.5 } }, sampler: 0.4 },
+    { s: 8, l: 7, options: { rolloutCorrection: { level: 'token', mode: 'mask', clipMin: 0.5, clipMax: 2 }, beta: 0.05 }, withRef: true, sampler: 0.5 },
+    { s: 8, l: 7, packed: true, options: { rolloutCorrection: { level: 'sequenceMean', mode: 'truncate', clipMin: 0.8, clipMax: 1.2, batchNormalize: true } }, sampler: 0.3, emptySequence: true },
+    { s: 8, l: 7, options: { rolloutCorrection: { level: 'sequence', mode: 'truncate', clipMax: 2, batchNormalize: true }, lossType: 'gspo' }, sampler: 0.1 },
+    { s: 8, l: 7, options: { rolloutCorrection: { level: 'token', mode: 'truncate' }, rolloutRejection: [{ statistic: 'token_k3', threshold: 0.05 }], topEntropyQuantile: 0.5 }, sampler: 0.4 },
+    { s: 10, l: 6, options: { rolloutCorrection: false, rolloutRejection: [{ statistic: 'seqMean_k2', threshold: 0.04 }, { statistic: 'token_k1', threshold: [0.6, 2] }], lossType: 'dapo' }, sampler: 0.3 },
+    { s: 10, l: 6, options: { rolloutRejection: [{ statistic: 'seqMax_k3', threshold: 0.3 }, { statistic: 'seqSum_k1', threshold: 3 }], offPolicyMaskThreshold: 0.01 }, sampler: 0.3, onPolicy: true },
+    { s: 6, l: 6, options: { rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 2 }, biasCorrectedKl: true, beta: 0.1, lossType: 'cispo' }, withRef: true, sampler: 0.3, perTokenAdv: true, truncated: true },
   ];
   if (full) {
     out.push({ s: 64, l: 33, packed: true, options: { lossType: 'dapo', beta: 0.02, entropyCoef: -0.001 }, withRef: true, truncated: true });
     out.push({ s: 32, l: 17, options: { surrogate: 'sapo', importanceSamplingLevel: 'sequence', topEntropyQuantile: 0.2 } });
+    out.push({ s: 48, l: 300, packed: true, options: { rolloutRejection: [{ statistic: 'seqMean_k3', threshold: 0.02 }], offPolicyMaskThreshold: 0.01, beta: 0.04, biasCorrectedKl: true }, withRef: true, sampler: 0.2, perTokenAdv: true });
   }
   return out;
 }
