@@ -387,7 +387,8 @@ function readSequenceInputs(
   const so = inp.seqOffsets;
   const soLen = so !== undefined && (Array.isArray(so) || ArrayBuffer.isView(so)) ? (so as ArrayLike<number>).length : undefined;
   let s: number;
-  if (soLen !== undefined) s = soLen - 1;
+  // (seqOffsets with per-sequence advantages: S is theirs, and checkLayout reports a seqOffsets of the wrong length.)
+  if (soLen !== undefined) s = advLen === n || opts.advantagesPerToken ? soLen - 1 : advLen;
   else if (rows.length >= 2) s = rows[0]!;
   else {
     if (opts.advantagesPerToken)
@@ -417,10 +418,10 @@ function readSequenceInputs(
   const hostAdv = out.advantages instanceof Float32Array ? out.advantages : null;
   if (perToken && hostAdv && out.mask instanceof Uint8Array) {
     for (let t = 0; t < n; t++)
-      if (out.mask[t] && !Number.isFinite(hostAdv[t]!)) fail('GK_INVALID_ARG', `${op}: inputs.advantages[${t}] must be finite (a valid token), got ${hostAdv[t]}`, t);
+      if (out.mask[t] && !Number.isFinite(hostAdv[t]!)) fail('GK_NONFINITE', `${op}: inputs.advantages[${t}] must be finite (a valid token), got ${hostAdv[t]}`, t);
   } else if (perToken && hostAdv) {
     for (let t = 0; t < n; t++)
-      if (!Number.isFinite(hostAdv[t]!)) fail('GK_INVALID_ARG', `${op}: inputs.advantages[${t}] must be finite, got ${hostAdv[t]}`, t);
+      if (!Number.isFinite(hostAdv[t]!)) fail('GK_NONFINITE', `${op}: inputs.advantages[${t}] must be finite, got ${hostAdv[t]}`, t);
   }
   if (opts.beta > 0 && !out.refLogp) fail('GK_INVALID_ARG', `${op}: inputs.refLogp is required when beta > 0 (beta = ${opts.beta})`);
   if (opts.maskTruncatedCompletions && !out.truncated)

@@ -288,7 +288,7 @@ const CORRECTION_METRICS = [
 ] as const;
 
 /** §9.1/§9.3 inputs of a case: per-token advantages and the sampler's log-probs. */
-export function correctionInputs(rng: Rng, c: { sampler?: number; perTokenAdv?: boolean }, n: number, mask: Uint8Array | null, old: Float32Array) {
+export function correctionInputs(rng: Rng, c: { sampler?: number; perTokenAdv?: boolean }, n: number, mask: ArrayLike<number> | null, old: ArrayLike<number>) {
   const out: { advantages?: Float32Array; samplerLogp?: Float32Array } = {};
   if (c.perTokenAdv) out.advantages = Float32Array.from({ length: n }, (_, t) => (mask && !mask[t] ? NaN : rng.normal()));
   if (c.sampler) out.samplerLogp = Float32Array.from(old, (x) => x + rng.normal() * c.sampler!);
@@ -388,22 +388,26 @@ export async function runFusedCase(seed: number, c: FusedCase): Promise<CaseResu
   const base = refTokenLogProbs(values, n, c.v, targets, { temperature: T });
   const oldLogp = Float32Array.from(base.logp, (x) => x + rng.normal() * 0.3);
   const refLogp = Float32Array.from(base.logp, (x) => x + rng.normal() * 0.5);
+  const corr = correctionInputs(rng, c, n, c.packed ? null : seq.mask, c.onPolicy ? base.logp : oldLogp);
+  const advantages = corr.advantages ?? seq.advantages;
   const seqInputs = {
-    advantages: seq.advantages,
-    ...(c.packed ? { seqOffsets: seq.offsets } : { completionMask: seq.mask }),
+    advantages,
+    ...(corr.samplerLogp ? { samplerLogp: corr.samplerLogp } : {}),
+    ...(c.packed || c.perTokenAdv ? { seqOffsets: seq.offsets } : {}),
+    ...(c.packed ? {} : { completionMask: seq.mask }),
     ...(c.onPolicy ? {} : { oldLogp }),
     ...(c.withRef ? { refLogp } : {}),
     ...(c.truncated ? { truncated: seq.truncated } : {}),
   };
   const out = await gk.grpoLoss({ logits: tensor, targets, ...seqInputs }, { ...c.options, temperature: T, inPlace: !!c.inPlace });
   const refWith = (advantages: Float32Array) => refGrpoLossFromLogits(values, n, c.v, targets, {
-    advantages, seqOffsets: seq.offsets, mask: c.packed ? null : seq.mask,
+    advantages, samplerLogp: corr.samplerLogp ?? null, seqOffsets: seq.offsets, mask: c.packed ? null : seq.mask,
     oldLogp: c.onPolicy ? null : oldLogp, refLogp: c.withRef ? refLogp : null, truncated: c.truncated ? seq.truncated : null,
   }, { ...toRefOptions(out.options), maxCompletionLength: out.options.maxCompletionLength ?? (c.packed ? null : c.l), temperature: T, ignoreIndex: -100 });
-  const ref = refWith(seq.advantages);
+  const ref = refWith(advantages);
   const tol = TOLERANCE[c.dtype];
   const checks = [
-    lossCheck(out.loss, ref.loss, tol.value, () => refWith(Float32Array.from(seq.advantages, Math.abs)).loss),
+    lossCheck(out.loss, ref.loss, tol.value, () => refWith(Float32Array.from(advantages, Math.abs)).loss),
     compare('logp', out.logp.data as Float32Array, ref.logp, tol.value),
     compare('entropy', out.entropy.data as Float32Array, ref.entropy, tol.value),
     compare('gradLogits', out.gradLogits.toFloat32(), ref.grad, tol.grad),
@@ -659,7 +663,11 @@ export function fusedCases(full: boolean): FusedCase[] {
     if (full) {
       out.push({ s: 8, l: 16, v: 4099, dtype, options: { surrogate: 'sapo', klEstimator: 'k2', beta: 0.1 }, withRef: true, truncated: true, ignoredRows: [0, 5] });
       out.push({ s: 6, l: 7, v: 513, dtype, options: { lossType: 'cispo', maskTruncatedCompletions: true }, truncated: true, emptySequence: true });
+      out.push({ s: 6, l: 9, v: 257, dtype, packed: true, options: { rolloutCorrection: { level: 'sequenceMean', mode: 'truncate', clipMax: 1.3 }, rolloutRejection: [{ statistic: 'seqMax_k2', threshold: 0.2 }], beta: 0.05, biasCorrectedKl: true, importanceSamplingLevel: 'sequence' }, withRef: true, sampler: 0.3, perTokenAdv: true, ignoredRows: [2] });
     }
+    // §9.1-9.3 through the fused step
+    out.push({ s: 4, l: 6, v: 129, dtype, options: { rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 1.5 }, rolloutRejection: [{ statistic: 'token_k2', threshold: 0.08 }], offPolicyMaskThreshold: 0.01, beta: 0.1, biasCorrectedKl: true }, withRef: true, sampler: 0.4, perTokenAdv: true, ignoredRows: [3], masked: 0.2 });
+    out.push({ s: 4, l: 6, v: 65, dtype, options: {}, sampler: 0.6, onPolicy: true });
   }
   return out;
 }
