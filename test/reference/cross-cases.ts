@@ -627,6 +627,9 @@ interface LossData {
   advantages: Float32Array;
   mask: Uint8Array;
   truncated: Uint8Array;
+  /** §9.1: the engine's log-probs (oldLogp + noise); §9.3: one advantage per token. */
+  samplerLogp: Float32Array;
+  tokenAdvantages: Float32Array;
 }
 
 /** S packed sequences of minLen..maxLen rows (sequence 2 empty), ~10% of the rows masked, ~20% of the sequences truncated. */
@@ -643,6 +646,8 @@ function lossData(rng: Rng, s: number, maxLen: number, minLen = 1): LossData {
     advantages: Float32Array.from({ length: s }, () => rng.normal()),
     mask: Uint8Array.from({ length: n }, () => (rng.next() < 0.9 ? 1 : 0)),
     truncated: Uint8Array.from({ length: s }, () => (rng.next() < 0.2 ? 1 : 0)),
+    samplerLogp: new Float32Array(0),
+    tokenAdvantages: Float32Array.from({ length: n }, () => rng.normal()),
   };
 }
 
@@ -656,6 +661,10 @@ interface LossCase {
   mask?: boolean;
   truncated?: boolean;
   nanEntropy?: 'some' | 'all';
+  /** §9.1: pass samplerLogp = oldLogp + N(0, 0.3²). */
+  sampler?: boolean;
+  /** §9.3: one advantage per token. */
+  perToken?: boolean;
 }
 
 function metricChecks(gpu: gk.GrpoLossMetrics, cpu: gk.GrpoLossMetrics, tol: number): Check[] {
@@ -672,18 +681,21 @@ function sameMetrics(label: string, a: { loss: number; metrics: gk.GrpoLossMetri
 async function lossCase(ctx: Ctx, c: LossCase): Promise<void> {
   await ctx.add('grpoLoss', `${c.name} S=${c.s} maxLen=${c.maxLen}`, async (rng, scope) => {
     const d = lossData(rng, c.s, c.maxLen);
+    d.samplerLogp = Float32Array.from(c.old ? d.oldLogp : d.logp, (x) => x + 0.3 * rng.normal());
+    const adv = c.perToken ? d.tokenAdvantages : d.advantages;
     if (c.nanEntropy === 'all') d.entropy.fill(NaN);
     else if (c.nanEntropy === 'some') for (let t = 0; t < d.n; t += 29) d.entropy[t] = NaN;
     const inputs = (via: (a: Float32Array | Uint8Array) => Float32Array | Uint8Array | gk.Tensor): gk.GrpoLossInputs => ({
       logp: via(d.logp) as Float32Array | gk.Tensor, entropy: via(d.entropy) as Float32Array | gk.Tensor,
-      advantages: via(d.advantages) as Float32Array | gk.Tensor, seqOffsets: d.offsets,
+      advantages: via(adv) as Float32Array | gk.Tensor, seqOffsets: d.offsets,
+      ...(c.sampler ? { samplerLogp: via(d.samplerLogp) as Float32Array | gk.Tensor } : {}),
       ...(c.old ? { oldLogp: via(d.oldLogp) as Float32Array | gk.Tensor } : {}), ...(c.ref ? { refLogp: via(d.refLogp) as Float32Array | gk.Tensor } : {}),
       ...(c.mask ? { completionMask: via(d.mask) } : {}), ...(c.truncated ? { truncated: d.truncated } : {}),
     });
     const cpu = await settle(gk.grpoLoss(inputs((a) => a), c.options));
     // On the GPU: every per-token input a device tensor (the truncation flags stay on the host).
     const onDevice = new Map<Float32Array | Uint8Array, gk.Tensor>();
-    for (const a of [d.logp, d.entropy, d.advantages, d.oldLogp, d.refLogp, d.mask]) onDevice.set(a, scope.track(await ctx.dev.upload(a)));
+    for (const a of [d.logp, d.entropy, d.advantages, d.oldLogp, d.refLogp, d.mask, d.samplerLogp, d.tokenAdvantages]) onDevice.set(a, scope.track(await ctx.dev.upload(a)));
     const runs: gk.GrpoLossResult[] = [];
     const grads: HostArray[][] = [];
     for (let k = 0; k < 2; k++) {
@@ -706,8 +718,9 @@ async function lossCase(ctx: Ctx, c: LossCase): Promise<void> {
       sameRuns('run twice: gradients bit-identical', grads[1]!, grads[0]!),
     ];
     const ref = once(() => refGrpoLoss({
-      logp: d.logp, entropy: d.entropy, advantages: d.advantages, seqOffsets: d.offsets, mask: c.mask ? d.mask : null,
+      logp: d.logp, entropy: d.entropy, advantages: adv, seqOffsets: d.offsets, mask: c.mask ? d.mask : null,
       oldLogp: c.old ? d.oldLogp : null, refLogp: c.ref ? d.refLogp : null, truncated: c.truncated ? d.truncated : null,
+      samplerLogp: c.sampler ? d.samplerLogp : null,
     }, { ...cg.options }));
     return explain(checks, {
       loss: () => [[g.loss], [cg.loss], [ref().loss]],
@@ -749,6 +762,20 @@ async function lossChecks(ctx: Ctx): Promise<void> {
       name: 'many sequences q=0.8', s: Math.max(full ? 1500 : 100, rows.seq), maxLen: full ? 700 : 60,
       options: { topEntropyQuantile: 0.8, beta: 0.04 }, old: true, ref: true, mask: true, truncated: true,
     },
+    // §9.1-9.3 (issue 12)
+    { name: 'per-token advantages gspo', s, maxLen: l, options: { importanceSamplingLevel: 'sequence', beta: 0.04 }, old: true, ref: true, mask: true, perToken: true },
+    { name: 'TRL default sequence mask', s, maxLen: l, options: {}, old: true, mask: true, sampler: true },
+    {
+      name: 'token TIS + rejection + off-policy mask', s, maxLen: l,
+      options: { rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 2 }, rolloutRejection: [{ statistic: 'token_k3', threshold: 0.1 }, { statistic: 'seqMean_k2', threshold: 0.06 }], offPolicyMaskThreshold: 0.02, topEntropyQuantile: 0.6 },
+      old: true, mask: true, truncated: true, sampler: true, perToken: true,
+    },
+    {
+      name: 'seqMean batchNormalize + seqMax reject + bias-corrected KL', s, maxLen: l,
+      options: { rolloutCorrection: { level: 'sequenceMean', mode: 'mask', clipMin: 0.9, clipMax: 1.1, batchNormalize: true }, rolloutRejection: [{ statistic: 'seqMax_k3', threshold: 0.8 }], beta: 0.05, biasCorrectedKl: true, importanceSamplingLevel: 'sequence' },
+      old: true, ref: true, mask: true, sampler: true,
+    },
+    { name: 'on-policy IcePop + k1 seqSum reject', s, maxLen: l, options: { rolloutCorrection: { level: 'token', mode: 'mask', clipMin: 0.5, clipMax: 2 }, rolloutRejection: [{ statistic: 'seqSum_k1', threshold: [0.2, 4] }], beta: 0.1, biasCorrectedKl: true, klEstimator: 'k2' }, ref: true, mask: true, sampler: true },
   ];
   for (const c of cases) await lossCase(ctx, c);
   // A bad layout is refused before any backend runs, with the same error on both.
