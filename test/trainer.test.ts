@@ -146,6 +146,34 @@ t.test('a user sampler and reference log-probs by function', async (t) => {
   await rejectsCode(t, () => make(new Bandit(1), { beta: 0.1, reference: () => [] }).step(prompts(1)), 'GK_SHAPE', /one log-prob array per rollout/);
 });
 
+t.test('spec §9.1-9.2 in the trainer: a user sampler\'s log-probs become samplerLogp, the old ones come from the policy', async (t) => {
+  const p = new Bandit(1);
+  const given = [-0.9, -1.3];
+  const tr = make(p, {
+    numGenerations: 2,
+    sampler: (ps, g) => ps.flatMap((_, i) => Array.from({ length: g }, (_, k) => ({ tokens: [k % 3, (i + k) % 3], logp: given }))),
+    rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 2 },
+    rolloutRejection: [{ statistic: 'seqMean_k3', threshold: 50 }],
+    offPolicyMaskThreshold: 0.5,
+    biasCorrectedKl: true,
+    beta: 0.05,
+    reference: (rs) => rs.map((r) => new Float32Array(r.tokens.length).fill(-1.2)),
+  });
+  const before = Array.from(p.theta);
+  const m = await tr.step(prompts(3));
+  const r0 = tr.lastRollouts[0]!;
+  t.same(Array.from(r0.samplerLogp!), given.map(Math.fround), 'the sampler log-probs are kept as samplerLogp');
+  t.notSame(Array.from(r0.oldLogp), given.map(Math.fround), 'the old log-probs are the policy\'s');
+  t.ok(r0.oldLogp.every((x) => x < 0 && Number.isFinite(x)));
+  t.ok(Number.isFinite(m.loss), `finite loss ${m.loss}`);
+  t.ok(m.samplerKl! > 0, `samplerKl ${m.samplerKl}`);
+  t.ok(m.isWeightMean! > 0 && m.isWeightMean! <= 2, `isWeightMean ${m.isWeightMean}`);
+  t.equal(m.rejectedFraction, 0, 'a loose rejection threshold rejects nothing');
+  t.ok(m.offPolicyMaskedFraction! >= 0 && m.offPolicyMaskedFraction! <= 1, `offPolicyMaskedFraction ${m.offPolicyMaskedFraction}`);
+  t.notSame(Array.from(p.theta), before, 'the policy moved');
+  await rejectsCode(t, () => make(new Bandit(1), { rolloutCorrection: { level: 'token' } }), 'GK_INVALID_ARG', /user sampler/);
+});
+
 t.test('bad options', async (t) => {
   const p = new Bandit(1);
   await rejectsCode(t, () => new GRPOTrainer(undefined as never), 'GK_INVALID_ARG');

@@ -23,6 +23,8 @@ export interface Rollout<S = unknown> {
   tokens: Int32Array;
   oldLogp: Float32Array;
   refLogp?: Float32Array;
+  /** The user sampler's log-probs when the rollout correction uses them (spec §9.1). */
+  samplerLogp?: Float32Array;
   truncated: boolean;
   reward: number;
   advantage: number;
@@ -78,7 +80,11 @@ export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
 /** A completion from a user-provided sampler. */
 export interface CustomCompletion {
   tokens: Int32Array | readonly number[];
-  /** Log-prob of each token under the sampling policy (the old log-probs). */
+  /**
+   * Log-prob of each token under the sampling policy (the old log-probs). With `rolloutCorrection`
+   * or `rolloutRejection` set on the trainer they are the engine's log-probs instead (samplerLogp,
+   * spec §9.1), and the old log-probs are computed from the policy's logits.
+   */
   logp?: Float32Array | readonly number[];
   /** The completion hit the length limit without finishing. Default false. */
   truncated?: boolean;
@@ -101,6 +107,12 @@ export interface StepMetrics {
   clipFractionLow: number;
   clipFractionHigh: number;
   entropyMean: number;
+  /** Spec §9.1, when the trainer corrects a user sampler: token-weighted means of the loss's metrics. */
+  samplerKl?: number;
+  isWeightMean?: number;
+  rejectedFraction?: number;
+  /** Spec §9.2, with offPolicyMaskThreshold. */
+  offPolicyMaskedFraction?: number;
   completionLengthMean: number;
   completionLengthMin: number;
   completionLengthMax: number;
@@ -152,6 +164,8 @@ export class GRPOTrainer<S = unknown> {
   /** The rollouts of the last step (for inspection and tests). */
   lastRollouts: Rollout<S>[] = [];
   private readonly lossOptions: GrpoLossOptions;
+  /** Spec §9.1: the user sampler's log-probs are samplerLogp (rolloutCorrection / rolloutRejection given). */
+  private readonly correctsSampler: boolean;
   private readonly rng: Rng;
   private stepIndex = 0;
   private rowsSampled = 0;
@@ -163,6 +177,9 @@ export class GRPOTrainer<S = unknown> {
     const lossOptions: GrpoLossOptions = {};
     for (const [k, v] of Object.entries(options)) if (!TRAINER_KEYS.includes(k)) (lossOptions as Record<string, unknown>)[k] = v;
     this.loss = resolveLossOptions(lossOptions, op);
+    this.correctsSampler = !!this.loss.rolloutCorrection || (this.loss.rolloutRejection ?? []).length > 0;
+    if (this.correctsSampler && !options.sampler)
+      fail('GK_INVALID_ARG', `${op}: rolloutCorrection / rolloutRejection correct a user sampler's log-probs (options.sampler); the built-in sampler's equal the policy's bit for bit (spec §9.9)`);
     // The resolved options as grpoLoss options (unset ones left out), with the padded length.
     this.lossOptions = { ...lossOptions };
     for (const [k, v] of Object.entries(this.loss)) if (v !== null) (this.lossOptions as Record<string, unknown>)[k] = v;
@@ -238,6 +255,15 @@ export class GRPOTrainer<S = unknown> {
       promptIndex: index[k]!, prompt: prompts[index[k]!]!, tokens: c.tokens, oldLogp: c.logp, truncated: c.truncated,
       reward: adv.rewards[k]!, advantage: A[k]!,
     }));
+    // Spec §9.1: a user sampler's log-probs are the engine's (samplerLogp) when the correction is
+    // asked for; the old log-probs then come from the policy being trained (TRL's arrangement).
+    if (o.sampler && this.correctsSampler) {
+      const old = await this.logpOf(o.policy, rollouts, T);
+      rollouts.forEach((r, k) => {
+        r.samplerLogp = r.oldLogp;
+        r.oldLogp = old[k]!;
+      });
+    }
 
     // 3. Reference log-probs, once per step.
     if (o.reference && this.loss.beta > 0) {
@@ -260,7 +286,7 @@ export class GRPOTrainer<S = unknown> {
     let lossSum = 0;
     let lossCount = 0;
     let optimizerSteps = 0;
-    const acc = { kl: 0, ratio: 0, clip: 0, clipLow: 0, clipHigh: 0, entropy: 0, tokens: 0 };
+    const acc = { kl: 0, ratio: 0, clip: 0, clipLow: 0, clipHigh: 0, entropy: 0, tokens: 0, samplerKl: 0, isWeight: 0, rejected: 0, offPolicy: 0 };
     for (let it = 0; it < (o.numIterations ?? 1); it++) {
       const order = this.rng.shuffle(rollouts.map((_, i) => i));
       const minibatches: Rollout<S>[][] = [];
@@ -300,6 +326,7 @@ export class GRPOTrainer<S = unknown> {
             // another model, so its log-probs are always used.
             ...(optimizerSteps === 0 && !o.sampler ? {} : { oldLogp: cat((r) => r.oldLogp) }),
             ...(this.loss.beta > 0 ? { refLogp: cat((r) => r.refLogp!) } : {}),
+            ...(m[0]!.samplerLogp ? { samplerLogp: cat((r) => r.samplerLogp!) } : {}),
             truncated: m.map((r) => r.truncated),
           }, lossOptions);
           // dapo/cispo-style tokenMean already divides by the step's global token count; bnpo
@@ -316,6 +343,10 @@ export class GRPOTrainer<S = unknown> {
           acc.clipHigh += res.metrics.clipFractionHigh * w;
           acc.entropy += (res.metrics.entropyMean ?? 0) * w;
           acc.kl += (res.metrics.klMean ?? 0) * w;
+          acc.samplerKl += (res.metrics.samplerKl ?? 0) * w;
+          acc.isWeight += (res.metrics.isWeightMean ?? 0) * w;
+          acc.rejected += (res.metrics.rejectedFraction ?? 0) * w;
+          acc.offPolicy += (res.metrics.offPolicyMaskedFraction ?? 0) * w;
         }
         lossCount++;
         await o.policy.step();
@@ -357,6 +388,12 @@ export class GRPOTrainer<S = unknown> {
       seconds,
     };
     if (this.loss.beta > 0) m.klMean = acc.kl / d;
+    if (o.sampler && this.correctsSampler) {
+      m.samplerKl = acc.samplerKl / d;
+      m.isWeightMean = acc.isWeight / d;
+      m.rejectedFraction = acc.rejected / d;
+    }
+    if (this.loss.offPolicyMaskThreshold !== null) m.offPolicyMaskedFraction = acc.offPolicy / d;
     this.lastRollouts = rollouts;
     o.onStep?.(m);
     if (o.metricsFile) fs.appendFileSync(o.metricsFile, JSON.stringify(m) + '\n');
