@@ -95,6 +95,7 @@ export interface NativeLossOptions {
   rejection?: { agg: number; k: number; lo: number; hi: number }[];
   offPolicyMaskThreshold?: number;
   biasCorrectedKl?: boolean;
+  entropyForm?: number;
 }
 
 export interface NativeLossInputs {

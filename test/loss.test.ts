@@ -153,6 +153,7 @@ t.test('§9.1-9.3: gradient agrees with central finite differences of the refere
     { options: { rolloutCorrection: { level: 'sequence', mode: 'mask', clipMin: 0.3, clipMax: 2 }, lossType: 'gspo' }, sampler: true },
     { options: { rolloutCorrection: { level: 'sequenceMean', mode: 'truncate', batchNormalize: true }, rolloutRejection: [{ statistic: 'token_k2', threshold: 0.05 }], lossType: 'dapo' }, sampler: true },
     { options: { rolloutRejection: [{ statistic: 'seqMean_k3', threshold: 0.05 }, { statistic: 'token_k1', threshold: [0.7, 1.6] }], entropyCoef: 0.01, topEntropyQuantile: 0.7 }, sampler: true, perToken: true },
+    { options: { entropyForm: 'tokenMean', entropyCoef: 0.05, topEntropyQuantile: 0.5, beta: 0.1 } },
   ];
   for (const { options, perToken, sampler } of combos) {
     const logp = Float32Array.from({ length: n }, () => -Math.abs(rng.normal()) - 0.05);
@@ -176,6 +177,19 @@ t.test('§9.1-9.3: gradient agrees with central finite differences of the refere
     }
     t.ok(den > 0, 'a gradient flows');
     t.ok(Math.sqrt(num / Math.max(den, 1e-30)) < 1e-5, `${JSON.stringify(options)}: native dlogp vs FD ${Math.sqrt(num / den).toExponential(2)}`);
+    if (out.gradEntropy) {
+      const fe = (x: Float64Array) =>
+        refGrpoLoss({ logp, oldLogp, refLogp, entropy: x, advantages, samplerLogp, seqOffsets: offsets, mask }, { ...out.options, maxCompletionLength: l }).loss;
+      const fdh = centralDiff(fe, Float64Array.from(entropy), 1e-6);
+      const gh = out.gradEntropy.data as Float32Array;
+      let nh = 0;
+      let dh = 0;
+      for (let k = 0; k < n; k++) {
+        nh += (gh[k]! - fdh[k]!) ** 2;
+        dh += fdh[k]! ** 2;
+      }
+      t.ok(dh > 0 && Math.sqrt(nh / dh) < 1e-5, `${JSON.stringify(options)}: native dentropy vs FD ${Math.sqrt(nh / dh).toExponential(2)}`);
+    }
   }
 });
 

@@ -107,6 +107,12 @@ export interface GrpoLossOptions {
   offPolicyMaskThreshold?: number;
   /** Spec §9.2 [TRL use_bias_correction_kl]: the KL term becomes ρ·KL. Default false. */
   biasCorrectedKl?: boolean;
+  /**
+   * Spec §9.8: 'aggregated' (default: -entropyCoef·H goes through `aggregation`) or 'tokenMean'
+   * (TRL's entropy_coef: -entropyCoef · the mean entropy of the counted tokens, or Σ/normalizer
+   * under 'tokenMean' with a normalizer, whatever the aggregation).
+   */
+  entropyForm?: 'aggregated' | 'tokenMean';
 }
 
 /** Fully resolved options (presets applied, defaults filled). */
@@ -132,6 +138,7 @@ export interface ResolvedLossOptions {
   rolloutRejection: RolloutRejection[] | null;
   offPolicyMaskThreshold: number | null;
   biasCorrectedKl: boolean;
+  entropyForm: 'aggregated' | 'tokenMean';
 }
 
 export const LOSS_TYPES: readonly LossType[] = ['grpo', 'bnpo', 'dr_grpo', 'dapo', 'gspo', 'cispo'];
@@ -149,7 +156,7 @@ export const LOSS_PRESETS: Readonly<Record<LossType, Partial<ResolvedLossOptions
 const OPTION_KEYS = [
   'lossType', 'surrogate', 'epsilon', 'epsilonLow', 'epsilonHigh', 'delta', 'tauPos', 'tauNeg', 'importanceSamplingLevel',
   'beta', 'klEstimator', 'entropyCoef', 'aggregation', 'normalizer', 'maxCompletionLength', 'maskTruncatedCompletions',
-  'topEntropyQuantile', 'advantagesPerToken', 'rolloutCorrection', 'rolloutRejection', 'offPolicyMaskThreshold', 'biasCorrectedKl',
+  'topEntropyQuantile', 'advantagesPerToken', 'rolloutCorrection', 'rolloutRejection', 'offPolicyMaskThreshold', 'biasCorrectedKl', 'entropyForm',
 ] as const;
 
 function resolveRolloutCorrection(op: string, v: unknown): ResolvedRolloutCorrection | false | null {
@@ -245,6 +252,7 @@ export function resolveLossOptions(o: GrpoLossOptions = {}, op = 'grpoLoss', ext
     rolloutRejection: resolveRolloutRejection(op, o.rolloutRejection),
     offPolicyMaskThreshold: o.offPolicyMaskThreshold === undefined ? null : checkNumber(op, 'options.offPolicyMaskThreshold', o.offPolicyMaskThreshold, { min: 0 }),
     biasCorrectedKl: o.biasCorrectedKl === undefined ? false : checkBoolean(op, 'options.biasCorrectedKl', o.biasCorrectedKl),
+    entropyForm: o.entropyForm === undefined ? 'aggregated' : checkEnum(op, 'options.entropyForm', o.entropyForm, ['aggregated', 'tokenMean'] as const),
   };
   // epsilonHigh: explicit > epsilon > the preset's > the surrogate's default (cispo's is an
   // absolute cap on ρ, 5, not a clip width).
@@ -275,6 +283,7 @@ function toNativeOptions(r: ResolvedLossOptions, hasSampler = false, perToken = 
     rejection: (r.rolloutRejection ?? []).map(rejectionBounds),
     ...(r.offPolicyMaskThreshold !== null ? { offPolicyMaskThreshold: r.offPolicyMaskThreshold } : {}),
     biasCorrectedKl: r.biasCorrectedKl,
+    entropyForm: r.entropyForm === 'tokenMean' ? 1 : 0,
     surrogate: SurrogateCode[r.surrogate],
     importanceSamplingLevel: IsLevelCode[r.importanceSamplingLevel],
     klEstimator: KlCode[r.klEstimator],

@@ -704,6 +704,7 @@ void ReadLossOptions(const Napi::Object& root, gk::LossOptions* o) {
   o->off_policy_mask = Has(p, "offPolicyMaskThreshold") ? 1 : 0;
   o->off_policy_threshold = Finite(p, "offPolicyMaskThreshold", 0.0);
   o->bias_corrected_kl = Flag(p, "biasCorrectedKl");
+  o->entropy_form = Enum(p, "entropyForm", gk::kEntropyAggregated, 2);
 }
 
 // The sequence layout and per-token inputs shared by the step and the fused op.

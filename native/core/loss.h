@@ -10,6 +10,8 @@ enum Surrogate : int32_t { kClip = 0, kCispo = 1, kSapo = 2 };
 enum IsLevel : int32_t { kIsToken = 0, kIsSequence = 1, kIsSequenceToken = 2 };
 enum KlEstimator : int32_t { kK1 = 0, kK2 = 1, kK3 = 2 };
 enum Aggregation : int32_t { kSeqMeanTokenMean = 0, kTokenMean = 1, kConstant = 2, kSeqMeanTokenSum = 3 };
+// Spec §9.8: the entropy term through the loss's aggregation, or TRL's batch-mean form.
+enum EntropyForm : int32_t { kEntropyAggregated = 0, kEntropyTokenMean = 1 };
 // Spec §9.1: rollout correction level and mode; rejection statistics.
 enum RcLevel : int32_t { kRcOff = 0, kRcToken = 1, kRcSequence = 2, kRcSequenceMean = 3 };
 enum RcMode : int32_t { kRcTruncate = 0, kRcMask = 1 };
@@ -49,6 +51,8 @@ struct LossOptions {
   int32_t off_policy_mask;       // 0: off
   double off_policy_threshold;   // δ
   int32_t bias_corrected_kl;
+  // Spec §9.8.
+  int32_t entropy_form;          // EntropyForm
 };
 
 constexpr double kLogRatioClamp = 20.0;
@@ -161,7 +165,15 @@ inline bool loss_options_ok(const LossOptions& o) {
     if (c.agg < kRsToken || c.agg > kRsSeqMax || c.k < kK1 || c.k > kK3 || isnan(c.lo) || isnan(c.hi) || !(c.lo <= c.hi)) return false;
     if (c.agg == kRsSeqMax && c.k == kK1) return false;
   }
+  if (o.entropy_form < kEntropyAggregated || o.entropy_form > kEntropyTokenMean) return false;
   return !o.off_policy_mask || isfinite(o.off_policy_threshold);
+}
+
+// Spec §9.8, 'tokenMean' form: the weight of every counted token's -c·H (count_e: the valid
+// tokens that pass the top-entropy mask; a given normalizer replaces it under 'tokenMean').
+GK_HD double entropy_token_weight(const LossOptions& o, double count_e) {
+  if (o.aggregation == kTokenMean && o.normalizer > 0.0) return 1.0 / o.normalizer;
+  return 1.0 / (count_e > 1.0 ? count_e : 1.0);
 }
 
 // Aggregation weight of every valid token of a sequence with `count` valid tokens.
@@ -363,6 +375,7 @@ struct TokenInputs {
   const float* entropy;  // this token's entropy, or null
   double policy_weight;  // §9.1 IS weight times §9.2's keep (1: neither)
   const float* q;        // this token's samplerLogp, or null (counted in non_finite when not finite)
+  double entropy_weight; // §9.8 'tokenMean' form: entropy_token_weight (unused otherwise)
 };
 GK_HD void token_step(const LossOptions& o, const TokenInputs& x, double w, Ratio seq_ratio, bool use_q, double threshold,
                       LossSums& acc, double& g_seq, float* dlogp, float* dentropy, float* token_loss) {
@@ -389,11 +402,18 @@ GK_HD void token_step(const LossOptions& o, const TokenInputs& x, double w, Rati
     }
   }
   if (x.entropy) acc.entropy += *x.entropy;
-  if (o.entropy_coef != 0.0) l -= o.entropy_coef * *x.entropy;
-  if (dentropy) *dentropy = (float)(-w * o.entropy_coef);
+  double ent = 0.0, went = w;  // the entropy term and its aggregation weight
+  if (o.entropy_form == kEntropyTokenMean) {
+    const double em = use_q ? ((double)*x.entropy >= threshold ? 1.0 : 0.0) : 1.0;  // m_e
+    if (o.entropy_coef != 0.0) ent = -em * o.entropy_coef * *x.entropy;
+    went = em * x.entropy_weight;
+  } else if (o.entropy_coef != 0.0) {
+    ent = -o.entropy_coef * *x.entropy;
+  }
+  if (dentropy) *dentropy = (float)(-went * o.entropy_coef);
   *dlogp = (float)(w * d);
-  if (token_loss) *token_loss = (float)l;
-  acc.loss += w * l;
+  if (token_loss) *token_loss = (float)(l + ent);
+  acc.loss += o.entropy_form == kEntropyTokenMean ? w * l + x.entropy_weight * ent : w * (l + ent);
   acc.tokens += 1.0;
   acc.non_finite += (!isfinite(x.lp) || (x.entropy && !isfinite(*x.entropy)) || (x.q && !isfinite(*x.q))) ? 1.0 : 0.0;
   acc.ratio += r.value;

@@ -106,6 +106,17 @@ Status grpo_loss_step(LossStepArgs& a) {
     threshold = vlo + (pos - (double)lo) * (vhi - vlo);
   }
 
+  // §9.8 'tokenMean' entropy form: the count of the tokens that pass the top-entropy mask.
+  double count_e = tokens;
+  if (o.entropy_form == kEntropyTokenMean && use_q) {
+    count_e = 0.0;
+    for (int64_t s = 0; s < S; ++s) {
+      if (seq_dropped(s)) continue;
+      for (int64_t t = off[s]; t < off[s + 1]; ++t) count_e += kept(s, t) && (double)a.entropy[t] >= threshold ? 1.0 : 0.0;
+    }
+  }
+  const double ent_w = entropy_token_weight(o, count_e);
+
   std::vector<LossSums> part((size_t)S);
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, a.n / S));
   parallel_for(S, grain, [&](int64_t sb, int64_t se, int) {
@@ -143,7 +154,7 @@ Status grpo_loss_step(LossStepArgs& a) {
         const double adv = o.adv_per_token ? (double)a.advantages[t] : seq_adv;
         const double pw = token_policy_weight(o, old, q ? q + t : nullptr, adv, w_seq, norm, kappa, acc);
         const TokenInputs x{lp, old, adv, a.ref_logp ? a.ref_logp + t : nullptr, a.entropy ? a.entropy + t : nullptr, pw,
-                            q ? q + t : nullptr};
+                            q ? q + t : nullptr, ent_w};
         token_step(o, x, w, seq_ratio, use_q, threshold, acc, g_seq, a.dlogp + t, a.dentropy ? a.dentropy + t : nullptr,
                    a.token_loss ? a.token_loss + t : nullptr);
       }

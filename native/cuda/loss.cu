@@ -229,6 +229,13 @@ __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const LossPara
     const double vhi = ranked > 0 && lo + 1 < size ? (double)select_kth(p, lo + 1, sel) : vlo;
     threshold = vlo + (pos - (double)lo) * (vhi - vlo);  // the CPU's formula (NaN when nothing ranks)
   }
+  double count_e = tokens;  // §9.8 'tokenMean' entropy form
+  if (p.o.entropy_form == kEntropyTokenMean && p.use_q) {  // block-uniform
+    long long c = 0;
+    for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads) c += p.valid[t] && (double)p.entropy[t] >= threshold ? 1 : 0;
+    count_e = (double)detail::block_sum<kOneBlockThreads>(c, sml);
+  }
+  if (threadIdx.x == 0) p.result->ent_w = entropy_token_weight(p.o, count_e);
   if (threadIdx.x == 0) {
     p.result->tokens = tokens;
     p.result->longest = longest;
@@ -243,7 +250,7 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
   ReduceSmem<LossSums>& sml = smem_as<LossSums>(raw);
   const LossOptions& o = p.o;
   const double tokens = p.result->tokens, longest = p.result->longest, threshold = p.result->threshold;
-  const double norm = p.result->norm;
+  const double norm = p.result->norm, ent_w = p.result->ent_w;
   for (int64_t s = blockIdx.x; s < p.S; s += gridDim.x) {
     int64_t b, e;
     seq_range(p, s, &b, &e);
@@ -283,7 +290,7 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
       const double adv = o.adv_per_token ? (double)p.advantages[t] : seq_adv;
       const float* q = p.sampler ? p.sampler + t : nullptr;
       const double pw = token_policy_weight(o, old, q, adv, w_seq, norm, kappa, acc);
-      const TokenInputs x{lp, old, adv, p.ref_logp ? p.ref_logp + t : nullptr, p.entropy ? p.entropy + t : nullptr, pw, q};
+      const TokenInputs x{lp, old, adv, p.ref_logp ? p.ref_logp + t : nullptr, p.entropy ? p.entropy + t : nullptr, pw, q, ent_w};
       token_step(o, x, w, seq_ratio, p.use_q, threshold, acc, g_seq, p.dlogp + t, p.dentropy ? p.dentropy + t : nullptr,
                  p.token_loss ? p.token_loss + t : nullptr);
     }

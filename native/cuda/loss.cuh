@@ -24,6 +24,7 @@ struct LossResult {
   LossSums total;
   CorrSums corr;  // §9.1 batch sums (empty without samplerLogp)
   double norm;    // §9.1 batchNormalize divisor
+  double ent_w;   // §9.8 'tokenMean' entropy weight
 };
 void fill_metrics(const LossOptions& o, const LossResult& r, LossMetrics* out);
 

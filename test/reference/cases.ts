@@ -634,6 +634,10 @@ export function lossCases(full: boolean): LossCase[] {
     { s: 6, l: 6, options: { beta: 0.1, biasCorrectedKl: true }, withRef: true },
     { s: 6, l: 6, options: { beta: 0.1, biasCorrectedKl: true, klEstimator: 'k2', importanceSamplingLevel: 'sequence' }, withRef: true },
     { s: 6, l: 6, options: { beta: 0.2, biasCorrectedKl: true, klEstimator: 'k1', importanceSamplingLevel: 'sequenceToken' }, withRef: true },
+    // §9.8 TRL's entropy form
+    { s: 6, l: 7, options: { entropyForm: 'tokenMean', entropyCoef: 0.03 } },
+    { s: 6, l: 7, packed: true, options: { entropyForm: 'tokenMean', entropyCoef: -0.02, topEntropyQuantile: 0.4, lossType: 'dapo', normalizer: 31 } },
+    { s: 6, l: 7, options: { entropyForm: 'tokenMean', entropyCoef: 0.05, topEntropyQuantile: 0.6, aggregation: 'seqMeanTokenSum' }, sampler: 0.3 },
     // §9.1 rollout correction and rejection
     { s: 8, l: 7, options: {}, sampler: 0.6 },
     { s: 8, l: 7, options: { rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 1.5 } }, sampler: 0.4 },
@@ -668,6 +672,7 @@ export function fusedCases(full: boolean): FusedCase[] {
     // §9.1-9.3 through the fused step
     out.push({ s: 4, l: 6, v: 129, dtype, options: { rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 1.5 }, rolloutRejection: [{ statistic: 'token_k2', threshold: 0.08 }], offPolicyMaskThreshold: 0.01, beta: 0.1, biasCorrectedKl: true }, withRef: true, sampler: 0.4, perTokenAdv: true, ignoredRows: [3], masked: 0.2 });
     out.push({ s: 4, l: 6, v: 65, dtype, options: {}, sampler: 0.6, onPolicy: true });
+    out.push({ s: 3, l: 5, v: 33, dtype, options: { entropyForm: 'tokenMean', entropyCoef: 0.04, topEntropyQuantile: 0.5 }, ignoredRows: [4] });
   }
   return out;
 }

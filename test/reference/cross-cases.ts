@@ -775,6 +775,7 @@ async function lossChecks(ctx: Ctx): Promise<void> {
       options: { rolloutCorrection: { level: 'sequenceMean', mode: 'mask', clipMin: 0.9, clipMax: 1.1, batchNormalize: true }, rolloutRejection: [{ statistic: 'seqMax_k3', threshold: 0.8 }], beta: 0.05, biasCorrectedKl: true, importanceSamplingLevel: 'sequence' },
       old: true, ref: true, mask: true, sampler: true,
     },
+    { name: 'entropyForm tokenMean q=0.3', s, maxLen: l, options: { entropyForm: 'tokenMean', entropyCoef: 0.02, topEntropyQuantile: 0.3, rolloutRejection: [{ statistic: 'token_k2', threshold: 0.1 }] }, old: true, mask: true, sampler: true, nanEntropy: 'some' },
     { name: 'on-policy IcePop + k1 seqSum reject', s, maxLen: l, options: { rolloutCorrection: { level: 'token', mode: 'mask', clipMin: 0.5, clipMax: 2 }, rolloutRejection: [{ statistic: 'seqSum_k1', threshold: [0.2, 4] }], beta: 0.1, biasCorrectedKl: true, klEstimator: 'k2' }, ref: true, mask: true, sampler: true },
   ];
   for (const c of cases) await lossCase(ctx, c);

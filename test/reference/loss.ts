@@ -24,6 +24,8 @@ export interface RefLossOptions {
   /** §9.2 */
   offPolicyMaskThreshold?: number | null;
   biasCorrectedKl?: boolean;
+  /** §9.8 */
+  entropyForm?: 'aggregated' | 'tokenMean';
 }
 
 export interface RefLossInputs {
@@ -383,6 +385,7 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     const threshold = linearQuantile(validH, 1 - q);
     for (let t = 0; t < N; t++) if (m[t]) pm[t] = entropy![t]! >= threshold ? 1 : 0;
   }
+  const entropyMask = Float64Array.from(pm);
   for (let t = 0; t < N; t++) pm[t] = pm[t]! * (isw[t]! * (opKeep[t] ? 1 : 0));
 
   // h. aggregation weights.
@@ -407,6 +410,12 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
         throw new Error(`unknown aggregation ${String(o.aggregation)}`);
     }
   }
+
+  // §9.8 'tokenMean' entropy form: weight of each counted token's -c·H (m_e = m × top-entropy mask).
+  const tokenMeanEntropy = o.entropyForm === 'tokenMean';
+  let countE = 0;
+  for (let t = 0; t < N; t++) if (m[t] && (q >= 1 || entropyMask[t])) countE++;
+  const wEnt = o.aggregation === 'tokenMean' && o.normalizer != null ? 1 / o.normalizer : 1 / Math.max(1, countE);
 
   // d/e/g. per-token terms, loss, and gradients.
   const computeKL = refLogp !== null;
@@ -463,14 +472,21 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     }
 
     // entropy bonus
-    if (o.entropyCoef !== 0) {
+    let ent = 0;
+    if (tokenMeanEntropy) {
+      const em = q >= 1 || entropyMask[t] ? 1 : 0;
+      if (o.entropyCoef !== 0) {
+        ent = -em * o.entropyCoef * entropy![t]!;
+        dentropy[t] = -em * wEnt * o.entropyCoef;
+      }
+    } else if (o.entropyCoef !== 0) {
       l -= o.entropyCoef * entropy![t]!;
       dentropy[t] = -w[t]! * o.entropyCoef;
     }
     if (entropy !== null) entropySum += entropy[t]!;
 
-    perTokenLoss[t] = l;
-    loss += w[t]! * l;
+    perTokenLoss[t] = l + ent;
+    loss += w[t]! * l + wEnt * ent;
 
     // metrics
     ratioSum += r;
