@@ -69,6 +69,20 @@ export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
   scaleRewards?: AdvantageScale;
   advantageEstimator?: AdvantageEstimator;
   advantageEps?: number;
+  /**
+   * Spec §9.8 [TRL use_adaptive_entropy]: adapt entropyCoef toward `entropyTarget` after each
+   * optimizer step (c ← min(c + δ, max) while the step's mean token entropy is ≤ the target, else
+   * max(c − δ, min)); the entropy term applies during an optimizer step only if the previous one's
+   * mean entropy was ≤ the target (never during the first). Starts at `entropyCoef`. Default false.
+   */
+  useAdaptiveEntropy?: boolean;
+  /** TRL entropy_target. Default 0.2. */
+  entropyTarget?: number;
+  /** TRL entropy_coef_min / entropy_coef_max. Defaults 0 and 1. */
+  entropyCoefMin?: number;
+  entropyCoefMax?: number;
+  /** TRL entropy_coef_delta. Default 0.005. */
+  entropyCoefDelta?: number;
   /** Seed of the sampler (Philox) and of the minibatch shuffles. Default 0. */
   seed?: number;
   /** Called with each step's metrics. */
@@ -107,6 +121,8 @@ export interface StepMetrics {
   clipFractionLow: number;
   clipFractionHigh: number;
   entropyMean: number;
+  /** Spec §9.8, with useAdaptiveEntropy: the coefficient after the step. */
+  entropyCoef?: number;
   /** Spec §9.1, when the trainer corrects a user sampler: token-weighted means of the loss's metrics. */
   samplerKl?: number;
   isWeightMean?: number;
@@ -126,7 +142,7 @@ export interface StepMetrics {
 const TRAINER_KEYS = [
   'policy', 'reference', 'sampler', 'rewards', 'numGenerations', 'numIterations', 'miniBatchSize', 'gradientAccumulationSteps',
   'maxCompletionLength', 'temperature', 'topK', 'topP', 'minP', 'eosTokenId', 'stop', 'decode', 'scaleRewards', 'advantageEstimator', 'advantageEps',
-  'seed', 'onStep', 'metricsFile',
+  'seed', 'onStep', 'metricsFile', 'useAdaptiveEntropy', 'entropyTarget', 'entropyCoefMin', 'entropyCoefMax', 'entropyCoefDelta',
 ];
 
 function meanStd(a: ArrayLike<number>): { mean: number; std: number } {
@@ -166,6 +182,10 @@ export class GRPOTrainer<S = unknown> {
   private readonly lossOptions: GrpoLossOptions;
   /** Spec §9.1: the user sampler's log-probs are samplerLogp (rolloutCorrection / rolloutRejection given). */
   private readonly correctsSampler: boolean;
+  /** Spec §9.8 adaptive entropy coefficient: its bounds, and the state carried across steps. */
+  private readonly adaptive: { target: number; min: number; max: number; delta: number } | null;
+  private entropyCoef: number;
+  private lastEntropy = Infinity;
   private readonly rng: Rng;
   private stepIndex = 0;
   private rowsSampled = 0;
@@ -186,6 +206,13 @@ export class GRPOTrainer<S = unknown> {
     delete this.lossOptions.lossType;
     delete this.lossOptions.epsilon;
     if (this.loss.maxCompletionLength === null) this.lossOptions.maxCompletionLength = options.maxCompletionLength;
+    const adaptive = options.useAdaptiveEntropy === undefined ? false : checkBoolean(op, 'options.useAdaptiveEntropy', options.useAdaptiveEntropy);
+    const num = (k: 'entropyTarget' | 'entropyCoefMin' | 'entropyCoefMax' | 'entropyCoefDelta', d: number, rule: Parameters<typeof checkNumber>[3]) =>
+      options[k] === undefined ? d : checkNumber(op, `options.${k}`, options[k], rule);
+    const a = { target: num('entropyTarget', 0.2, {}), min: num('entropyCoefMin', 0, {}), max: num('entropyCoefMax', 1, {}), delta: num('entropyCoefDelta', 0.005, { min: 0 }) };
+    if (a.min > a.max) fail('GK_INVALID_ARG', `${op}: options.entropyCoefMin (${a.min}) must be <= entropyCoefMax (${a.max})`);
+    this.adaptive = adaptive ? a : null;
+    this.entropyCoef = this.loss.entropyCoef;
     const p = options.policy as Partial<Policy> | undefined;
     if (!p || typeof p.forward !== 'function' || typeof p.backward !== 'function' || typeof p.step !== 'function' || typeof p.nextTokenLogits !== 'function')
       fail('GK_INVALID_ARG', `${op}: options.policy must implement forward, backward, step and nextTokenLogits`);
@@ -298,6 +325,8 @@ export class GRPOTrainer<S = unknown> {
         const globalTokens = this.loss.aggregation === 'tokenMean' && o.lossType !== 'bnpo';
         const groupTokens = group.reduce((s, m) => s + m.reduce((t, r) => t + valid(r), 0), 0);
         const groupSeqs = group.reduce((s, m) => s + m.length, 0);
+        let stepEntropy = 0; // §9.8: this optimizer step's token-weighted entropy
+        let stepTokens = 0;
         for (const m of group) {
           const batch = packBatch(m);
           const logits = await o.policy.forward(batch);
@@ -310,6 +339,7 @@ export class GRPOTrainer<S = unknown> {
           };
           const lossOptions: GrpoLossFromLogitsOptions = {
             ...this.lossOptions,
+            ...(this.adaptive ? { entropyCoef: this.lastEntropy <= this.adaptive.target ? this.entropyCoef : 0 } : {}),
             temperature: T,
             inPlace: true,
             ...(globalTokens ? { normalizer: this.loss.normalizer ?? Math.max(1, groupTokens) } : {}),
@@ -347,10 +377,19 @@ export class GRPOTrainer<S = unknown> {
           acc.isWeight += (res.metrics.isWeightMean ?? 0) * w;
           acc.rejected += (res.metrics.rejectedFraction ?? 0) * w;
           acc.offPolicy += (res.metrics.offPolicyMaskedFraction ?? 0) * w;
+          stepEntropy += (res.metrics.entropyMean ?? 0) * w;
+          stepTokens += w;
         }
         lossCount++;
         await o.policy.step();
         optimizerSteps++;
+        if (this.adaptive) {
+          // §9.8: this optimizer step's mean token entropy moves the coefficient toward the target.
+          const h = stepEntropy / Math.max(1, stepTokens);
+          const ad = this.adaptive;
+          this.entropyCoef = h <= ad.target ? Math.min(this.entropyCoef + ad.delta, ad.max) : Math.max(this.entropyCoef - ad.delta, ad.min);
+          this.lastEntropy = h;
+        }
       }
     }
 
@@ -394,6 +433,7 @@ export class GRPOTrainer<S = unknown> {
       m.rejectedFraction = acc.rejected / d;
     }
     if (this.loss.offPolicyMaskThreshold !== null) m.offPolicyMaskedFraction = acc.offPolicy / d;
+    if (this.adaptive) m.entropyCoef = this.entropyCoef;
     this.lastRollouts = rollouts;
     o.onStep?.(m);
     if (o.metricsFile) fs.appendFileSync(o.metricsFile, JSON.stringify(m) + '\n');
