@@ -96,6 +96,7 @@ export interface NativeLossOptions {
   offPolicyMaskThreshold?: number;
   biasCorrectedKl?: boolean;
   entropyForm?: number;
+  entropyThreshold?: number;
 }
 
 export interface NativeLossInputs {
@@ -105,6 +106,7 @@ export interface NativeLossInputs {
   oldLogp?: F32;
   refLogp?: F32;
   samplerLogp?: F32;
+  keptMask?: U8;
   mask?: U8;
   truncated?: U8;
   tokenLoss?: F32;

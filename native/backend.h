@@ -102,6 +102,7 @@ struct LossStepArgs {
   float* dlogp = nullptr;             // n
   float* dentropy = nullptr;          // n, may be null when entropy_coef == 0
   float* token_loss = nullptr;        // n, optional
+  uint8_t* kept = nullptr;            // n, optional (§9.7): 1 where the token is in the loss (after rejection)
   LossMetrics out;
 };
 

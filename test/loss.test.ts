@@ -324,3 +324,51 @@ t.test('§9.1: the package sampler has no mismatch: samplerLogp from sampleToken
   t.equal(r.metrics.isWeightMean, 1, 'every weight is 1');
   t.equal(r.metrics.samplerKl, 0, 'KL(sampler ‖ old) is 0');
 });
+
+t.test('§9.7: two data-parallel workers with the global entropy threshold and token normalizer reproduce the one-worker step', async (t) => {
+  const rng = new Rng(seed + 97);
+  const s = 8;
+  const l = 9;
+  const n = s * l;
+  const logp = Float32Array.from({ length: n }, () => -Math.abs(rng.normal()) - 0.05);
+  const oldLogp = Float32Array.from(logp, (x) => x + rng.normal() * 0.3);
+  const samplerLogp = Float32Array.from(oldLogp, (x) => x + rng.normal() * 0.2);
+  const entropy = Float32Array.from({ length: n }, () => rng.next() * 3);
+  const advantages = Float32Array.from({ length: s }, () => rng.normal());
+  const mask = Uint8Array.from({ length: n }, () => (rng.next() < 0.85 ? 1 : 0));
+  const offsets = Array.from({ length: s + 1 }, (_, k) => k * l);
+  const q = 0.4;
+  const common: gk.GrpoLossOptions = {
+    topEntropyQuantile: q, aggregation: 'tokenMean', entropyCoef: 0.02, entropyForm: 'tokenMean',
+    rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 2 }, rolloutRejection: [{ statistic: 'token_k3', threshold: 0.05 }],
+  };
+  const one = await gk.grpoLoss({ logp, oldLogp, samplerLogp, entropy, advantages, completionMask: mask, seqOffsets: offsets }, { ...common, returnValidEntropies: true });
+  // Two workers, half the sequences each: each returns its valid entropies and token count.
+  const half = (s / 2) * l;
+  const part = (k: number) => ({
+    logp: logp.subarray(k * half, (k + 1) * half), oldLogp: oldLogp.subarray(k * half, (k + 1) * half), samplerLogp: samplerLogp.subarray(k * half, (k + 1) * half),
+    entropy: entropy.subarray(k * half, (k + 1) * half), advantages: advantages.subarray((k * s) / 2, ((k + 1) * s) / 2),
+    completionMask: mask.subarray(k * half, (k + 1) * half), seqOffsets: offsets.slice(0, s / 2 + 1),
+  });
+  const first = await Promise.all([0, 1].map((k) => gk.grpoLoss(part(k), { ...common, returnValidEntropies: true })));
+  const all = Float32Array.from([...first[0]!.validEntropies!, ...first[1]!.validEntropies!]);
+  t.same(Array.from(all), Array.from(one.validEntropies!), 'the workers\' valid entropies together are the batch\'s');
+  const threshold = gk.entropyQuantile(all, q);
+  const tokens = first[0]!.metrics.tokens + first[1]!.metrics.tokens; // the all-reduced token count
+  t.equal(tokens, one.metrics.tokens);
+  const second = await Promise.all([0, 1].map((k) => gk.grpoLoss(part(k), { ...common, entropyThreshold: threshold, normalizer: tokens })));
+  const oneN = await gk.grpoLoss({ logp, oldLogp, samplerLogp, entropy, advantages, completionMask: mask, seqOffsets: offsets }, { ...common, normalizer: tokens });
+  t.ok(Math.abs(second[0]!.loss + second[1]!.loss - oneN.loss) <= 1e-12 * Math.max(1, Math.abs(oneN.loss)), `loss ${second[0]!.loss + second[1]!.loss} = ${oneN.loss}`);
+  const g = [...(second[0]!.gradLogp.data as Float32Array), ...(second[1]!.gradLogp.data as Float32Array)];
+  t.same(g, Array.from(oneN.gradLogp.data as Float32Array), 'gradient bit-identical, every element');
+  const ge = [...(second[0]!.gradEntropy!.data as Float32Array), ...(second[1]!.gradEntropy!.data as Float32Array)];
+  t.same(ge, Array.from(oneN.gradEntropy!.data as Float32Array), 'entropy gradient bit-identical');
+  // The local thresholds differ from the global one (the reason to pass it).
+  const local = await gk.grpoLoss(part(0), { ...common, normalizer: tokens });
+  t.comment(`global threshold ${threshold.toFixed(4)}; worker 0 alone would give a loss of ${local.loss.toFixed(6)} instead of ${second[0]!.loss.toFixed(6)}`);
+  await rejectsCode(t, () => gk.grpoLoss({ logp, advantages, seqOffsets: offsets, entropy }, { entropyThreshold: 1 }), 'GK_INVALID_ARG', /entropyThreshold replaces the quantile/);
+  await rejectsCode(t, () => gk.grpoLoss({ logp, advantages, seqOffsets: offsets, entropy }, { entropyThreshold: NaN, topEntropyQuantile: 0.5 }), 'GK_INVALID_ARG', /entropyThreshold/);
+  await rejectsCode(t, () => gk.grpoLoss({ logp, advantages, seqOffsets: offsets }, { returnValidEntropies: true }), 'GK_INVALID_ARG', /entropy is required for returnValidEntropies/);
+  t.equal(gk.entropyQuantile([NaN], 0.5), Infinity, 'nothing to rank: +Infinity (the backends\' rule)');
+  t.equal(gk.entropyQuantile([1, 2, 3, NaN, 4], 0.5), 2.5, 'NaN left out, linear interpolation');
+});

@@ -113,6 +113,13 @@ export interface GrpoLossOptions {
    * under 'tokenMean' with a normalizer, whatever the aggregation).
    */
   entropyForm?: 'aggregated' | 'tokenMean';
+  /**
+   * Spec §9.7: the topEntropyQuantile threshold given instead of computed (data parallel: compute
+   * it with entropyQuantile over every worker's `validEntropies`). Needs topEntropyQuantile < 1.
+   */
+  entropyThreshold?: number;
+  /** Spec §9.7: also return `validEntropies`, the entropies the threshold is the quantile of. Default false. */
+  returnValidEntropies?: boolean;
 }
 
 /** Fully resolved options (presets applied, defaults filled). */
@@ -139,6 +146,8 @@ export interface ResolvedLossOptions {
   offPolicyMaskThreshold: number | null;
   biasCorrectedKl: boolean;
   entropyForm: 'aggregated' | 'tokenMean';
+  entropyThreshold: number | null;
+  returnValidEntropies: boolean;
 }
 
 export const LOSS_TYPES: readonly LossType[] = ['grpo', 'bnpo', 'dr_grpo', 'dapo', 'gspo', 'cispo'];
@@ -157,7 +166,24 @@ const OPTION_KEYS = [
   'lossType', 'surrogate', 'epsilon', 'epsilonLow', 'epsilonHigh', 'delta', 'tauPos', 'tauNeg', 'importanceSamplingLevel',
   'beta', 'klEstimator', 'entropyCoef', 'aggregation', 'normalizer', 'maxCompletionLength', 'maskTruncatedCompletions',
   'topEntropyQuantile', 'advantagesPerToken', 'rolloutCorrection', 'rolloutRejection', 'offPolicyMaskThreshold', 'biasCorrectedKl', 'entropyForm',
+  'entropyThreshold', 'returnValidEntropies',
 ] as const;
+
+/**
+ * Spec §9.7: the topEntropyQuantile threshold of a set of entropies, as every backend computes it:
+ * the (1 - q) quantile with linear interpolation between order statistics (numpy / torch), NaN
+ * left out, +Infinity when nothing remains. Feed it every worker's `validEntropies`.
+ */
+export function entropyQuantile(values: ArrayLike<number>, q: number): number {
+  checkNumber('entropyQuantile', 'q', q, { gt: 0, max: 1 });
+  const h = Array.from(values).filter((x) => !Number.isNaN(x));
+  if (h.length === 0) return Infinity;
+  h.sort((a, b) => a - b);
+  const pos = (1 - q) * (h.length - 1);
+  const lo = Math.floor(pos);
+  const hi = Math.min(lo + 1, h.length - 1);
+  return h[lo]! + (pos - lo) * (h[hi]! - h[lo]!);
+}
 
 function resolveRolloutCorrection(op: string, v: unknown): ResolvedRolloutCorrection | false | null {
   if (v === undefined) return null;
@@ -253,7 +279,11 @@ export function resolveLossOptions(o: GrpoLossOptions = {}, op = 'grpoLoss', ext
     offPolicyMaskThreshold: o.offPolicyMaskThreshold === undefined ? null : checkNumber(op, 'options.offPolicyMaskThreshold', o.offPolicyMaskThreshold, { min: 0 }),
     biasCorrectedKl: o.biasCorrectedKl === undefined ? false : checkBoolean(op, 'options.biasCorrectedKl', o.biasCorrectedKl),
     entropyForm: o.entropyForm === undefined ? 'aggregated' : checkEnum(op, 'options.entropyForm', o.entropyForm, ['aggregated', 'tokenMean'] as const),
+    entropyThreshold: o.entropyThreshold === undefined ? null : checkNumber(op, 'options.entropyThreshold', o.entropyThreshold, {}),
+    returnValidEntropies: o.returnValidEntropies === undefined ? false : checkBoolean(op, 'options.returnValidEntropies', o.returnValidEntropies),
   };
+  if (r.entropyThreshold !== null && r.topEntropyQuantile >= 1)
+    fail('GK_INVALID_ARG', `${op}: options.entropyThreshold replaces the quantile of topEntropyQuantile, which must then be < 1 (got ${r.topEntropyQuantile})`);
   // epsilonHigh: explicit > epsilon > the preset's > the surrogate's default (cispo's is an
   // absolute cap on ρ, 5, not a clip width).
   const highDefault = o.epsilon !== undefined ? epsilon : p.epsilonHigh ?? (r.surrogate === 'cispo' ? 5 : epsilon);
@@ -284,6 +314,7 @@ function toNativeOptions(r: ResolvedLossOptions, hasSampler = false, perToken = 
     ...(r.offPolicyMaskThreshold !== null ? { offPolicyMaskThreshold: r.offPolicyMaskThreshold } : {}),
     biasCorrectedKl: r.biasCorrectedKl,
     entropyForm: r.entropyForm === 'tokenMean' ? 1 : 0,
+    ...(r.entropyThreshold !== null ? { entropyThreshold: r.entropyThreshold } : {}),
     surrogate: SurrogateCode[r.surrogate],
     importanceSamplingLevel: IsLevelCode[r.importanceSamplingLevel],
     klEstimator: KlCode[r.klEstimator],
@@ -374,6 +405,8 @@ export interface GrpoLossResult {
   gradLogp: Tensor;
   /** ∂loss/∂entropy per token, when entropyCoef != 0. */
   gradEntropy?: Tensor;
+  /** With returnValidEntropies (spec §9.7): the non-NaN entropies of the tokens in the loss, in row order. */
+  validEntropies?: Float32Array;
   /** The loss the options were resolved to. */
   options: ResolvedLossOptions;
 }
@@ -494,15 +527,21 @@ export async function grpoLossFromLogp(inputs: GrpoLossInputs, options: GrpoLoss
   const at = Placement.of(op, [lpRaw, inputs.entropy, ...SEQ_KEYS.map((k) => inputs[k])]);
   const dlogp = at.f32(n);
   const dentropy = opts.entropyCoef !== 0 ? at.f32(n) : undefined;
+  if (opts.returnValidEntropies && !entropy) fail('GK_INVALID_ARG', `${op}: inputs.entropy is required for returnValidEntropies`);
+  const keptMask = opts.returnValidEntropies ? at.array('uint8', n) as Uint8Array : undefined;
   const { maxLen: _unused, perToken: _perToken, ...seqArgs } = seq;
   const native = addon();
   const m = await at.run(call(op, () =>
     native.grpoLossStep({
-      device: at.device, ...seqArgs, n, logp, ...(entropy ? { entropy } : {}), dlogp, ...(dentropy ? { dentropy } : {}), options: nativeOpts,
+      device: at.device, ...seqArgs, n, logp, ...(entropy ? { entropy } : {}), dlogp, ...(dentropy ? { dentropy } : {}), ...(keptMask ? { keptMask } : {}), options: nativeOpts,
     }),
   ));
   const res: GrpoLossResult = { loss: m.loss, metrics: metricsFrom(m, !!seq.refLogp, !!entropy, !!seq.samplerLogp, opts.offPolicyMaskThreshold !== null), gradLogp: at.tensor(dlogp, 'float32', [n]), options: opts };
   if (dentropy) res.gradEntropy = at.tensor(dentropy, 'float32', [n]);
+  if (keptMask) {
+    const h = inputs.entropy instanceof Tensor ? await inputs.entropy.toArray() : (entropy as Float32Array);
+    res.validEntropies = await gatherValid(at.tensor(keptMask, 'uint8', [n]), h as ArrayLike<number>);
+  }
   return res;
 }
 
@@ -529,6 +568,8 @@ export interface GrpoLossFromLogitsResult {
   /** Per-token log-probs and entropy of the policy, float32 (the forward's by-products). */
   logp: Tensor;
   entropy: Tensor;
+  /** With returnValidEntropies (spec §9.7): the non-NaN entropies of the tokens in the loss, in row order. */
+  validEntropies?: Float32Array;
   options: ResolvedLossOptions;
 }
 
@@ -557,24 +598,37 @@ export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, optio
   const entropy = at.f32(n);
   const lse = at.f32(n);
   const grad = inPlace ? undefined : at.array(dtype, n * v);
+  const keptMask = opts.returnValidEntropies ? at.array('uint8', n) as Uint8Array : undefined;
   const { maxLen: _unused, perToken: _perToken, ...seqArgs } = seq;
   const native = addon();
   const m = await at.run(call(op, () =>
     native.grpoLossFused({
       device: at.device, logits: data, dtype: DTypeCode[dtype], n, v, targets, targetsType: targetsType(inputs.targets), ...row, checkFinite,
-      ...seqArgs, logp, entropy, lse, ...(grad ? { grad: grad as Float32Array | Uint16Array } : { gradInPlace: true }), options: nativeOpts,
+      ...seqArgs, logp, entropy, lse, ...(grad ? { grad: grad as Float32Array | Uint16Array } : { gradInPlace: true }), ...(keptMask ? { keptMask } : {}), options: nativeOpts,
     }),
   ));
   const rowShape = rows;
   at.release(lse); // internal to the op (its backward pass used it)
+  const entropyT = at.tensor(entropy, 'float32', rowShape);
+  const validEntropies = keptMask ? await gatherValid(at.tensor(keptMask, 'uint8', [n]), (await entropyT.toArray()) as Float32Array) : undefined;
   return {
+    ...(validEntropies ? { validEntropies } : {}),
     loss: m.loss,
     metrics: metricsFrom(m, !!seq.refLogp, true, !!seq.samplerLogp, opts.offPolicyMaskThreshold !== null),
     gradLogits: grad ? at.tensor(grad, dtype, inputs.logits.shape) : inputs.logits,
     logp: at.tensor(logp, 'float32', rowShape),
-    entropy: at.tensor(entropy, 'float32', rowShape),
+    entropy: entropyT,
     options: opts,
   };
+}
+
+/** The non-NaN entropies where the kept mask is 1, in row order (the mask is read to the host, then freed). */
+async function gatherValid(kept: Tensor, h: ArrayLike<number>): Promise<Float32Array> {
+  const k = (await kept.toArray()) as Uint8Array;
+  kept.dispose();
+  const out: number[] = [];
+  for (let t = 0; t < k.length; t++) if (k[t] && !Number.isNaN(h[t]!)) out.push(h[t]!);
+  return Float32Array.from(out);
 }
 
 /**

@@ -705,6 +705,9 @@ void ReadLossOptions(const Napi::Object& root, gk::LossOptions* o) {
   o->off_policy_threshold = Finite(p, "offPolicyMaskThreshold", 0.0);
   o->bias_corrected_kl = Flag(p, "biasCorrectedKl");
   o->entropy_form = Enum(p, "entropyForm", gk::kEntropyAggregated, 2);
+  o->entropy_threshold_given = Has(p, "entropyThreshold") ? 1 : 0;
+  o->entropy_threshold = Num(p, "entropyThreshold", 0.0);
+  if (std::isnan(o->entropy_threshold)) throw ArgError{gk::kInvalid, "'entropyThreshold' must not be NaN"};
 }
 
 // The sequence layout and per-token inputs shared by the step and the fused op.
@@ -723,6 +726,7 @@ void ReadLossInputs(Call& c, const Napi::Object& o, int64_t n, gk::LossStepArgs*
   BindOpt(c, o, "mask", kU8, (size_t)n, &s->mask);
   BindOpt(c, o, "truncated", kU8, (size_t)s->s, &s->truncated);
   BindOpt(c, o, "tokenLoss", kF32, (size_t)n, &s->token_loss, kOut);
+  BindOpt(c, o, "keptMask", kU8, (size_t)n, &s->kept, kOut);
 }
 
 Napi::Value MetricsObject(Napi::Env env, const gk::LossMetrics& m) {

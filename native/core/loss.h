@@ -53,6 +53,9 @@ struct LossOptions {
   int32_t bias_corrected_kl;
   // Spec §9.8.
   int32_t entropy_form;          // EntropyForm
+  // Spec §9.7: the topEntropyQuantile threshold given from outside instead of computed.
+  int32_t entropy_threshold_given;
+  double entropy_threshold;
 };
 
 constexpr double kLogRatioClamp = 20.0;
@@ -166,6 +169,7 @@ inline bool loss_options_ok(const LossOptions& o) {
     if (c.agg == kRsSeqMax && c.k == kK1) return false;
   }
   if (o.entropy_form < kEntropyAggregated || o.entropy_form > kEntropyTokenMean) return false;
+  if (o.entropy_threshold_given && isnan(o.entropy_threshold)) return false;
   return !o.off_policy_mask || isfinite(o.off_policy_threshold);
 }
 

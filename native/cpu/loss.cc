@@ -88,7 +88,9 @@ Status grpo_loss_step(LossStepArgs& a) {
   // Entropy threshold for topEntropyQuantile: the (1 - q) quantile of H over valid tokens,
   // linear interpolation between order statistics.
   double threshold = -INFINITY;
-  if (use_q && tokens > 0) {
+  if (use_q && o.entropy_threshold_given) {
+    threshold = o.entropy_threshold;  // §9.7: the global threshold, given
+  } else if (use_q && tokens > 0) {
     std::vector<double> h;
     h.reserve((size_t)tokens);
     for (int64_t s = 0; s < S; ++s) {
@@ -143,6 +145,7 @@ Status grpo_loss_step(LossStepArgs& a) {
       const double w_seq = q ? corr[(size_t)s].w_seq : 1.0;
       double g_seq = 0.0;  // Σ_t w·(-pm·dJ/dρ) of the sequence, for 'sequence'
       for (int64_t t = off[s]; t < off[s + 1]; ++t) {
+        if (a.kept) a.kept[t] = (!dropped && kept(s, t)) ? 1 : 0;
         if (dropped || !kept(s, t)) {
           a.dlogp[t] = 0.0f;
           if (a.dentropy) a.dentropy[t] = 0.0f;

@@ -45,6 +45,7 @@ struct LossParams {
   float* dlogp;
   float* dentropy;
   float* token_loss;
+  uint8_t* kept;   // optional output (§9.7)
   double* count;   // S: valid tokens per sequence
   double* length;  // S: off[s + 1] - off[s]
   LossSums* part;  // S: per-sequence sums
@@ -215,7 +216,9 @@ __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const LossPara
     p.result->norm = 1.0;
   }
   double threshold = -INFINITY;
-  if (p.use_q && tokens > 0.0) {  // block-uniform
+  if (p.use_q && p.o.entropy_threshold_given) {
+    threshold = p.o.entropy_threshold;  // §9.7: the global threshold, given
+  } else if (p.use_q && tokens > 0.0) {  // block-uniform
     // Rankable tokens: valid, with a non-NaN entropy. None: the CPU ranks a single +inf.
     long long ranked = 0;
     for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads) ranked += p.valid[t];
@@ -279,6 +282,7 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
     LossSums acc;
     double g_seq = 0.0;
     for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads) {
+      if (p.kept) p.kept[t] = (!dropped && tok_kept(p, t, keep)) ? 1 : 0;
       if (dropped || !tok_kept(p, t, keep)) {
         p.dlogp[t] = 0.0f;
         if (p.dentropy) p.dentropy[t] = 0.0f;
@@ -392,6 +396,7 @@ Status enqueue_loss_step(const LossStepArgs& a, DeviceFlags* flags, LossResult* 
   p.dlogp = a.dlogp;
   p.dentropy = a.dentropy;
   p.token_loss = a.token_loss;
+  p.kept = a.kept;
   p.count = scratch.as<double>(0);
   p.length = scratch.as<double>(count_b);
   p.part = scratch.as<LossSums>(2 * count_b);

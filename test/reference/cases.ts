@@ -634,6 +634,9 @@ export function lossCases(full: boolean): LossCase[] {
     { s: 6, l: 6, options: { beta: 0.1, biasCorrectedKl: true }, withRef: true },
     { s: 6, l: 6, options: { beta: 0.1, biasCorrectedKl: true, klEstimator: 'k2', importanceSamplingLevel: 'sequence' }, withRef: true },
     { s: 6, l: 6, options: { beta: 0.2, biasCorrectedKl: true, klEstimator: 'k1', importanceSamplingLevel: 'sequenceToken' }, withRef: true },
+    // §9.7 the entropy threshold from outside
+    { s: 6, l: 7, options: { topEntropyQuantile: 0.5, entropyThreshold: 1.3, entropyCoef: 0.01 } },
+    { s: 6, l: 7, packed: true, options: { topEntropyQuantile: 0.2, entropyThreshold: 0.7, entropyForm: 'tokenMean', entropyCoef: 0.03 }, sampler: 0.3 },
     // §9.8 TRL's entropy form
     { s: 6, l: 7, options: { entropyForm: 'tokenMean', entropyCoef: 0.03 } },
     { s: 6, l: 7, packed: true, options: { entropyForm: 'tokenMean', entropyCoef: -0.02, topEntropyQuantile: 0.4, lossType: 'dapo', normalizer: 31 } },

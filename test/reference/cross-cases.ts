@@ -776,6 +776,7 @@ async function lossChecks(ctx: Ctx): Promise<void> {
       old: true, ref: true, mask: true, sampler: true,
     },
     { name: 'entropyForm tokenMean q=0.3', s, maxLen: l, options: { entropyForm: 'tokenMean', entropyCoef: 0.02, topEntropyQuantile: 0.3, rolloutRejection: [{ statistic: 'token_k2', threshold: 0.1 }] }, old: true, mask: true, sampler: true, nanEntropy: 'some' },
+    { name: 'entropyThreshold given', s, maxLen: l, options: { topEntropyQuantile: 0.5, entropyThreshold: 1.1, entropyForm: 'tokenMean', entropyCoef: 0.02 }, old: true, mask: true },
     { name: 'on-policy IcePop + k1 seqSum reject', s, maxLen: l, options: { rolloutCorrection: { level: 'token', mode: 'mask', clipMin: 0.5, clipMax: 2 }, rolloutRejection: [{ statistic: 'seqSum_k1', threshold: [0.2, 4] }], beta: 0.1, biasCorrectedKl: true, klEstimator: 'k2' }, ref: true, mask: true, sampler: true },
   ];
   for (const c of cases) await lossCase(ctx, c);

@@ -26,6 +26,8 @@ export interface RefLossOptions {
   biasCorrectedKl?: boolean;
   /** §9.8 */
   entropyForm?: 'aggregated' | 'tokenMean';
+  /** §9.7: the threshold given instead of computed */
+  entropyThreshold?: number | null;
 }
 
 export interface RefLossInputs {
@@ -382,7 +384,7 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
   if (q < 1) {
     const validH: number[] = [];
     for (let t = 0; t < N; t++) if (m[t]) validH.push(entropy![t]!);
-    const threshold = linearQuantile(validH, 1 - q);
+    const threshold = o.entropyThreshold ?? (validH.some((x) => !Number.isNaN(x)) ? linearQuantile(validH.filter((x) => !Number.isNaN(x)), 1 - q) : Infinity);
     for (let t = 0; t < N; t++) if (m[t]) pm[t] = entropy![t]! >= threshold ? 1 : 0;
   }
   const entropyMask = Float64Array.from(pm);
