@@ -56,6 +56,10 @@ struct AdvantageArgs {
   double* combined = nullptr;       // n
   double* group_mean = nullptr;     // n / group
   double* group_std = nullptr;      // n / group
+  // Spec §9.7: the batch statistics (count, mean, m2) of scale 'batch' / the whitened estimators,
+  // given from outside (null: computed), and this batch's own, returned (null: not wanted).
+  const double* batch_stats = nullptr;  // 3
+  double* partials = nullptr;           // 3, out
   int64_t zero_variance_groups = 0; // out
 };
 

@@ -200,13 +200,15 @@ t.test('GK_ADDON_PATH (the sanitizer build) is validated before it is loaded', a
   if (fs.existsSync(self)) t.equal(addonPathOverride({ GK_ADDON_PATH: self }), self, 'an absolute path to a .node file');
 });
 
-t.test('§9.1-9.3: the raw loss entry points check samplerLogp, per-token advantages and the correction options before indexing', async (t) => {
+t.test('§9.1-9.3, §9.7, §9.8: the raw loss entry points check samplerLogp, per-token advantages and the correction options before indexing', async (t) => {
   const r = child(t, 'rollout-correction-args');
   t.equal(r?.good, 'ok', 'a well-formed token-level correction resolves');
   t.equal(r?.goodFused, 'ok', 'a well-formed fused sequence-level correction with a seqMax rejection resolves');
   t.equal(r?.perTokenAdvOk, 'ok', 'per-token advantages of length N resolve');
-  for (const k of ['shortSampler', 'shortSamplerFused', 'shortPerTokenAdv', 'shortPerTokenAdvFused']) t.equal(r?.[k], 'GK_SHAPE', `${k}: GK_SHAPE`);
+  t.equal(r?.keptMaskOk, 'ok', 'a kept-token mask of length N resolves');
+  for (const k of ['shortSampler', 'shortSamplerFused', 'shortPerTokenAdv', 'shortPerTokenAdvFused', 'shortKeptMask', 'shortBatchStats', 'shortPartials'])
+    t.equal(r?.[k], 'GK_SHAPE', `${k}: GK_SHAPE`);
   for (const k of ['missingSampler', 'missingSamplerRejection', 'levelRange', 'modeRange', 'clipOrder', 'clipNaN', 'rejectionNotArray', 'rejectionTooMany',
-    'rejectionJunk', 'rejectionAggRange', 'rejectionKRange', 'rejectionLoHi', 'rejectionNaN', 'rejectionSeqMaxK1', 'offPolicyNaN'])
+    'rejectionJunk', 'rejectionAggRange', 'rejectionKRange', 'rejectionLoHi', 'rejectionNaN', 'rejectionSeqMaxK1', 'offPolicyNaN', 'entropyFormRange', 'entropyThresholdNaN'])
     t.equal(r?.[k], 'GK_INVALID_ARG', `${k}: GK_INVALID_ARG`);
 });

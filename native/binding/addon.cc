@@ -647,6 +647,8 @@ Napi::Value GroupAdvantages(const Napi::CallbackInfo& info) {
     const size_t groups = (size_t)(a->n / a->group);
     BindOpt(*c, o, "groupMean", kF64, groups, &a->group_mean, kOut);
     BindOpt(*c, o, "groupStd", kF64, groups, &a->group_std, kOut);
+    BindOpt(*c, o, "batchStats", kF64, 3, &a->batch_stats);
+    BindOpt(*c, o, "partials", kF64, 3, &a->partials, kOut);
     return Run(env, o, c, [a] { return gk::cpu::group_advantages(*a); },
                [a](gk::cuda::Stream s) { return gk::cuda::group_advantages(*a, s); },
                [a](Napi::Env env) { return Napi::Number::New(env, (double)a->zero_variance_groups); });

@@ -189,6 +189,8 @@ const LOSS_OPTS: Record<string, () => unknown> = {
     Array(9).fill({ statistic: 'token_k3', threshold: 1 }), junk(),
   ]),
   offPolicyMaskThreshold: () => num(0.05), biasCorrectedKl: () => chance(0.5),
+  // §9.7, §9.8
+  entropyForm: () => pick(['aggregated', 'tokenMean', 'mean']), entropyThreshold: () => num(1), returnValidEntropies: () => chance(0.5),
 };
 
 function publicCall(): Call {
@@ -222,6 +224,7 @@ function publicCall(): Call {
           multiObjectiveAggregation: () => pick(['sumThenNormalize', 'normalizeThenSum', 'normalize_then_sum']),
           lengths: () => floatsFor(chance(0.9) ? n : n + 1),
           eps: () => num(1e-4), weights: () => [num(1), num(2)],
+          batchStats: () => (chance(0.2) ? junk() : { count: num(5), mean: num(0), m2: num(3) }), returnPartials: () => chance(0.5),
         }) as object),
         groupSize: num(g),
       };
@@ -535,7 +538,15 @@ function rawCall(): Call {
       opt.advantagesPerToken = true;
       if (chance(0.7)) o.advantages = new Float32Array(n).map(() => normal());
     }
+    if (chance(0.3)) opt.entropyForm = int(0, 3);
+    if (chance(0.3)) opt.entropyThreshold = pick([0.5, NaN, -Infinity]);
+    if (chance(0.3)) o.keptMask = new Uint8Array(chance(0.8) ? n : n + 2);
     changes.push('rollout correction');
+  }
+  if (entry === 'groupAdvantages' && chance(0.3)) {
+    o.batchStats = pick<unknown>([Float64Array.of(4, 0, 2), new Float64Array(2), Float64Array.of(NaN, 0, 1), [1, 2, 3]]);
+    o.partials = pick<unknown>([new Float64Array(3), new Float64Array(1)]);
+    changes.push('batch statistics');
   }
   const getters = new Set<string>();
   for (let k = chance(0.2) ? 0 : int(1, 4); k > 0; k--) {

@@ -1195,10 +1195,12 @@ interface AdvCase {
   aggregation?: gk.MultiObjectiveAggregation;
   /** Random completion lengths (some 0). */
   lengths?: boolean;
+  /** §9.7: batch statistics given from outside, and the partials returned. */
+  global?: boolean;
 }
 
 async function advantageCase(ctx: Ctx, c: AdvCase): Promise<void> {
-  const name = `k=${c.k} n=${c.n} G=${c.g}${c.weights ? ' weights' : ''} ${c.estimator}/${c.aggregation ?? c.scale ?? 'default'} NaN=${c.nan}${c.equalGroups ? ' equal groups' : ''}${c.lengths ? ' lengths' : ''}`;
+  const name = `k=${c.k} n=${c.n} G=${c.g}${c.weights ? ' weights' : ''} ${c.estimator}/${c.aggregation ?? c.scale ?? 'default'} NaN=${c.nan}${c.equalGroups ? ' equal groups' : ''}${c.lengths ? ' lengths' : ''}${c.global ? ' batchStats given + partials' : ''}`;
   // A reduction over the whole batch (the batch std, REINFORCE++'s and normalizeThenSum's whitening) is a parallel sum.
   const batchWide = c.scale === 'batch' || c.estimator === 'reinforcePlusPlus' || c.estimator === 'reinforcePlusPlusBaseline' || c.aggregation === 'normalizeThenSum';
   await ctx.add('groupAdvantages', name, async (rng) => {
@@ -1209,6 +1211,7 @@ async function advantageCase(ctx: Ctx, c: AdvCase): Promise<void> {
     const opts: gk.GroupAdvantagesOptions = {
       groupSize: c.g, estimator: c.estimator, ...(c.scale ? { scale: c.scale } : {}), ...(weights ? { weights } : {}), ...(lengths ? { lengths } : {}),
       ...(c.aggregation ? { multiObjectiveAggregation: c.aggregation } : {}),
+      ...(c.global ? { returnPartials: true, batchStats: { count: c.n * 0.7, mean: 0.3, m2: c.n * 0.9 } } : {}),
     };
     const input = c.k === 1 ? r[0]! : r;
     const cpu = await settle(gk.groupAdvantages(input, opts));
@@ -1237,6 +1240,8 @@ async function advantageCase(ctx: Ctx, c: AdvCase): Promise<void> {
       sameBits('groupStd bit-identical', a.groupStd, b.groupStd),
       ok('zeroVarianceGroups', a.zeroVarianceGroups === b.zeroVarianceGroups, `gpu ${a.zeroVarianceGroups} cpu ${b.zeroVarianceGroups}`),
       sameRuns('run twice: bit-identical', out(g2.ok!), out(a)),
+      ...(c.global ? [perElement('partials (count, mean, m2) within 1e-6', Float32Array.of(a.partials!.count, a.partials!.mean, a.partials!.m2),
+        Float32Array.of(b.partials!.count, b.partials!.mean, b.partials!.m2), 1e-6)] : []),
     ];
   });
 }
@@ -1265,6 +1270,10 @@ async function advantageChecks(ctx: Ctx): Promise<void> {
     { estimator: 'grpoPassK', k: 2, n: 12328, g: 4, weights: true, nan: 0.3, equalGroups: true, scale: 'none' },
     { estimator: 'grpo', aggregation: 'normalizeThenSum', k: 1, n: 64, g: 8, weights: false, nan: 0.1, equalGroups: true },
     { estimator: 'grpo', aggregation: 'normalizeThenSum', k: 3, n: 12328, g: 8, weights: true, nan: 0.3, equalGroups: true },
+    // §9.7 batch statistics from outside
+    { estimator: 'grpo', scale: 'batch', k: 2, n: 12328, g: 4, weights: true, nan: 0.2, equalGroups: true, global: true },
+    { estimator: 'reinforcePlusPlus', k: 1, n: 9000, g: 8, weights: false, nan: 0.1, equalGroups: true, lengths: true, global: true },
+    { estimator: 'grpo', aggregation: 'normalizeThenSum', k: 3, n: 4096, g: 8, weights: true, nan: 0.3, equalGroups: true, global: true },
   ];
   for (const c of more) await advantageCase(ctx, c);
   if (ctx.full) {

@@ -211,6 +211,18 @@ const cases: Record<string, () => Promise<Record<string, Outcome | number>>> = {
       rejectionNaN: await crit([{ agg: 0, k: 0, lo: NaN, hi: 1 }]),
       rejectionSeqMaxK1: await crit([{ agg: 3, k: 0, lo: -1, hi: 1 }]),
       offPolicyNaN: await step({}, { offPolicyMaskThreshold: NaN }),
+      entropyFormRange: await step({}, { entropyForm: 2 }),
+      entropyThresholdNaN: await step({}, { entropyThreshold: NaN }),
+      shortKeptMask: await step({ keptMask: new Uint8Array(2) }),
+      keptMaskOk: await step({ keptMask: new Uint8Array(n) }),
+      shortBatchStats: await outcome(() => a.groupAdvantages({
+        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 1, estimator: 0, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
+        groupMean: new Float64Array(2), groupStd: new Float64Array(2), batchStats: new Float64Array(2),
+      } as never)),
+      shortPartials: await outcome(() => a.groupAdvantages({
+        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 1, estimator: 0, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
+        groupMean: new Float64Array(2), groupStd: new Float64Array(2), partials: new Float64Array(1),
+      } as never)),
     };
   },
 };
