@@ -257,7 +257,8 @@ t.test('§9.1: rollout correction brings the gradient closer to the on-policy on
   // advantage is a fixed reward r(y). The on-policy gradient of the loss is
   // -Σ_y π(y) r(y) (e_y - π) (tokenMean aggregation); without correction the sample mean
   // estimates the same expression under μ instead of π.
-  const rng = new Rng(seed + 94);
+  // A fixed seed: the figures this test prints are reproducible (and quoted in the change's notes).
+  const rng = new Rng(20261205);
   const V = 12;
   const N = 20000;
   const z = Float64Array.from({ length: V }, () => rng.normal());
@@ -307,7 +308,8 @@ t.test('§9.1: rollout correction brings the gradient closer to the on-policy on
   t.ok(e1 < e0 / 2, `token IS weights: ${e1.toFixed(4)} < half of uncorrected ${e0.toFixed(4)}`);
   t.ok(e2 < e0, `truncated at 2: ${e2.toFixed(4)} < ${e0.toFixed(4)}`);
   t.ok(e3 < e0, `masked outside [0, 3]: ${e3.toFixed(4)} < ${e0.toFixed(4)}`);
-  t.ok(tis.m.isWeightMax! > 1 && tis2.m.isTruncatedFraction! > 0, 'the weights vary and the cap binds');
+  t.ok(tis.m.isWeightMax! > 1, 'the weights vary');
+  t.equal(tis2.m.isTruncatedFraction! > 0, tis.m.isWeightMax! > 2, 'the cap at 2 binds exactly when some weight exceeds 2');
 });
 
 t.test('§9.1: the package sampler has no mismatch: samplerLogp from sampleTokens = tokenLogProbs, weights 1', async (t) => {

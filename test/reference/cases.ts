@@ -299,7 +299,31 @@ function toRefOptions(r: gk.ResolvedLossOptions): RefLossOptions {
   return { ...r };
 }
 
-function metricChecks(m: gk.GrpoLossMetrics, r: RefLossMetrics): Check[] {
+/**
+ * The terms of seqLogRatioMin/Max, Σ_t (oldLogp − samplerLogp) over a sequence: the largest
+ * Σ_t |o_t| + |q_t| of a sequence (spec, "Tolerances": a sum that nearly cancels is compared
+ * relative to its terms).
+ */
+function logRatioTerms(old: ArrayLike<number>, q: ArrayLike<number> | undefined, offsets: ArrayLike<number>): number {
+  if (!q) return 0;
+  let best = 0;
+  for (let s = 0; s + 1 < offsets.length; s++) {
+    let sum = 0;
+    for (let t = offsets[s]!; t < offsets[s + 1]!; t++) sum += Math.abs(old[t]!) + Math.abs(q[t]!);
+    best = Math.max(best, sum);
+  }
+  return best;
+}
+
+function termsCheck(label: string, out: number | undefined, ref: number | undefined, tol: number, terms: number): Check {
+  const c = compareScalar(label, out, ref, tol);
+  if (c.pass || out === undefined || ref === undefined || !Number.isFinite(out) || !Number.isFinite(ref)) return c;
+  const scale = Math.max(Math.abs(ref), terms);
+  const err = Math.abs(out - ref) / scale;
+  return { label: `${label} (relative to its terms)`, err, tol, pass: err <= tol, ...(err <= tol ? {} : { detail: `got ${out}, reference ${ref}, terms ${scale}` }) };
+}
+
+function metricChecks(m: gk.GrpoLossMetrics, r: RefLossMetrics, lrTerms = 0): Check[] {
   return [
     compareScalar('klMean', m.klMean, r.klMean, 1e-5),
     compareScalar('ratioMean', m.ratioMean, r.ratioMean, 1e-5),
@@ -309,7 +333,8 @@ function metricChecks(m: gk.GrpoLossMetrics, r: RefLossMetrics): Check[] {
     compareScalar('entropyMean', m.entropyMean, r.entropyMean, 1e-5),
     compareScalar('tokens', m.tokens, r.tokens, 0),
     compareScalar('nonFiniteRows', m.nonFiniteRows, r.nonFiniteRows, 0),
-    ...CORRECTION_METRICS.filter((k) => m[k] !== undefined || r[k] !== undefined).map((k) => compareScalar(k, m[k], r[k], 1e-5)),
+    ...CORRECTION_METRICS.filter((k) => m[k] !== undefined || r[k] !== undefined).map((k) =>
+      k === 'seqLogRatioMin' || k === 'seqLogRatioMax' ? termsCheck(k, m[k], r[k], 1e-5, lrTerms) : compareScalar(k, m[k], r[k], 1e-5)),
   ];
 }
 
@@ -360,7 +385,7 @@ export async function runLossCase(seed: number, c: LossCase): Promise<CaseResult
   const checks = [
     compareScalar('loss', out.loss, ref.loss, 1e-5),
     compare('gradLogp', out.gradLogp.data as Float32Array, ref.dlogp, 1e-5),
-    ...metricChecks(out.metrics, ref.metrics),
+    ...metricChecks(out.metrics, ref.metrics, logRatioTerms(c.onPolicy ? logp : oldLogp, corr.samplerLogp, seq.offsets)),
   ];
   if (out.gradEntropy) checks.push(compare('gradEntropy', out.gradEntropy.data as Float32Array, ref.dentropy, 1e-5));
   return result('grpoLoss', lossCaseName(c), checks);
@@ -411,7 +436,7 @@ export async function runFusedCase(seed: number, c: FusedCase): Promise<CaseResu
     compare('logp', out.logp.data as Float32Array, ref.logp, tol.value),
     compare('entropy', out.entropy.data as Float32Array, ref.entropy, tol.value),
     compare('gradLogits', out.gradLogits.toFloat32(), ref.grad, tol.grad),
-    ...metricChecks(out.metrics, ref.metrics),
+    ...metricChecks(out.metrics, ref.metrics, logRatioTerms(c.onPolicy ? ref.logp : oldLogp, corr.samplerLogp, seq.offsets)),
   ];
   if (c.inPlace) checks.push({ label: 'in place', err: out.gradLogits === tensor ? 0 : 1, tol: 0, pass: out.gradLogits === tensor });
   const name = `${c.dtype} V=${c.v}${T !== 1 ? ` T=${T}` : ''}${ignored.length ? ` ignored=${ignored.length}` : ''}${c.masked ? ` masked=${c.masked}` : ''}${c.inPlace ? ' in place' : ''} ${lossCaseName(c)}`;
