@@ -11,11 +11,11 @@ export {
   type TokenLogProbsOptions, type TokenLogProbsResult, type TokenLogProbsGrads, type TokenLogProbsBackwardOptions,
 } from './ops/logprobs';
 export {
-  groupAdvantages,
+  groupAdvantages, combineBatchStats, type BatchStats,
   type GroupAdvantagesOptions, type GroupAdvantagesResult, type AdvantageScale, type AdvantageEstimator, type MultiObjectiveAggregation, type RewardValues,
 } from './ops/advantages';
 export {
-  grpoLoss, grpoLossFromLogp, grpoLossFromLogits, resolveLossOptions, LOSS_PRESETS, LOSS_TYPES,
+  grpoLoss, grpoLossFromLogp, grpoLossFromLogits, resolveLossOptions, entropyQuantile, LOSS_PRESETS, LOSS_TYPES,
   type GrpoLossOptions, type ResolvedLossOptions, type GrpoLossInputs, type GrpoLossResult, type GrpoLossMetrics,
   type GrpoSequenceInputs, type GrpoLossFromLogitsInputs, type GrpoLossFromLogitsOptions, type GrpoLossFromLogitsResult,
   type LossType, type Surrogate, type ImportanceSamplingLevel, type KlEstimator, type Aggregation,

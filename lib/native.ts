@@ -85,6 +85,18 @@ export interface NativeLossOptions {
   maxCompletionLength: number;
   maskTruncatedCompletions: boolean;
   topEntropyQuantile: number;
+  /** Spec §9.1-9.3 (absent: off). */
+  advantagesPerToken?: boolean;
+  rolloutLevel?: number;
+  rolloutMode?: number;
+  rolloutClipMin?: number;
+  rolloutClipMax?: number;
+  rolloutBatchNormalize?: boolean;
+  rejection?: { agg: number; k: number; lo: number; hi: number }[];
+  offPolicyMaskThreshold?: number;
+  biasCorrectedKl?: boolean;
+  entropyForm?: number;
+  entropyThreshold?: number;
 }
 
 export interface NativeLossInputs {
@@ -93,6 +105,8 @@ export interface NativeLossInputs {
   advantages: F32;
   oldLogp?: F32;
   refLogp?: F32;
+  samplerLogp?: F32;
+  keptMask?: U8;
   mask?: U8;
   truncated?: U8;
   tokenLoss?: F32;
@@ -110,6 +124,16 @@ export interface NativeLossMetrics {
   entropyMean: number;
   entropyThreshold: number;
   nonFiniteRows: number;
+  isTruncatedFraction: number;
+  isMaskedFraction: number;
+  rejectedFraction: number;
+  rejectedSeqFraction: number;
+  isWeightMean: number;
+  isWeightMax: number;
+  samplerKl: number;
+  seqLogRatioMin: number;
+  seqLogRatioMax: number;
+  offPolicyMaskedFraction: number;
 }
 
 export interface NativeInfo {
@@ -137,7 +161,7 @@ export interface NativeAddon {
   tokenLogProbsBackward(a: NativeLogitsArgs & { gradLogp?: F32; gradEntropy?: F32; lse?: F32; entropy?: F32; grad?: Logits }): Promise<void>;
   groupAdvantages(a: NativePlacement & {
     rewards: F64; k: number; n: number; groupSize: number; weights?: F64; lengths?: F64; scale: number; estimator: number; aggregation?: number; eps: number;
-    advantages: F32; combined: F64; groupMean: F64; groupStd: F64;
+    advantages: F32; combined: F64; groupMean: F64; groupStd: F64; batchStats?: F64; partials?: F64;
   }): Promise<number>;
   grpoLossStep(a: NativePlacement & NativeLossInputs & { n: number; logp: F32; entropy?: F32; dlogp: F32; dentropy?: F32 }): Promise<NativeLossMetrics>;
   distillLoss(a: NativePlacement & {

@@ -57,6 +57,10 @@ struct AdvantageArgs {
   double* combined = nullptr;       // n
   double* group_mean = nullptr;     // n / group
   double* group_std = nullptr;      // n / group
+  // Spec §9.7: the batch statistics (count, mean, m2) of scale 'batch' / the whitened estimators,
+  // given from outside (null: computed), and this batch's own, returned (null: not wanted).
+  const double* batch_stats = nullptr;  // 3
+  double* partials = nullptr;           // 3, out
   int64_t zero_variance_groups = 0; // out
 };
 
@@ -65,7 +69,26 @@ struct LossMetrics {
   double clip_low = 0, clip_high = 0, clip = 0, entropy_mean = 0;
   double entropy_threshold = 0;
   double non_finite = 0;  // valid tokens whose log-prob or entropy is NaN or ±inf (nonFiniteRows)
+  // Spec §9.1 (when sampler_logp is given) and §9.2.
+  double is_truncated = 0, is_masked = 0, rejected = 0, rejected_seq = 0, is_weight_mean = 0, is_weight_max = 0;
+  double sampler_kl = 0, seq_lr_min = 0, seq_lr_max = 0, off_policy_masked = 0;
 };
+
+// The §9.1/§9.2 metrics from the batch's correction sums and loss sums (both backends).
+inline void fill_correction_metrics(const LossOptions& o, const CorrSums& c, const LossSums& l, LossMetrics* out) {
+  const double units = o.rc_level == kRcToken ? c.n0 : c.seqs;  // what a weight is per
+  const double du = units > 1.0 ? units : 1.0;
+  out->is_truncated = c.trunc / du;
+  out->is_masked = c.masked / du;
+  out->rejected = c.rejected / (c.n0 > 1.0 ? c.n0 : 1.0);
+  out->rejected_seq = c.rejected_seq / (c.seqs > 1.0 ? c.seqs : 1.0);
+  out->is_weight_mean = c.w_count > 0.0 ? c.w_sum / c.w_count : 0.0;
+  out->is_weight_max = c.w_count > 0.0 ? c.w_max : 0.0;
+  out->sampler_kl = c.ksum3 / (c.n0 > 1.0 ? c.n0 : 1.0);
+  out->seq_lr_min = c.seqs > 0.0 ? c.lr_min : 0.0;
+  out->seq_lr_max = c.seqs > 0.0 ? c.lr_max : 0.0;
+  out->off_policy_masked = l.op_seq / (l.seqs > 1.0 ? l.seqs : 1.0);
+}
 
 // Spec §3-5 on per-token log-probs. Sequences are rows seq_offsets[s] .. seq_offsets[s+1]-1.
 struct LossStepArgs {
@@ -74,7 +97,8 @@ struct LossStepArgs {
   const float* old_logp = nullptr;   // null: on-policy
   const float* ref_logp = nullptr;   // null: no KL
   const float* entropy = nullptr;    // needed for entropyCoef and topEntropyQuantile
-  const float* advantages = nullptr; // one per sequence
+  const float* advantages = nullptr; // one per sequence (one per token with opt.adv_per_token)
+  const float* sampler_logp = nullptr; // §9.1: per token, or null
   const int64_t* seq_offsets = nullptr;
   int64_t s = 0, n = 0;
   const uint8_t* mask = nullptr;      // per token, null: all ones
@@ -83,6 +107,7 @@ struct LossStepArgs {
   float* dlogp = nullptr;             // n
   float* dentropy = nullptr;          // n, may be null when entropy_coef == 0
   float* token_loss = nullptr;        // n, optional
+  uint8_t* kept = nullptr;            // n, optional (§9.7): 1 where the token is in the loss (after rejection)
   LossMetrics out;
 };
 

@@ -2,6 +2,7 @@ import t from 'tap';
 import * as gk from '../lib/index';
 import { advantageCases, runAdvantageCase } from './reference/cases';
 import { assertCase, rejectsCode, seedFor } from './helpers';
+import { Rng } from './reference/random';
 
 const seed = seedFor(t, 'advantages');
 
@@ -113,4 +114,45 @@ t.test('§9.5 bad inputs', async (t) => {
   await rejectsCode(t, () => gk.groupAdvantages([[1, 2], [3, 4]], { groupSize: 2, scale: 'group', multiObjectiveAggregation: 'normalizeThenSum' }), 'GK_INVALID_ARG', /leave it unset/);
   await rejectsCode(t, () => gk.groupAdvantages([1, 2], { groupSize: 2, multiObjectiveAggregation: 'normalize_then_sum' as never }), 'GK_INVALID_ARG', /multiObjectiveAggregation must be one of/);
   await rejectsCode(t, () => gk.groupAdvantages([1, 2], { groupSize: 2, estimator: 'reinforce_plus_plus' as never }), 'GK_INVALID_ARG', /estimator must be one of/);
+});
+
+t.test('§9.7: data-parallel workers with all-reduced batch statistics reproduce the one-worker advantages', async (t) => {
+  const rng = new Rng(seed + 97);
+  const G = 4;
+  const n = 6 * G;
+  const r1 = Float64Array.from({ length: n }, () => (rng.next() < 0.1 ? NaN : rng.normal()));
+  const r2 = Float64Array.from({ length: n }, () => (rng.next() < 0.3 ? NaN : rng.next() < 0.5 ? 1 : 0));
+  const lengths = Float64Array.from({ length: n }, () => 1 + Math.floor(rng.next() * 30));
+  const cases: { name: string; rewards: Float64Array | Float64Array[]; o: gk.GroupAdvantagesOptions }[] = [
+    { name: 'scale batch', rewards: r1, o: { groupSize: G, scale: 'batch' } },
+    { name: 'reinforcePlusPlus (lengths)', rewards: r1, o: { groupSize: G, estimator: 'reinforcePlusPlus', lengths } },
+    { name: 'reinforcePlusPlusBaseline', rewards: r1, o: { groupSize: G, estimator: 'reinforcePlusPlusBaseline' } },
+    { name: 'normalizeThenSum', rewards: [r1, r2], o: { groupSize: G, multiObjectiveAggregation: 'normalizeThenSum', weights: [1, 0.5] } },
+  ];
+  const half = n / 2;
+  const slice = (x: Float64Array | Float64Array[], k: number) => (Array.isArray(x) ? x.map((a) => a.subarray(k * half, (k + 1) * half)) : x.subarray(k * half, (k + 1) * half));
+  for (const c of cases) {
+    const one = await gk.groupAdvantages(c.rewards, { ...c.o, returnPartials: true });
+    const parts = await Promise.all([0, 1].map((k) => gk.groupAdvantages(slice(c.rewards, k), {
+      ...c.o, ...(c.o.lengths ? { lengths: (c.o.lengths as Float64Array).subarray(k * half, (k + 1) * half) } : {}), returnPartials: true,
+    })));
+    const stats = gk.combineBatchStats(parts[0]!.partials!, parts[1]!.partials!);
+    t.ok(Math.abs(stats.count - one.partials!.count) === 0 && Math.abs(stats.mean - one.partials!.mean) <= 1e-12 * (1 + Math.abs(one.partials!.mean))
+      && Math.abs(stats.m2 - one.partials!.m2) <= 1e-12 * (1 + one.partials!.m2), `${c.name}: Chan's combination = the batch's statistics`);
+    const workers = await Promise.all([0, 1].map((k) => gk.groupAdvantages(slice(c.rewards, k), {
+      ...c.o, ...(c.o.lengths ? { lengths: (c.o.lengths as Float64Array).subarray(k * half, (k + 1) * half) } : {}), batchStats: stats,
+    })));
+    const got = [...(workers[0]!.advantages.data as Float32Array), ...(workers[1]!.advantages.data as Float32Array)];
+    const want = Array.from(one.advantages.data as Float32Array);
+    let worst = 0;
+    for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!) / Math.max(1e-6, Math.abs(want[i]!)));
+    t.ok(worst <= 1e-6, `${c.name}: every advantage within 1e-6 relative (worst ${worst.toExponential(2)})`);
+    const local = await gk.groupAdvantages(slice(c.rewards, 0), { ...c.o, ...(c.o.lengths ? { lengths: (c.o.lengths as Float64Array).subarray(0, half) } : {}) });
+    t.notSame(Array.from(local.advantages.data as Float32Array), want.slice(0, half), `${c.name}: without the global statistics a worker's advantages differ`);
+  }
+  await rejectsCode(t, () => gk.groupAdvantages(r1, { groupSize: G, batchStats: { count: 3, mean: 0, m2: 1 } }), 'GK_INVALID_ARG', /batchStats replaces a batch statistic/);
+  await rejectsCode(t, () => gk.groupAdvantages(r1, { groupSize: G, returnPartials: true }), 'GK_INVALID_ARG', /returnPartials/);
+  await rejectsCode(t, () => gk.groupAdvantages(r1, { groupSize: G, scale: 'batch', batchStats: { count: -1, mean: 0, m2: 1 } }), 'GK_INVALID_ARG', /count must be >= 0/);
+  await rejectsCode(t, () => gk.groupAdvantages(r1, { groupSize: G, scale: 'batch', batchStats: { count: 2, mean: NaN, m2: 1 } }), 'GK_INVALID_ARG', /mean/);
+  await rejectsCode(t, () => gk.groupAdvantages(r1, { groupSize: G, scale: 'batch', batchStats: { count: 2, mean: 0, m2: 1, n: 3 } as never }), 'GK_INVALID_ARG', /unknown/);
 });

@@ -94,3 +94,12 @@ t.test('bad inputs', async (t) => {
   const nan = gk.Tensor.from(Float32Array.from([0, 1, 2, 0, NaN, 1, 0, 0, 0, 1, 1, 1]), { shape: [4, 3] });
   await rejectsCode(t, () => gk.grpoLoss({ ...base, logits: nan }, { checkFinite: true }), 'GK_NONFINITE', /row 1/);
 });
+
+t.test('§9.7: returnValidEntropies from logits: the entropies of the rows in the loss', async (t) => {
+  const logits = gk.Tensor.from(Float32Array.from({ length: 6 * 7 }, (_, i) => Math.sin(i * 1.7) * 3), { shape: [2, 3, 7] });
+  const r = await gk.grpoLoss({ logits, targets: [1, -100, 3, 4, 5, 6], advantages: [1, -1], completionMask: [1, 1, 1, 0, 1, 1] },
+    { returnValidEntropies: true, topEntropyQuantile: 0.5 });
+  const h = r.entropy.data as Float32Array;
+  t.same(Array.from(r.validEntropies!), [h[0]!, h[2]!, h[4]!, h[5]!], 'ignored and masked rows left out, row order');
+  t.equal(r.validEntropies!.length, r.metrics.tokens);
+});

@@ -82,8 +82,11 @@ t.test('5. shapes are checked against each other, never inferred from one input'
   const targets = new Array<number>(S * L).fill(1);
   const base = await gk.grpoLoss({ logits, targets, advantages: [1, -1] });
   t.equal(base.metrics.tokens, S * L);
-  for (const adv of [[1], [1, -1, 0.5], [1, 1, 1, 1, 1, 1]])
-    await rejectsCode(t, () => gk.grpoLoss({ logits, targets, advantages: adv }), 'GK_SHAPE', /must have 2 entries \(one per sequence\), got \d/);
+  for (const adv of [[1], [1, -1, 0.5], [1, 1, 1, 1, 1]])
+    await rejectsCode(t, () => gk.grpoLoss({ logits, targets, advantages: adv }), 'GK_SHAPE', /must have 2 entries \(one per sequence\) or 6 \(one per token\), got \d/);
+  // Spec §9.3: N = S·L advantages are one per token (never a regrouping into N sequences).
+  const perToken = await gk.grpoLoss({ logits, targets, advantages: [1, 1, 1, -1, -1, -1] });
+  t.equal(perToken.loss, base.loss, 'N advantages constant within each sequence: the per-sequence loss');
   // With seqOffsets the layout is packed and the advantage count follows the offsets.
   const packed = await gk.grpoLoss({ logits, targets, advantages: [1, -1, 0.5], seqOffsets: [0, 2, 4, 6] });
   t.equal(packed.metrics.tokens, S * L);
@@ -195,4 +198,17 @@ t.test('GK_ADDON_PATH (the sanitizer build) is validated before it is loaded', a
   await rejectsCode(t, () => addonPathOverride({ GK_ADDON_PATH: path.join(root, 'package.json') }), 'GK_NO_ADDON', /absolute path to a \.node file/);
   await rejectsCode(t, () => addonPathOverride({ GK_ADDON_PATH: path.join(root, 'no-such-dir/x.node') }), 'GK_NO_ADDON', /names no file/);
   if (fs.existsSync(self)) t.equal(addonPathOverride({ GK_ADDON_PATH: self }), self, 'an absolute path to a .node file');
+});
+
+t.test('§9.1-9.3, §9.7, §9.8: the raw loss entry points check samplerLogp, per-token advantages and the correction options before indexing', async (t) => {
+  const r = child(t, 'rollout-correction-args');
+  t.equal(r?.good, 'ok', 'a well-formed token-level correction resolves');
+  t.equal(r?.goodFused, 'ok', 'a well-formed fused sequence-level correction with a seqMax rejection resolves');
+  t.equal(r?.perTokenAdvOk, 'ok', 'per-token advantages of length N resolve');
+  t.equal(r?.keptMaskOk, 'ok', 'a kept-token mask of length N resolves');
+  for (const k of ['shortSampler', 'shortSamplerFused', 'shortPerTokenAdv', 'shortPerTokenAdvFused', 'shortKeptMask', 'shortBatchStats', 'shortPartials'])
+    t.equal(r?.[k], 'GK_SHAPE', `${k}: GK_SHAPE`);
+  for (const k of ['missingSampler', 'missingSamplerRejection', 'levelRange', 'modeRange', 'clipOrder', 'clipNaN', 'rejectionNotArray', 'rejectionTooMany',
+    'rejectionJunk', 'rejectionAggRange', 'rejectionKRange', 'rejectionLoHi', 'rejectionNaN', 'rejectionSeqMaxK1', 'offPolicyNaN', 'entropyFormRange', 'entropyThresholdNaN'])
+    t.equal(r?.[k], 'GK_INVALID_ARG', `${k}: GK_INVALID_ARG`);
 });

@@ -146,6 +146,61 @@ t.test('a user sampler and reference log-probs by function', async (t) => {
   await rejectsCode(t, () => make(new Bandit(1), { beta: 0.1, reference: () => [] }).step(prompts(1)), 'GK_SHAPE', /one log-prob array per rollout/);
 });
 
+t.test('spec §9.1-9.2 in the trainer: a user sampler\'s log-probs become samplerLogp, the old ones come from the policy', async (t) => {
+  const p = new Bandit(1);
+  const given = [-0.9, -1.3];
+  const tr = make(p, {
+    numGenerations: 2,
+    sampler: (ps, g) => ps.flatMap((_, i) => Array.from({ length: g }, (_, k) => ({ tokens: [k % 3, (i + k) % 3], logp: given }))),
+    rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 2 },
+    rolloutRejection: [{ statistic: 'seqMean_k3', threshold: 50 }],
+    offPolicyMaskThreshold: 0.5,
+    biasCorrectedKl: true,
+    beta: 0.05,
+    reference: (rs) => rs.map((r) => new Float32Array(r.tokens.length).fill(-1.2)),
+  });
+  const before = Array.from(p.theta);
+  const m = await tr.step(prompts(3));
+  const r0 = tr.lastRollouts[0]!;
+  t.same(Array.from(r0.samplerLogp!), given.map(Math.fround), 'the sampler log-probs are kept as samplerLogp');
+  t.notSame(Array.from(r0.oldLogp), given.map(Math.fround), 'the old log-probs are the policy\'s');
+  t.ok(r0.oldLogp.every((x) => x < 0 && Number.isFinite(x)));
+  t.ok(Number.isFinite(m.loss), `finite loss ${m.loss}`);
+  t.ok(m.samplerKl! > 0, `samplerKl ${m.samplerKl}`);
+  t.ok(m.isWeightMean! > 0 && m.isWeightMean! <= 2, `isWeightMean ${m.isWeightMean}`);
+  t.equal(m.rejectedFraction, 0, 'a loose rejection threshold rejects nothing');
+  t.ok(m.offPolicyMaskedFraction! >= 0 && m.offPolicyMaskedFraction! <= 1, `offPolicyMaskedFraction ${m.offPolicyMaskedFraction}`);
+  t.notSame(Array.from(p.theta), before, 'the policy moved');
+  await rejectsCode(t, () => make(new Bandit(1), { rolloutCorrection: { level: 'token' } }), 'GK_INVALID_ARG', /user sampler/);
+});
+
+t.test('spec §9.8 adaptive entropy coefficient (TRL use_adaptive_entropy)', async (t) => {
+  // Target above any entropy: the coefficient rises by δ per optimizer step up to the max; the
+  // term is off during the first optimizer step (no previous entropy) and on after it.
+  const up = make(new Bandit(1), { useAdaptiveEntropy: true, entropyCoef: 0.99, entropyTarget: 100, entropyCoefDelta: 0.005 });
+  const base = make(new Bandit(1), {});
+  const u1 = await up.step(prompts(2));
+  const b1 = await base.step(prompts(2));
+  t.equal(u1.loss, b1.loss, 'first optimizer step: no entropy term yet (same loss as entropyCoef 0)');
+  t.equal(u1.entropyCoef, 0.995, 'c + δ');
+  const u2 = await up.step(prompts(2));
+  const b2 = await base.step(prompts(2));
+  t.not(u2.loss, b2.loss, 'second step: the term applies');
+  t.equal(u2.entropyCoef, 1, 'capped at entropyCoefMax');
+  // Target below any entropy: the coefficient falls to the min and the term never applies.
+  const down = make(new Bandit(1), { useAdaptiveEntropy: true, entropyCoef: 0.01, entropyTarget: -1, entropyCoefDelta: 0.004, entropyCoefMin: 0.005 });
+  const base2 = make(new Bandit(1), {});
+  for (let k = 0; k < 3; k++) {
+    const d = await down.step(prompts(2));
+    const b = await base2.step(prompts(2));
+    t.equal(d.loss, b.loss, `step ${k}: the term stays off while the entropy is above the target`);
+    t.equal(d.entropyCoef, [0.006, 0.005, 0.005][k], 'c - δ, floored at entropyCoefMin');
+  }
+  await rejectsCode(t, () => make(new Bandit(1), { useAdaptiveEntropy: 1 as never }), 'GK_INVALID_ARG', /useAdaptiveEntropy/);
+  await rejectsCode(t, () => make(new Bandit(1), { useAdaptiveEntropy: true, entropyCoefMin: 2, entropyCoefMax: 1 }), 'GK_INVALID_ARG', /entropyCoefMin \(2\) must be <= entropyCoefMax/);
+  await rejectsCode(t, () => make(new Bandit(1), { entropyCoefDelta: -1 }), 'GK_INVALID_ARG', /entropyCoefDelta must be >= 0/);
+});
+
 t.test('bad options', async (t) => {
   const p = new Bandit(1);
   await rejectsCode(t, () => new GRPOTrainer(undefined as never), 'GK_INVALID_ARG');

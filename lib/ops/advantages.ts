@@ -3,7 +3,7 @@ import { addon, call, EstimatorCode, MultiObjectiveCode, ScaleCode } from '../na
 import { Placement } from '../device';
 import { Tensor } from '../tensor';
 import { allocate } from '../dtype';
-import { checkEnum, checkKnownKeys, checkLive, checkNumber, checkObject, lengthOf } from '../validate';
+import { checkBoolean, checkEnum, checkKnownKeys, checkLive, checkNumber, checkObject, lengthOf } from '../validate';
 
 export type AdvantageScale = 'group' | 'batch' | 'none';
 export type AdvantageEstimator = 'grpo' | 'rloo' | 'reinforcePlusPlus' | 'reinforcePlusPlusBaseline' | 'opo' | 'gpg' | 'grpoPassK';
@@ -39,6 +39,34 @@ export interface GroupAdvantagesOptions {
   eps?: number;
   /** One weight per reward function (when several are given). Default all 1. */
   weights?: ArrayLike<number>;
+  /**
+   * Spec §9.7: the batch statistics of scale 'batch' (count, mean and m2 = Σ (x − mean)² of the
+   * valid combined rewards) or of the whitened estimators (REINFORCE++: length-weighted count,
+   * mean and m2 of their x; normalizeThenSum: of the summed group z-scores), given instead of
+   * computed: data-parallel workers all-reduce their `partials` with combineBatchStats.
+   */
+  batchStats?: BatchStats;
+  /** Spec §9.7: also return this batch's `partials` (the statistics batchStats takes). Default false. */
+  returnPartials?: boolean;
+}
+
+/** Spec §9.7: a batch's (weighted) count, mean and sum of squared deviations from the mean. */
+export interface BatchStats {
+  count: number;
+  mean: number;
+  m2: number;
+}
+
+/**
+ * Spec §9.7: Chan's pairwise combination of two workers' batch statistics
+ * (n = n_a + n_b, δ = mean_b − mean_a, mean = mean_a + δ·n_b/n, m2 = m2_a + m2_b + δ²·n_a·n_b/n).
+ * Combine in a fixed worker order for the same result on every worker.
+ */
+export function combineBatchStats(a: BatchStats, b: BatchStats): BatchStats {
+  const count = a.count + b.count;
+  if (!(count > 0)) return { count, mean: 0, m2: a.m2 + b.m2 };
+  const delta = b.mean - a.mean;
+  return { count, mean: a.mean + (delta * b.count) / count, m2: a.m2 + b.m2 + (delta * delta * a.count * b.count) / count };
 }
 
 /** One reward per completion; NaN, null or undefined mean "not applicable". */
@@ -54,9 +82,11 @@ export interface GroupAdvantagesResult {
   groupStd: Float64Array;
   /** Groups whose rewards are all equal (or with fewer than two valid): their advantages are exactly 0. */
   zeroVarianceGroups: number;
+  /** With returnPartials (spec §9.7): this batch's statistics, for combineBatchStats. */
+  partials?: BatchStats;
 }
 
-const KEYS = ['groupSize', 'scale', 'estimator', 'multiObjectiveAggregation', 'lengths', 'eps', 'weights'] as const;
+const KEYS = ['groupSize', 'scale', 'estimator', 'multiObjectiveAggregation', 'lengths', 'eps', 'weights', 'batchStats', 'returnPartials'] as const;
 
 function isRewardList(r: unknown): r is RewardValues[] {
   return Array.isArray(r) && r.length > 0 && r.every((x) => x instanceof Tensor || ArrayBuffer.isView(x) || Array.isArray(x));
@@ -138,6 +168,24 @@ export async function groupAdvantages(rewards: RewardValues | RewardValues[], op
     lengths = new Float64Array(n);
     for (let i = 0; i < n; i++) lengths[i] = checkNumber(op, `options.lengths[${i}]`, (l as ArrayLike<number>)[i], { min: 0 });
   } else if (estimator === 'opo') fail('GK_INVALID_ARG', `${op}: estimator 'opo' needs options.lengths (the completion lengths, its baseline's weights)`);
+  // §9.7: batch statistics from outside, and this batch's partials.
+  const batchWide = scale === 'batch' || rpp || aggregation === 'normalizeThenSum';
+  let batchStats: Float64Array | undefined;
+  if (options.batchStats !== undefined) {
+    if (!batchWide) fail('GK_INVALID_ARG', `${op}: options.batchStats replaces a batch statistic: it needs scale 'batch', a REINFORCE++ estimator or normalizeThenSum`);
+    const b = options.batchStats;
+    checkObject(op, 'options.batchStats', b);
+    if (b === null || typeof b !== 'object') fail('GK_INVALID_ARG', `${op}: options.batchStats must be { count, mean, m2 }, got ${describe(b)}`);
+    checkKnownKeys(op, 'options.batchStats key', b, ['count', 'mean', 'm2']);
+    batchStats = Float64Array.from([
+      checkNumber(op, 'options.batchStats.count', b.count, { min: 0 }),
+      checkNumber(op, 'options.batchStats.mean', b.mean),
+      checkNumber(op, 'options.batchStats.m2', b.m2, { min: 0 }),
+    ]);
+  }
+  const wantPartials = options.returnPartials === undefined ? false : checkBoolean(op, 'options.returnPartials', options.returnPartials);
+  if (wantPartials && !batchWide) fail('GK_INVALID_ARG', `${op}: options.returnPartials returns a batch statistic: it needs scale 'batch', a REINFORCE++ estimator or normalizeThenSum`);
+  const partials = wantPartials ? new Float64Array(3) : undefined;
   const advantages = new Float32Array(n);
   const combined = new Float64Array(n);
   const groupMean = new Float64Array(n / g);
@@ -149,8 +197,10 @@ export async function groupAdvantages(rewards: RewardValues | RewardValues[], op
     native.groupAdvantages({
       device: at.device, rewards: packed, k, n, groupSize: g, ...(weights ? { weights } : {}), ...(lengths ? { lengths } : {}),
       scale: ScaleCode[scale], estimator: EstimatorCode[estimator], aggregation: MultiObjectiveCode[aggregation], eps,
-      advantages, combined, groupMean, groupStd,
+      advantages, combined, groupMean, groupStd, ...(batchStats ? { batchStats } : {}), ...(partials ? { partials } : {}),
     }),
   );
-  return { advantages: Tensor.from(advantages), rewards: combined, groupMean, groupStd, zeroVarianceGroups };
+  const res: GroupAdvantagesResult = { advantages: Tensor.from(advantages), rewards: combined, groupMean, groupStd, zeroVarianceGroups };
+  if (partials) res.partials = { count: partials[0]!, mean: partials[1]!, m2: partials[2]! };
+  return res;
 }

@@ -23,6 +23,8 @@ export interface Rollout<S = unknown> {
   tokens: Int32Array;
   oldLogp: Float32Array;
   refLogp?: Float32Array;
+  /** The user sampler's log-probs when the rollout correction uses them (spec §9.1). */
+  samplerLogp?: Float32Array;
   truncated: boolean;
   reward: number;
   advantage: number;
@@ -67,6 +69,20 @@ export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
   scaleRewards?: AdvantageScale;
   advantageEstimator?: AdvantageEstimator;
   advantageEps?: number;
+  /**
+   * Spec §9.8 [TRL use_adaptive_entropy]: adapt entropyCoef toward `entropyTarget` after each
+   * optimizer step (c ← min(c + δ, max) while the step's mean token entropy is ≤ the target, else
+   * max(c − δ, min)); the entropy term applies during an optimizer step only if the previous one's
+   * mean entropy was ≤ the target (never during the first). Starts at `entropyCoef`. Default false.
+   */
+  useAdaptiveEntropy?: boolean;
+  /** TRL entropy_target. Default 0.2. */
+  entropyTarget?: number;
+  /** TRL entropy_coef_min / entropy_coef_max. Defaults 0 and 1. */
+  entropyCoefMin?: number;
+  entropyCoefMax?: number;
+  /** TRL entropy_coef_delta. Default 0.005. */
+  entropyCoefDelta?: number;
   /** Seed of the sampler (Philox) and of the minibatch shuffles. Default 0. */
   seed?: number;
   /** Called with each step's metrics. */
@@ -78,7 +94,11 @@ export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
 /** A completion from a user-provided sampler. */
 export interface CustomCompletion {
   tokens: Int32Array | readonly number[];
-  /** Log-prob of each token under the sampling policy (the old log-probs). */
+  /**
+   * Log-prob of each token under the sampling policy (the old log-probs). With `rolloutCorrection`
+   * or `rolloutRejection` set on the trainer they are the engine's log-probs instead (samplerLogp,
+   * spec §9.1), and the old log-probs are computed from the policy's logits.
+   */
   logp?: Float32Array | readonly number[];
   /** The completion hit the length limit without finishing. Default false. */
   truncated?: boolean;
@@ -101,6 +121,14 @@ export interface StepMetrics {
   clipFractionLow: number;
   clipFractionHigh: number;
   entropyMean: number;
+  /** Spec §9.8, with useAdaptiveEntropy: the coefficient after the step. */
+  entropyCoef?: number;
+  /** Spec §9.1, when the trainer corrects a user sampler: token-weighted means of the loss's metrics. */
+  samplerKl?: number;
+  isWeightMean?: number;
+  rejectedFraction?: number;
+  /** Spec §9.2, with offPolicyMaskThreshold. */
+  offPolicyMaskedFraction?: number;
   completionLengthMean: number;
   completionLengthMin: number;
   completionLengthMax: number;
@@ -114,7 +142,7 @@ export interface StepMetrics {
 const TRAINER_KEYS = [
   'policy', 'reference', 'sampler', 'rewards', 'numGenerations', 'numIterations', 'miniBatchSize', 'gradientAccumulationSteps',
   'maxCompletionLength', 'temperature', 'topK', 'topP', 'minP', 'eosTokenId', 'stop', 'decode', 'scaleRewards', 'advantageEstimator', 'advantageEps',
-  'seed', 'onStep', 'metricsFile',
+  'seed', 'onStep', 'metricsFile', 'useAdaptiveEntropy', 'entropyTarget', 'entropyCoefMin', 'entropyCoefMax', 'entropyCoefDelta',
 ];
 
 function meanStd(a: ArrayLike<number>): { mean: number; std: number } {
@@ -152,6 +180,12 @@ export class GRPOTrainer<S = unknown> {
   /** The rollouts of the last step (for inspection and tests). */
   lastRollouts: Rollout<S>[] = [];
   private readonly lossOptions: GrpoLossOptions;
+  /** Spec §9.1: the user sampler's log-probs are samplerLogp (rolloutCorrection / rolloutRejection given). */
+  private readonly correctsSampler: boolean;
+  /** Spec §9.8 adaptive entropy coefficient: its bounds, and the state carried across steps. */
+  private readonly adaptive: { target: number; min: number; max: number; delta: number } | null;
+  private entropyCoef: number;
+  private lastEntropy = Infinity;
   private readonly rng: Rng;
   private stepIndex = 0;
   private rowsSampled = 0;
@@ -163,12 +197,22 @@ export class GRPOTrainer<S = unknown> {
     const lossOptions: GrpoLossOptions = {};
     for (const [k, v] of Object.entries(options)) if (!TRAINER_KEYS.includes(k)) (lossOptions as Record<string, unknown>)[k] = v;
     this.loss = resolveLossOptions(lossOptions, op);
+    this.correctsSampler = !!this.loss.rolloutCorrection || (this.loss.rolloutRejection ?? []).length > 0;
+    if (this.correctsSampler && !options.sampler)
+      fail('GK_INVALID_ARG', `${op}: rolloutCorrection / rolloutRejection correct a user sampler's log-probs (options.sampler); the built-in sampler's equal the policy's bit for bit (spec §9.9)`);
     // The resolved options as grpoLoss options (unset ones left out), with the padded length.
     this.lossOptions = { ...lossOptions };
     for (const [k, v] of Object.entries(this.loss)) if (v !== null) (this.lossOptions as Record<string, unknown>)[k] = v;
     delete this.lossOptions.lossType;
     delete this.lossOptions.epsilon;
     if (this.loss.maxCompletionLength === null) this.lossOptions.maxCompletionLength = options.maxCompletionLength;
+    const adaptive = options.useAdaptiveEntropy === undefined ? false : checkBoolean(op, 'options.useAdaptiveEntropy', options.useAdaptiveEntropy);
+    const num = (k: 'entropyTarget' | 'entropyCoefMin' | 'entropyCoefMax' | 'entropyCoefDelta', d: number, rule: Parameters<typeof checkNumber>[3]) =>
+      options[k] === undefined ? d : checkNumber(op, `options.${k}`, options[k], rule);
+    const a = { target: num('entropyTarget', 0.2, {}), min: num('entropyCoefMin', 0, {}), max: num('entropyCoefMax', 1, {}), delta: num('entropyCoefDelta', 0.005, { min: 0 }) };
+    if (a.min > a.max) fail('GK_INVALID_ARG', `${op}: options.entropyCoefMin (${a.min}) must be <= entropyCoefMax (${a.max})`);
+    this.adaptive = adaptive ? a : null;
+    this.entropyCoef = this.loss.entropyCoef;
     const p = options.policy as Partial<Policy> | undefined;
     if (!p || typeof p.forward !== 'function' || typeof p.backward !== 'function' || typeof p.step !== 'function' || typeof p.nextTokenLogits !== 'function')
       fail('GK_INVALID_ARG', `${op}: options.policy must implement forward, backward, step and nextTokenLogits`);
@@ -238,6 +282,15 @@ export class GRPOTrainer<S = unknown> {
       promptIndex: index[k]!, prompt: prompts[index[k]!]!, tokens: c.tokens, oldLogp: c.logp, truncated: c.truncated,
       reward: adv.rewards[k]!, advantage: A[k]!,
     }));
+    // Spec §9.1: a user sampler's log-probs are the engine's (samplerLogp) when the correction is
+    // asked for; the old log-probs then come from the policy being trained (TRL's arrangement).
+    if (o.sampler && this.correctsSampler) {
+      const old = await this.logpOf(o.policy, rollouts, T);
+      rollouts.forEach((r, k) => {
+        r.samplerLogp = r.oldLogp;
+        r.oldLogp = old[k]!;
+      });
+    }
 
     // 3. Reference log-probs, once per step.
     if (o.reference && this.loss.beta > 0) {
@@ -260,7 +313,7 @@ export class GRPOTrainer<S = unknown> {
     let lossSum = 0;
     let lossCount = 0;
     let optimizerSteps = 0;
-    const acc = { kl: 0, ratio: 0, clip: 0, clipLow: 0, clipHigh: 0, entropy: 0, tokens: 0 };
+    const acc = { kl: 0, ratio: 0, clip: 0, clipLow: 0, clipHigh: 0, entropy: 0, tokens: 0, samplerKl: 0, isWeight: 0, rejected: 0, offPolicy: 0 };
     for (let it = 0; it < (o.numIterations ?? 1); it++) {
       const order = this.rng.shuffle(rollouts.map((_, i) => i));
       const minibatches: Rollout<S>[][] = [];
@@ -272,6 +325,8 @@ export class GRPOTrainer<S = unknown> {
         const globalTokens = this.loss.aggregation === 'tokenMean' && o.lossType !== 'bnpo';
         const groupTokens = group.reduce((s, m) => s + m.reduce((t, r) => t + valid(r), 0), 0);
         const groupSeqs = group.reduce((s, m) => s + m.length, 0);
+        let stepEntropy = 0; // §9.8: this optimizer step's token-weighted entropy
+        let stepTokens = 0;
         for (const m of group) {
           const batch = packBatch(m);
           const logits = await o.policy.forward(batch);
@@ -284,6 +339,7 @@ export class GRPOTrainer<S = unknown> {
           };
           const lossOptions: GrpoLossFromLogitsOptions = {
             ...this.lossOptions,
+            ...(this.adaptive ? { entropyCoef: this.lastEntropy <= this.adaptive.target ? this.entropyCoef : 0 } : {}),
             temperature: T,
             inPlace: true,
             ...(globalTokens ? { normalizer: this.loss.normalizer ?? Math.max(1, groupTokens) } : {}),
@@ -300,6 +356,7 @@ export class GRPOTrainer<S = unknown> {
             // another model, so its log-probs are always used.
             ...(optimizerSteps === 0 && !o.sampler ? {} : { oldLogp: cat((r) => r.oldLogp) }),
             ...(this.loss.beta > 0 ? { refLogp: cat((r) => r.refLogp!) } : {}),
+            ...(m[0]!.samplerLogp ? { samplerLogp: cat((r) => r.samplerLogp!) } : {}),
             truncated: m.map((r) => r.truncated),
           }, lossOptions);
           // dapo/cispo-style tokenMean already divides by the step's global token count; bnpo
@@ -316,10 +373,23 @@ export class GRPOTrainer<S = unknown> {
           acc.clipHigh += res.metrics.clipFractionHigh * w;
           acc.entropy += (res.metrics.entropyMean ?? 0) * w;
           acc.kl += (res.metrics.klMean ?? 0) * w;
+          acc.samplerKl += (res.metrics.samplerKl ?? 0) * w;
+          acc.isWeight += (res.metrics.isWeightMean ?? 0) * w;
+          acc.rejected += (res.metrics.rejectedFraction ?? 0) * w;
+          acc.offPolicy += (res.metrics.offPolicyMaskedFraction ?? 0) * w;
+          stepEntropy += (res.metrics.entropyMean ?? 0) * w;
+          stepTokens += w;
         }
         lossCount++;
         await o.policy.step();
         optimizerSteps++;
+        if (this.adaptive) {
+          // §9.8: this optimizer step's mean token entropy moves the coefficient toward the target.
+          const h = stepEntropy / Math.max(1, stepTokens);
+          const ad = this.adaptive;
+          this.entropyCoef = h <= ad.target ? Math.min(this.entropyCoef + ad.delta, ad.max) : Math.max(this.entropyCoef - ad.delta, ad.min);
+          this.lastEntropy = h;
+        }
       }
     }
 
@@ -357,6 +427,13 @@ export class GRPOTrainer<S = unknown> {
       seconds,
     };
     if (this.loss.beta > 0) m.klMean = acc.kl / d;
+    if (o.sampler && this.correctsSampler) {
+      m.samplerKl = acc.samplerKl / d;
+      m.isWeightMean = acc.isWeight / d;
+      m.rejectedFraction = acc.rejected / d;
+    }
+    if (this.loss.offPolicyMaskThreshold !== null) m.offPolicyMaskedFraction = acc.offPolicy / d;
+    if (this.adaptive) m.entropyCoef = this.entropyCoef;
     this.lastRollouts = rollouts;
     o.onStep?.(m);
     if (o.metricsFile) fs.appendFileSync(o.metricsFile, JSON.stringify(m) + '\n');

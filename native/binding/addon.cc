@@ -648,6 +648,8 @@ Napi::Value GroupAdvantages(const Napi::CallbackInfo& info) {
     const size_t groups = (size_t)(a->n / a->group);
     BindOpt(*c, o, "groupMean", kF64, groups, &a->group_mean, kOut);
     BindOpt(*c, o, "groupStd", kF64, groups, &a->group_std, kOut);
+    BindOpt(*c, o, "batchStats", kF64, 3, &a->batch_stats);
+    BindOpt(*c, o, "partials", kF64, 3, &a->partials, kOut);
     return Run(env, o, c, [a] { return gk::cpu::group_advantages(*a); },
                [a](gk::cuda::Stream s) { return gk::cuda::group_advantages(*a, s); },
                [a](Napi::Env env) { return Napi::Number::New(env, (double)a->zero_variance_groups); });
@@ -674,6 +676,41 @@ void ReadLossOptions(const Napi::Object& root, gk::LossOptions* o) {
   o->top_entropy_quantile = Num(p, "topEntropyQuantile", 1.0);
   if (!(o->top_entropy_quantile > 0.0 && o->top_entropy_quantile <= 1.0))
     throw ArgError{gk::kInvalid, "'topEntropyQuantile' must be in (0, 1]"};
+  // Spec §9.1-9.3.
+  o->adv_per_token = Flag(p, "advantagesPerToken");
+  o->rc_level = Enum(p, "rolloutLevel", gk::kRcOff, 4);
+  o->rc_mode = Enum(p, "rolloutMode", gk::kRcTruncate, 2);
+  o->rc_clip_min = Finite(p, "rolloutClipMin", 0.0);
+  o->rc_clip_max = Finite(p, "rolloutClipMax", 3.0);
+  if (o->rc_level != gk::kRcOff && !(o->rc_clip_min >= 0.0 && o->rc_clip_min <= o->rc_clip_max))
+    throw ArgError{gk::kInvalid, "'rolloutClipMin' must be >= 0 and <= 'rolloutClipMax'"};
+  o->rc_batch_normalize = Flag(p, "rolloutBatchNormalize");
+  o->rs_count = 0;
+  if (Has(p, "rejection")) {
+    if (!p.Get("rejection").IsArray()) throw ArgError{gk::kInvalid, "'rejection' must be an array"};
+    Napi::Array arr = p.Get("rejection").As<Napi::Array>();
+    if (arr.Length() > (uint32_t)gk::kMaxRejection)
+      throw ArgError{gk::kInvalid, "at most " + std::to_string(gk::kMaxRejection) + " rejection criteria"};
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      if (!arr.Get(i).IsObject()) throw ArgError{gk::kInvalid, "a rejection criterion must be an object"};
+      Napi::Object c = arr.Get(i).As<Napi::Object>();
+      gk::RsCriterion& r = o->rs[i];
+      r.agg = Enum(c, "agg", 0, 4);
+      r.k = Enum(c, "k", 0, 3);
+      r.lo = Num(c, "lo", -INFINITY);
+      r.hi = Num(c, "hi", INFINITY);
+      if (std::isnan(r.lo) || std::isnan(r.hi) || !(r.lo <= r.hi)) throw ArgError{gk::kInvalid, "a rejection criterion needs lo <= hi"};
+      if (r.agg == gk::kRsSeqMax && r.k == gk::kK1) throw ArgError{gk::kInvalid, "seqMax takes k2 or k3 only"};
+    }
+    o->rs_count = (int32_t)arr.Length();
+  }
+  o->off_policy_mask = Has(p, "offPolicyMaskThreshold") ? 1 : 0;
+  o->off_policy_threshold = Finite(p, "offPolicyMaskThreshold", 0.0);
+  o->bias_corrected_kl = Flag(p, "biasCorrectedKl");
+  o->entropy_form = Enum(p, "entropyForm", gk::kEntropyAggregated, 2);
+  o->entropy_threshold_given = Has(p, "entropyThreshold") ? 1 : 0;
+  o->entropy_threshold = Num(p, "entropyThreshold", 0.0);
+  if (std::isnan(o->entropy_threshold)) throw ArgError{gk::kInvalid, "'entropyThreshold' must not be NaN"};
 }
 
 // The sequence layout and per-token inputs shared by the step and the fused op.
@@ -682,13 +719,17 @@ void ReadLossInputs(Call& c, const Napi::Object& o, int64_t n, gk::LossStepArgs*
   s->s = Int(o, "s", 0);
   if (s->s < 1) throw ArgError{gk::kShape, "at least one sequence is required"};
   CheckOffsets(Bind(c, o, "seqOffsets", kI64, (size_t)s->s + 1, &s->seq_offsets, kIn), s->s, n);
-  Bind(c, o, "advantages", kF32, (size_t)s->s, &s->advantages, kIn);
+  ReadLossOptions(o, &s->opt);
+  Bind(c, o, "advantages", kF32, s->opt.adv_per_token ? (size_t)n : (size_t)s->s, &s->advantages, kIn);
+  const BindInfo sampler = BindOpt(c, o, "samplerLogp", kF32, (size_t)n, &s->sampler_logp);
+  if (!sampler.given && (s->opt.rc_level != gk::kRcOff || s->opt.rs_count > 0))
+    throw ArgError{gk::kInvalid, "'samplerLogp' is required for rollout correction and rejection"};
   BindOpt(c, o, "oldLogp", kF32, (size_t)n, &s->old_logp);
   BindOpt(c, o, "refLogp", kF32, (size_t)n, &s->ref_logp);
   BindOpt(c, o, "mask", kU8, (size_t)n, &s->mask);
   BindOpt(c, o, "truncated", kU8, (size_t)s->s, &s->truncated);
   BindOpt(c, o, "tokenLoss", kF32, (size_t)n, &s->token_loss, kOut);
-  ReadLossOptions(o, &s->opt);
+  BindOpt(c, o, "keptMask", kU8, (size_t)n, &s->kept, kOut);
 }
 
 Napi::Value MetricsObject(Napi::Env env, const gk::LossMetrics& m) {
@@ -703,6 +744,16 @@ Napi::Value MetricsObject(Napi::Env env, const gk::LossMetrics& m) {
   r.Set("entropyMean", m.entropy_mean);
   r.Set("entropyThreshold", m.entropy_threshold);
   r.Set("nonFiniteRows", m.non_finite);
+  r.Set("isTruncatedFraction", m.is_truncated);
+  r.Set("isMaskedFraction", m.is_masked);
+  r.Set("rejectedFraction", m.rejected);
+  r.Set("rejectedSeqFraction", m.rejected_seq);
+  r.Set("isWeightMean", m.is_weight_mean);
+  r.Set("isWeightMax", m.is_weight_max);
+  r.Set("samplerKl", m.sampler_kl);
+  r.Set("seqLogRatioMin", m.seq_lr_min);
+  r.Set("seqLogRatioMax", m.seq_lr_max);
+  r.Set("offPolicyMaskedFraction", m.off_policy_masked);
   return r;
 }
 

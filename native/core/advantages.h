@@ -162,6 +162,9 @@ GK_HD double whiten_div(double wsum, double ss, AdvOptions o) {
   return sqrt(var + o.eps);
 }
 
+// Spec §9.7: the std of scale 'batch' from (count, m2) — local or given from outside.
+GK_HD double batch_std_from(double count, double m2) { return count >= 2.0 ? sqrt(m2 / (count - 1.0)) : 0.0; }
+
 GK_HD double whiten_final(double x, double wsum, double mean, double div) {
   if (x != x || !(wsum > 0.0)) return 0.0;
   return (x - mean) / div;

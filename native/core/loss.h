@@ -10,6 +10,19 @@ enum Surrogate : int32_t { kClip = 0, kCispo = 1, kSapo = 2 };
 enum IsLevel : int32_t { kIsToken = 0, kIsSequence = 1, kIsSequenceToken = 2 };
 enum KlEstimator : int32_t { kK1 = 0, kK2 = 1, kK3 = 2 };
 enum Aggregation : int32_t { kSeqMeanTokenMean = 0, kTokenMean = 1, kConstant = 2, kSeqMeanTokenSum = 3 };
+// Spec §9.8: the entropy term through the loss's aggregation, or TRL's batch-mean form.
+enum EntropyForm : int32_t { kEntropyAggregated = 0, kEntropyTokenMean = 1 };
+// Spec §9.1: rollout correction level and mode; rejection statistics.
+enum RcLevel : int32_t { kRcOff = 0, kRcToken = 1, kRcSequence = 2, kRcSequenceMean = 3 };
+enum RcMode : int32_t { kRcTruncate = 0, kRcMask = 1 };
+enum RsAgg : int32_t { kRsToken = 0, kRsSeqSum = 1, kRsSeqMean = 2, kRsSeqMax = 3 };
+constexpr int kMaxRejection = 8;
+// One rejection criterion: keep iff lo <= statistic <= hi (lo = -inf for k2/k3; NaN rejects).
+struct RsCriterion {
+  int32_t agg;  // RsAgg
+  int32_t k;    // KlEstimator: kK1, kK2, kK3
+  double lo, hi;
+};
 
 struct LossOptions {
   int32_t surrogate;
@@ -25,9 +38,34 @@ struct LossOptions {
   double max_completion_length;  // <= 0: longest sequence (constant)
   int32_t mask_truncated;
   double top_entropy_quantile;   // 1: off
+  // Spec §9.3: advantages hold one value per token row (n) instead of one per sequence.
+  int32_t adv_per_token;
+  // Spec §9.1 (need LossStepArgs::sampler_logp when rc_level != off or rs_count > 0).
+  int32_t rc_level;              // RcLevel
+  int32_t rc_mode;               // RcMode
+  double rc_clip_min, rc_clip_max;  // clip_min 0: no lower bound
+  int32_t rc_batch_normalize;
+  int32_t rs_count;              // rejection criteria in rs[0 .. rs_count)
+  RsCriterion rs[kMaxRejection];
+  // Spec §9.2.
+  int32_t off_policy_mask;       // 0: off
+  double off_policy_threshold;   // δ
+  int32_t bias_corrected_kl;
+  // Spec §9.8.
+  int32_t entropy_form;          // EntropyForm
+  // Spec §9.7: the topEntropyQuantile threshold given from outside instead of computed.
+  int32_t entropy_threshold_given;
+  double entropy_threshold;
 };
 
 constexpr double kLogRatioClamp = 20.0;
+
+GK_HD double clamp_log_ratio(double x) {
+  return x > kLogRatioClamp ? kLogRatioClamp : (x < -kLogRatioClamp ? -kLogRatioClamp : x);
+}
+// max / min that return NaN when either side is NaN (so the result does not depend on the order).
+GK_HD double nan_max(double a, double b) { return (isnan(a) || a > b) ? a : b; }
+GK_HD double nan_min(double a, double b) { return (isnan(a) || a < b) ? a : b; }
 
 // exp of a clamped log-ratio and d(exp)/d(log-ratio) (0 where the clamp binds).
 struct Ratio {
@@ -119,7 +157,27 @@ inline bool loss_options_ok(const LossOptions& o) {
     if (!isfinite(x)) return false;
   if (o.normalizer < 0.0 || (o.normalizer > 0.0 && !isfinite(1.0 / o.normalizer))) return false;
   if (o.max_completion_length < 0.0 || (o.max_completion_length > 0.0 && !isfinite(1.0 / o.max_completion_length))) return false;
-  return o.top_entropy_quantile > 0.0 && o.top_entropy_quantile <= 1.0;
+  if (!(o.top_entropy_quantile > 0.0 && o.top_entropy_quantile <= 1.0)) return false;
+  if (o.rc_level < kRcOff || o.rc_level > kRcSequenceMean || o.rc_mode < kRcTruncate || o.rc_mode > kRcMask) return false;
+  if (o.rc_level != kRcOff && !(isfinite(o.rc_clip_min) && isfinite(o.rc_clip_max) && o.rc_clip_min >= 0.0 &&
+                                o.rc_clip_min <= o.rc_clip_max))
+    return false;
+  if (o.rs_count < 0 || o.rs_count > kMaxRejection) return false;
+  for (int i = 0; i < o.rs_count; ++i) {
+    const RsCriterion& c = o.rs[i];
+    if (c.agg < kRsToken || c.agg > kRsSeqMax || c.k < kK1 || c.k > kK3 || isnan(c.lo) || isnan(c.hi) || !(c.lo <= c.hi)) return false;
+    if (c.agg == kRsSeqMax && c.k == kK1) return false;
+  }
+  if (o.entropy_form < kEntropyAggregated || o.entropy_form > kEntropyTokenMean) return false;
+  if (o.entropy_threshold_given && isnan(o.entropy_threshold)) return false;
+  return !o.off_policy_mask || isfinite(o.off_policy_threshold);
+}
+
+// Spec §9.8, 'tokenMean' form: the weight of every counted token's -c·H (count_e: the valid
+// tokens that pass the top-entropy mask; a given normalizer replaces it under 'tokenMean').
+GK_HD double entropy_token_weight(const LossOptions& o, double count_e) {
+  if (o.aggregation == kTokenMean && o.normalizer > 0.0) return 1.0 / o.normalizer;
+  return 1.0 / (count_e > 1.0 ? count_e : 1.0);
 }
 
 // Aggregation weight of every valid token of a sequence with `count` valid tokens.
@@ -137,7 +195,180 @@ GK_HD double aggregation_weight(const LossOptions& o, double count, double seqs,
 struct LossSums {
   double loss = 0, tokens = 0, kl = 0, ratio = 0, clip_low = 0, clip_high = 0, clip_any = 0, entropy = 0;
   double non_finite = 0;  // valid tokens whose log-prob or entropy is NaN or ±inf
+  // §9.2: tokens whose policy term the off-policy mask dropped; per sequence (after the token
+  // loop) whether any was, and whether the sequence has a valid token.
+  double op_tok = 0, op_seq = 0, seqs = 0;
 };
+
+// ---- Spec §9.1: rollout correction -------------------------------------------------------
+
+// k1/k2/k3 of x = d (log old/sampler, clamped).
+GK_HD double k_estimate(int32_t k, double d) {
+  if (k == kK1) return -d;
+  if (k == kK2) return 0.5 * d * d;
+  return expm1(d) - d;
+}
+
+// The importance weight after the mode: truncate clamps to [clip_min, clip_max], mask gives 0
+// outside it. NaN stays NaN.
+GK_HD double rc_apply_mode(const LossOptions& o, double w, bool* truncated, bool* masked) {
+  *truncated = false;
+  *masked = false;
+  if (o.rc_mode == kRcTruncate) {
+    const double c = w < o.rc_clip_min ? o.rc_clip_min : (w > o.rc_clip_max ? o.rc_clip_max : w);
+    *truncated = c != w && !isnan(w);
+    return c;
+  }
+  if (w < o.rc_clip_min || w > o.rc_clip_max) {
+    *masked = true;
+    return 0.0;
+  }
+  return w;
+}
+
+// Whether every token-level rejection criterion keeps a token with log-weight d.
+GK_HD bool rs_token_keep(const LossOptions& o, double d) {
+  for (int i = 0; i < o.rs_count; ++i) {
+    const RsCriterion& c = o.rs[i];
+    if (c.agg != kRsToken) continue;
+    const double v = k_estimate(c.k, d);
+    if (!(v >= c.lo && v <= c.hi)) return false;
+  }
+  return true;
+}
+
+// Per-sequence statistics of the rollout correction over V0_s (the valid tokens before
+// rejection). corr_token adds one token, corr_merge combines two partials (sums, NaN-propagating
+// max/min), corr_finish turns a sequence's partial into its decisions and metric terms.
+struct CorrSums {
+  double n0 = 0, dsum = 0, ksum1 = 0, ksum2 = 0, ksum3 = 0, kmax2 = -INFINITY, kmax3 = -INFINITY, tok_rejected = 0;
+  double w_sum = 0, w_max = -INFINITY, w_count = 0, trunc = 0, masked = 0;
+  // Set by corr_finish (per sequence; summed / min / max over sequences for the metrics).
+  double seqs = 0, rejected = 0, rejected_seq = 0, lr_min = INFINITY, lr_max = -INFINITY, w_seq = 1, keep = 1;
+};
+
+GK_HD CorrSums corr_merge(const CorrSums& a, const CorrSums& b) {
+  CorrSums r;
+  r.n0 = a.n0 + b.n0;
+  r.dsum = a.dsum + b.dsum;
+  r.ksum1 = a.ksum1 + b.ksum1;
+  r.ksum2 = a.ksum2 + b.ksum2;
+  r.ksum3 = a.ksum3 + b.ksum3;
+  r.kmax2 = nan_max(a.kmax2, b.kmax2);
+  r.kmax3 = nan_max(a.kmax3, b.kmax3);
+  r.tok_rejected = a.tok_rejected + b.tok_rejected;
+  r.w_sum = a.w_sum + b.w_sum;
+  r.w_max = nan_max(a.w_max, b.w_max);
+  r.w_count = a.w_count + b.w_count;
+  r.trunc = a.trunc + b.trunc;
+  r.masked = a.masked + b.masked;
+  r.seqs = a.seqs + b.seqs;
+  r.rejected = a.rejected + b.rejected;
+  r.rejected_seq = a.rejected_seq + b.rejected_seq;
+  r.lr_min = nan_min(a.lr_min, b.lr_min);
+  r.lr_max = nan_max(a.lr_max, b.lr_max);
+  r.w_seq = a.w_seq + b.w_seq;
+  r.keep = a.keep + b.keep;
+  return r;
+}
+
+// One token of V0_s, with `old` = oldLogp (or the unrounded logp) and q = samplerLogp.
+GK_HD void corr_token(const LossOptions& o, double old, double q, CorrSums& c) {
+  const double d = clamp_log_ratio(old - q);
+  c.n0 += 1.0;
+  c.dsum += d;
+  const double k2 = 0.5 * d * d, k3 = expm1(d) - d;
+  c.ksum1 += -d;
+  c.ksum2 += k2;
+  c.ksum3 += k3;
+  c.kmax2 = nan_max(c.kmax2, k2);
+  c.kmax3 = nan_max(c.kmax3, k3);
+  if (!rs_token_keep(o, d)) c.tok_rejected += 1.0;
+  if (o.rc_level == kRcToken) {
+    bool tr, mk;
+    const double w = rc_apply_mode(o, exp(d), &tr, &mk);
+    c.w_sum += w;
+    c.w_max = nan_max(c.w_max, w);
+    c.w_count += 1.0;
+    c.trunc += tr ? 1.0 : 0.0;
+    c.masked += mk ? 1.0 : 0.0;
+  }
+}
+
+GK_HD void corr_finish(const LossOptions& o, CorrSums& c) {
+  const bool any = c.n0 > 0.0;
+  c.seqs = any ? 1.0 : 0.0;
+  bool keep = true;
+  for (int i = 0; i < o.rs_count; ++i) {
+    const RsCriterion& r = o.rs[i];
+    if (r.agg == kRsToken) continue;
+    const double sum = r.k == kK1 ? c.ksum1 : (r.k == kK2 ? c.ksum2 : c.ksum3);
+    double v = 0.0;
+    if (r.agg == kRsSeqSum) v = sum;
+    else if (r.agg == kRsSeqMean) v = any ? sum / c.n0 : 0.0;
+    else v = any ? (r.k == kK2 ? c.kmax2 : c.kmax3) : 0.0;
+    if (!(v >= r.lo && v <= r.hi)) keep = false;
+  }
+  c.keep = keep ? 1.0 : 0.0;
+  c.rejected = keep ? c.tok_rejected : c.n0;
+  c.rejected_seq = c.rejected > 0.0 ? 1.0 : 0.0;
+  if (any) c.lr_min = c.lr_max = c.dsum;
+  c.w_seq = 1.0;
+  if (o.rc_level == kRcSequence || o.rc_level == kRcSequenceMean) {
+    const double lw = o.rc_level == kRcSequence ? clamp_log_ratio(c.dsum) : c.dsum / (c.n0 > 1.0 ? c.n0 : 1.0);
+    bool tr, mk;
+    c.w_seq = rc_apply_mode(o, exp(lw), &tr, &mk);
+    if (any) {
+      c.w_sum = c.w_seq;
+      c.w_max = c.w_seq;
+      c.w_count = 1.0;
+      c.trunc = tr ? 1.0 : 0.0;
+      c.masked = mk ? 1.0 : 0.0;
+    }
+  }
+}
+
+// The divisor of batchNormalize from the batch's sums (1: off or mean <= 1e-8).
+GK_HD double rc_norm(const LossOptions& o, const CorrSums& tot) {
+  if (!o.rc_batch_normalize || o.rc_level == kRcOff || !(tot.w_count > 0.0)) return 1.0;
+  const double mean = tot.w_sum / tot.w_count;
+  return mean > 1e-8 ? mean : 1.0;
+}
+
+// The weight of a kept token's policy term (1 without correction).
+GK_HD double rc_token_weight(const LossOptions& o, double old, double q, double w_seq, double norm) {
+  if (o.rc_level == kRcOff) return 1.0;
+  double w = w_seq;
+  if (o.rc_level == kRcToken) {
+    bool tr, mk;
+    w = rc_apply_mode(o, exp(clamp_log_ratio(old - q)), &tr, &mk);
+  }
+  return norm == 1.0 ? w : w / norm;
+}
+
+// Spec §9.2: whether the off-policy mask keeps a token's policy term (kappa: the sequence's mean
+// of q - sg[logp] over its valid tokens).
+GK_HD bool off_policy_keep(const LossOptions& o, double adv, double kappa) {
+  return !o.off_policy_mask || adv >= 0.0 || kappa <= o.off_policy_threshold;
+}
+
+// Whether the rejection criteria keep a valid token (seq_keep: its sequence's decision).
+GK_HD bool rs_kept(const LossOptions& o, double old, const float* q, double seq_keep) {
+  if (!q || o.rs_count == 0) return true;
+  return seq_keep != 0.0 && rs_token_keep(o, clamp_log_ratio(old - (double)*q));
+}
+
+// The weight of a kept token's policy term: the IS weight (q: its samplerLogp, or null) times
+// the off-policy mask's keep (counted in acc.op_tok when it drops the term).
+GK_HD double token_policy_weight(const LossOptions& o, double old, const float* q, double adv, double w_seq, double norm,
+                                 double kappa, LossSums& acc) {
+  double w = q ? rc_token_weight(o, old, (double)*q, w_seq, norm) : 1.0;
+  if (!off_policy_keep(o, adv, kappa)) {
+    acc.op_tok += 1.0;
+    w *= 0.0;
+  }
+  return w;
+}
 
 // One valid token of the loss step (spec §3-5): adds its metrics to `acc` and its weighted
 // loss, writes ∂loss/∂logp (w-scaled; for 'sequence' the cross-token part is accumulated into
@@ -146,12 +377,15 @@ struct TokenInputs {
   double lp, old, adv;
   const float* ref_lp;   // this token's reference log-prob, or null
   const float* entropy;  // this token's entropy, or null
+  double policy_weight;  // §9.1 IS weight times §9.2's keep (1: neither)
+  const float* q;        // this token's samplerLogp, or null (counted in non_finite when not finite)
+  double entropy_weight; // §9.8 'tokenMean' form: entropy_token_weight (unused otherwise)
 };
 GK_HD void token_step(const LossOptions& o, const TokenInputs& x, double w, Ratio seq_ratio, bool use_q, double threshold,
                       LossSums& acc, double& g_seq, float* dlogp, float* dentropy, float* token_loss) {
   const Ratio r = o.is_level == kIsToken ? ratio_from_log(x.lp - x.old) : seq_ratio;
   const PolicyTerm p = policy_term(o, r.value, x.adv, x.lp);
-  const double pm = use_q ? ((double)*x.entropy >= threshold ? 1.0 : 0.0) : 1.0;
+  const double pm = (use_q ? ((double)*x.entropy >= threshold ? 1.0 : 0.0) : 1.0) * x.policy_weight;
   double l = -pm * p.j;
   double d = -pm * p.dj_dlogp;
   if (o.is_level == kIsSequence) g_seq += -pm * p.dj_drho;
@@ -160,18 +394,32 @@ GK_HD void token_step(const LossOptions& o, const TokenInputs& x, double w, Rati
     const KlTerm k = kl_term(o.kl, *x.ref_lp, x.lp);
     acc.kl += k.kl;
     if (o.beta != 0.0) {
-      l += o.beta * k.kl;
-      d += o.beta * k.dkl_dlogp;
+      if (o.bias_corrected_kl) {  // §9.2: ρ·KL, the gradient through ρ included
+        l += o.beta * r.value * k.kl;
+        d += o.beta * r.value * k.dkl_dlogp;
+        if (o.is_level == kIsSequence) g_seq += o.beta * k.kl;
+        else d += o.beta * k.kl * r.dvalue;
+      } else {
+        l += o.beta * k.kl;
+        d += o.beta * k.dkl_dlogp;
+      }
     }
   }
   if (x.entropy) acc.entropy += *x.entropy;
-  if (o.entropy_coef != 0.0) l -= o.entropy_coef * *x.entropy;
-  if (dentropy) *dentropy = (float)(-w * o.entropy_coef);
+  double ent = 0.0, went = w;  // the entropy term and its aggregation weight
+  if (o.entropy_form == kEntropyTokenMean) {
+    const double em = use_q ? ((double)*x.entropy >= threshold ? 1.0 : 0.0) : 1.0;  // m_e
+    if (o.entropy_coef != 0.0) ent = -em * o.entropy_coef * *x.entropy;
+    went = em * x.entropy_weight;
+  } else if (o.entropy_coef != 0.0) {
+    ent = -o.entropy_coef * *x.entropy;
+  }
+  if (dentropy) *dentropy = (float)(-went * o.entropy_coef);
   *dlogp = (float)(w * d);
-  if (token_loss) *token_loss = (float)l;
-  acc.loss += w * l;
+  if (token_loss) *token_loss = (float)(l + ent);
+  acc.loss += o.entropy_form == kEntropyTokenMean ? w * l + x.entropy_weight * ent : w * (l + ent);
   acc.tokens += 1.0;
-  acc.non_finite += (!isfinite(x.lp) || (x.entropy && !isfinite(*x.entropy))) ? 1.0 : 0.0;
+  acc.non_finite += (!isfinite(x.lp) || (x.entropy && !isfinite(*x.entropy)) || (x.q && !isfinite(*x.q))) ? 1.0 : 0.0;
   acc.ratio += r.value;
   acc.clip_low += p.clipped_low ? 1.0 : 0.0;
   acc.clip_high += p.clipped_high ? 1.0 : 0.0;

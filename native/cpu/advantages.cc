@@ -32,13 +32,19 @@ Status group_advantages(AdvantageArgs& a) {
       if (a.combined[i] != 0.0) ++nonzero;
     }
   double batch_std = 0.0;
-  if (valid >= 2) {
-    const double mean = sum / (double)valid;
+  if (a.opt.scale == kScaleBatch || a.partials) {
+    const double mean = valid > 0 ? sum / (double)valid : 0.0;
     double ss = 0.0;
     for (int64_t i = 0; i < a.n; ++i)
       if (!std::isnan(a.combined[i])) ss += (a.combined[i] - mean) * (a.combined[i] - mean);
-    batch_std = std::sqrt(ss / (double)(valid - 1));
+    batch_std = batch_std_from((double)valid, ss);
+    if (a.partials) {
+      a.partials[0] = (double)valid;
+      a.partials[1] = mean;
+      a.partials[2] = ss;
+    }
   }
+  if (a.batch_stats) batch_std = batch_std_from(a.batch_stats[0], a.batch_stats[2]);  // §9.7: given
   const double alpha = (double)valid / (double)(nonzero > 1 ? nonzero : 1);
 
   const bool whitened = adv_whitened(a.opt);
@@ -76,10 +82,20 @@ Status group_advantages(AdvantageArgs& a) {
       wsum += w;
       wx += w * x[i];
     }
-  const double mean = wsum > 0.0 ? wx / wsum : 0.0;
+  double mean = wsum > 0.0 ? wx / wsum : 0.0;
   double ss = 0.0;
   for (int64_t i = 0; i < a.n; ++i)
     if (!std::isnan(x[i])) ss += (by_len ? a.lengths[i] : 1.0) * ((x[i] - mean) * (x[i] - mean));
+  if (a.partials) {
+    a.partials[0] = wsum;
+    a.partials[1] = mean;
+    a.partials[2] = ss;
+  }
+  if (a.batch_stats) {  // §9.7: the batch's weighted count, mean and m2, given
+    wsum = a.batch_stats[0];
+    mean = a.batch_stats[1];
+    ss = a.batch_stats[2];
+  }
   const double div = whiten_div(wsum, ss, a.opt);
   for (int64_t i = 0; i < a.n; ++i) a.advantages[i] = (float)whiten_final(x[i], wsum, mean, div);
   return st;

@@ -52,6 +52,8 @@ struct Params {
   unsigned long long* zero_groups;  // 1
   double* x;                     // n, null unless whitened
   double* batch;                 // 4: whitened mean, divisor, weight sum; gpg α
+  const double* batch_stats;     // 3 or null: §9.7 given (count, mean, m2)
+  double* partials;              // 3 or null: §9.7 this batch's (count, mean, m2)
 };
 
 __device__ __forceinline__ void block_range(const Params& p, int64_t b, int64_t* lo, int64_t* hi) {
@@ -115,15 +117,24 @@ __global__ void __launch_bounds__(kThreads) batch_ss_kernel(const Params p) {
 __global__ void __launch_bounds__(kFinalThreads) batch_std_kernel(const Params p) {
   GK_SHARED(smd, detail::ReduceSmem<double>);
   GK_SHARED(sml, detail::ReduceSmem<long long>);
-  double ss = 0.0;
+  double ss = 0.0, s = 0.0;
   long long c = 0;
   for (int64_t t = threadIdx.x; t < p.nb; t += kFinalThreads) {
     ss += p.part_ss[t];
+    s += p.part_sum[t];
     c += p.part_cnt[t];
   }
   ss = detail::block_sum<kFinalThreads>(ss, smd);
+  s = detail::block_sum<kFinalThreads>(s, smd);
   c = detail::block_sum<kFinalThreads>(c, sml);
-  if (threadIdx.x == 0) *p.batch_std = c >= 2 ? sqrt(ss / (double)(c - 1)) : 0.0;
+  if (threadIdx.x == 0) {
+    *p.batch_std = p.batch_stats ? batch_std_from(p.batch_stats[0], p.batch_stats[2]) : batch_std_from((double)c, ss);
+    if (p.partials) {
+      p.partials[0] = (double)c;
+      p.partials[1] = c > 0 ? s / (double)c : 0.0;  // the mean batch_ss_kernel used
+      p.partials[2] = ss;
+    }
+  }
 }
 
 // gpg's α = valid / max(1, non-zero) over the combined rewards (one block; integer sums: exact).
@@ -198,9 +209,15 @@ __global__ void __launch_bounds__(kFinalThreads) whiten_kernel(const Params p) {
   }
   ss = detail::block_sum<kFinalThreads>(ss, smd);
   if (threadIdx.x == 0) {
-    p.batch[0] = mean;
-    p.batch[1] = whiten_div(w, ss, p.opt);
-    p.batch[2] = w;
+    if (p.partials) {
+      p.partials[0] = w;
+      p.partials[1] = mean;
+      p.partials[2] = ss;
+    }
+    const double* g = p.batch_stats;  // §9.7: given
+    p.batch[0] = g ? g[1] : mean;
+    p.batch[1] = g ? whiten_div(g[0], g[2], p.opt) : whiten_div(w, ss, p.opt);
+    p.batch[2] = g ? g[0] : w;
   }
 }
 
@@ -229,8 +246,10 @@ Status group_advantages(AdvantageArgs& a, cudaStream_t stream) {
   const bool whitened = adv_whitened(a.opt);
   const bool gpg = a.opt.estimator == kEstGpg;
 
-  const bool batch = a.opt.scale == kScaleBatch;
+  const bool batch = a.opt.scale == kScaleBatch || (a.partials && !whitened);
   Params p;
+  p.batch_stats = a.batch_stats;
+  p.partials = a.partials;
   p.rewards = a.rewards;
   p.weights = a.weights;
   p.lengths = a.lengths;

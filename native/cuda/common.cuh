@@ -372,7 +372,38 @@ __device__ __forceinline__ LossSums map_fields(const LossSums& v, F f) {
   r.clip_any = f(v.clip_any);
   r.entropy = f(v.entropy);
   r.non_finite = f(v.non_finite);
+  r.op_tok = f(v.op_tok);
+  r.op_seq = f(v.op_seq);
+  r.seqs = f(v.seqs);
   return r;
+}
+template <class F>
+__device__ __forceinline__ CorrSums map_fields(const CorrSums& v, F f) {
+  CorrSums r;
+  r.n0 = f(v.n0);
+  r.dsum = f(v.dsum);
+  r.ksum1 = f(v.ksum1);
+  r.ksum2 = f(v.ksum2);
+  r.ksum3 = f(v.ksum3);
+  r.kmax2 = f(v.kmax2);
+  r.kmax3 = f(v.kmax3);
+  r.tok_rejected = f(v.tok_rejected);
+  r.w_sum = f(v.w_sum);
+  r.w_max = f(v.w_max);
+  r.w_count = f(v.w_count);
+  r.trunc = f(v.trunc);
+  r.masked = f(v.masked);
+  r.seqs = f(v.seqs);
+  r.rejected = f(v.rejected);
+  r.rejected_seq = f(v.rejected_seq);
+  r.lr_min = f(v.lr_min);
+  r.lr_max = f(v.lr_max);
+  r.w_seq = f(v.w_seq);
+  r.keep = f(v.keep);
+  return r;
+}
+__device__ __forceinline__ CorrSums shfl_xor(const CorrSums& v, int m) {
+  return map_fields(v, [m](auto x) { return shfl_xor(x, m); });
 }
 __device__ __forceinline__ RowStats shfl_xor(const RowStats& v, int m) {
   return map_fields(v, [m](auto x) { return shfl_xor(x, m); });
@@ -388,6 +419,9 @@ __device__ __forceinline__ RowStats shfl_idx(const RowStats& v, int l) {
   return map_fields(v, [l](auto x) { return shfl_idx(x, l); });
 }
 __device__ __forceinline__ LossSums shfl_idx(const LossSums& v, int l) {
+  return map_fields(v, [l](auto x) { return shfl_idx(x, l); });
+}
+__device__ __forceinline__ CorrSums shfl_idx(const CorrSums& v, int l) {
   return map_fields(v, [l](auto x) { return shfl_idx(x, l); });
 }
 
@@ -414,8 +448,14 @@ struct LossSumsOp {
     r.clip_any = a.clip_any + b.clip_any;
     r.entropy = a.entropy + b.entropy;
     r.non_finite = a.non_finite + b.non_finite;
+    r.op_tok = a.op_tok + b.op_tok;
+    r.op_seq = a.op_seq + b.op_seq;
+    r.seqs = a.seqs + b.seqs;
     return r;
   }
+};
+struct CorrSumsOp {
+  __device__ __forceinline__ CorrSums operator()(const CorrSums& a, const CorrSums& b) const { return corr_merge(a, b); }
 };
 
 // Butterfly over the 32 lanes, then lane 0's value to every lane (op(a, b) and op(b, a) may

@@ -99,7 +99,7 @@ Status grpo_loss_fused(FusedLossArgs& a, cudaStream_t stream) {
   st.dentropy = nullptr;
   const Status status = detail::flags_to_status(h.flags, n);
   if (!status.ok()) return status;
-  detail::fill_metrics(h.result, &st.out);
+  detail::fill_metrics(st.opt, h.result, &st.out);
   return status;
 }
 

@@ -35,6 +35,7 @@ struct LossParams {
   const float* ref_logp;
   const float* entropy;
   const float* advantages;
+  const float* sampler;  // §9.1 samplerLogp, or null
   const int64_t* off;
   int64_t S, n;
   const uint8_t* mask;
@@ -44,9 +45,11 @@ struct LossParams {
   float* dlogp;
   float* dentropy;
   float* token_loss;
+  uint8_t* kept;   // optional output (§9.7)
   double* count;   // S: valid tokens per sequence
   double* length;  // S: off[s + 1] - off[s]
   LossSums* part;  // S: per-sequence sums
+  CorrSums* corr;  // S: §9.1 per-sequence correction sums (only with sampler)
   uint8_t* valid;  // n, only when use_q
   LossResult* result;
   DeviceFlags* flags;
@@ -77,10 +80,19 @@ __device__ __forceinline__ bool seq_dropped(const LossParams& p, int64_t s) {
   return p.o.mask_truncated && p.truncated && p.truncated[s];
 }
 __device__ __forceinline__ bool tok_valid(const LossParams& p, int64_t t) { return !p.mask || p.mask[t] != 0; }
+__device__ __forceinline__ double old_at(const LossParams& p, int64_t t) {
+  return p.old_logp ? (double)p.old_logp[t] : logp_at(p, t);
+}
+// A valid token that the rejection criteria keep (seq_keep: its sequence's decision).
+__device__ __forceinline__ bool tok_kept(const LossParams& p, int64_t t, double seq_keep) {
+  return tok_valid(p, t) && (!p.sampler || rs_kept(p.o, old_at(p, t), p.sampler + t, seq_keep));
+}
 
 // 1. Per-sequence counts and layout checks.
 __global__ void __launch_bounds__(kSeqThreads) count_kernel(const LossParams p) {
   GK_SHARED(sm, ReduceSmem<long long>);
+  GK_SHARED_ALIGNED(16, raw, unsigned char[sizeof(ReduceSmem<CorrSums>)]);
+  ReduceSmem<CorrSums>& smc = smem_as<CorrSums>(raw);
   for (int64_t s = blockIdx.x; s < p.S; s += gridDim.x) {
     const int64_t b0 = p.off[s], e0 = p.off[s + 1];
     if (threadIdx.x == 0) {
@@ -90,10 +102,21 @@ __global__ void __launch_bounds__(kSeqThreads) count_kernel(const LossParams p) 
     int64_t b, e;
     seq_range(p, s, &b, &e);
     const bool dropped = seq_dropped(p, s);
+    double keep = 1.0;
+    if (p.sampler) {  // block-uniform: the §9.1 pre-pass over V0_s
+      CorrSums cs;
+      if (!dropped)
+        for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads)
+          if (tok_valid(p, t)) corr_token(p.o, old_at(p, t), (double)p.sampler[t], cs);
+      cs = detail::block_reduce<kSeqThreads>(cs, detail::CorrSumsOp{}, CorrSums{}, smc);
+      corr_finish(p.o, cs);  // every thread, same values
+      keep = cs.keep;
+      if (threadIdx.x == 0) p.corr[s] = cs;
+    }
     long long c = 0;
     if (!dropped) {
       for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads) {
-        const bool v = tok_valid(p, t);
+        const bool v = tok_kept(p, t, keep);
         c += v ? 1 : 0;
         if (p.valid) p.valid[t] = (v && !isnan(p.entropy[t])) ? 1 : 0;  // NaN has no rank
       }
@@ -169,6 +192,8 @@ __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const LossPara
   GK_SHARED(sm, ReduceSmem<double>);
   GK_SHARED(sml, ReduceSmem<long long>);
   GK_SHARED(sel, SelectSmem);
+  GK_SHARED_ALIGNED(16, rawc, unsigned char[sizeof(ReduceSmem<CorrSums>)]);
+  ReduceSmem<CorrSums>& smc = smem_as<CorrSums>(rawc);
   double tokens = 0.0, longest = 0.0;
   for (int64_t s = threadIdx.x; s < p.S; s += kOneBlockThreads) {
     tokens += p.count[s];
@@ -176,8 +201,24 @@ __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const LossPara
   }
   tokens = detail::block_sum<kOneBlockThreads>(tokens, sm);
   longest = detail::block_max<kOneBlockThreads>(longest, sm, 0.0);
+  if (p.sampler) {  // block-uniform: the batch's §9.1 sums, in a fixed order
+    CorrSums c;
+    const detail::CorrSumsOp add;
+    for (int64_t s = threadIdx.x; s < p.S; s += kOneBlockThreads)
+      if (!seq_dropped(p, s)) c = add(c, p.corr[s]);
+    c = detail::block_reduce<kOneBlockThreads>(c, add, CorrSums{}, smc);
+    if (threadIdx.x == 0) {
+      p.result->corr = c;
+      p.result->norm = rc_norm(p.o, c);
+    }
+  } else if (threadIdx.x == 0) {
+    p.result->corr = CorrSums{};
+    p.result->norm = 1.0;
+  }
   double threshold = -INFINITY;
-  if (p.use_q && tokens > 0.0) {  // block-uniform
+  if (p.use_q && p.o.entropy_threshold_given) {
+    threshold = p.o.entropy_threshold;  // §9.7: the global threshold, given
+  } else if (p.use_q && tokens > 0.0) {  // block-uniform
     // Rankable tokens: valid, with a non-NaN entropy. None: the CPU ranks a single +inf.
     long long ranked = 0;
     for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads) ranked += p.valid[t];
@@ -191,6 +232,13 @@ __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const LossPara
     const double vhi = ranked > 0 && lo + 1 < size ? (double)select_kth(p, lo + 1, sel) : vlo;
     threshold = vlo + (pos - (double)lo) * (vhi - vlo);  // the CPU's formula (NaN when nothing ranks)
   }
+  double count_e = tokens;  // §9.8 'tokenMean' entropy form
+  if (p.o.entropy_form == kEntropyTokenMean && p.use_q) {  // block-uniform
+    long long c = 0;
+    for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads) c += p.valid[t] && (double)p.entropy[t] >= threshold ? 1 : 0;
+    count_e = (double)detail::block_sum<kOneBlockThreads>(c, sml);
+  }
+  if (threadIdx.x == 0) p.result->ent_w = entropy_token_weight(p.o, count_e);
   if (threadIdx.x == 0) {
     p.result->tokens = tokens;
     p.result->longest = longest;
@@ -205,44 +253,60 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
   ReduceSmem<LossSums>& sml = smem_as<LossSums>(raw);
   const LossOptions& o = p.o;
   const double tokens = p.result->tokens, longest = p.result->longest, threshold = p.result->threshold;
+  const double norm = p.result->norm, ent_w = p.result->ent_w;
   for (int64_t s = blockIdx.x; s < p.S; s += gridDim.x) {
     int64_t b, e;
     seq_range(p, s, &b, &e);
     const bool dropped = seq_dropped(p, s);
     const double cnt = p.count[s];
     const double w = aggregation_weight(o, cnt, (double)p.S, tokens, longest);
-    const double adv = p.advantages[s];
+    const double seq_adv = o.adv_per_token ? 0.0 : (double)p.advantages[s];
+    const double keep = p.sampler && !dropped ? p.corr[s].keep : 1.0;
+    const double w_seq = p.sampler && !dropped ? p.corr[s].w_seq : 1.0;
     Ratio seq_ratio{1.0, 1.0};
     if (o.is_level != kIsToken) {  // block-uniform
       double lr = 0.0;
       if (!dropped)
         for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads)
-          if (tok_valid(p, t)) lr += logp_at(p, t) - (p.old_logp ? (double)p.old_logp[t] : logp_at(p, t));
+          if (tok_kept(p, t, keep)) lr += logp_at(p, t) - old_at(p, t);
       lr = detail::block_sum<kSeqThreads>(lr, smd);
       seq_ratio = ratio_from_log(lr / (cnt > 1.0 ? cnt : 1.0));
+    }
+    double kappa = 0.0;
+    if (o.off_policy_mask && (p.sampler || p.old_logp) && !dropped) {  // block-uniform
+      for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads)
+        if (tok_kept(p, t, keep)) kappa += (p.sampler ? (double)p.sampler[t] : (double)p.old_logp[t]) - logp_at(p, t);
+      kappa = detail::block_sum<kSeqThreads>(kappa, smd);
+      kappa /= cnt > 1.0 ? cnt : 1.0;
     }
     LossSums acc;
     double g_seq = 0.0;
     for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads) {
-      if (dropped || !tok_valid(p, t)) {
+      if (p.kept) p.kept[t] = (!dropped && tok_kept(p, t, keep)) ? 1 : 0;
+      if (dropped || !tok_kept(p, t, keep)) {
         p.dlogp[t] = 0.0f;
         if (p.dentropy) p.dentropy[t] = 0.0f;
         if (p.token_loss) p.token_loss[t] = 0.0f;
         continue;
       }
       const double lp = logp_at(p, t);
-      const TokenInputs x{lp, p.old_logp ? (double)p.old_logp[t] : lp, adv, p.ref_logp ? p.ref_logp + t : nullptr,
-                          p.entropy ? p.entropy + t : nullptr};
+      const double old = old_at(p, t);
+      const double adv = o.adv_per_token ? (double)p.advantages[t] : seq_adv;
+      const float* q = p.sampler ? p.sampler + t : nullptr;
+      const double pw = token_policy_weight(o, old, q, adv, w_seq, norm, kappa, acc);
+      const TokenInputs x{lp, old, adv, p.ref_logp ? p.ref_logp + t : nullptr, p.entropy ? p.entropy + t : nullptr, pw, q, ent_w};
       token_step(o, x, w, seq_ratio, p.use_q, threshold, acc, g_seq, p.dlogp + t, p.dentropy ? p.dentropy + t : nullptr,
                  p.token_loss ? p.token_loss + t : nullptr);
     }
     acc = detail::block_reduce<kSeqThreads>(acc, detail::LossSumsOp{}, LossSums{}, sml);
+    acc.op_seq = acc.op_tok > 0.0 ? 1.0 : 0.0;
+    acc.seqs = cnt > 0.0 ? 1.0 : 0.0;
     if (o.is_level == kIsSequence && cnt > 0.0) {  // block-uniform
       const double g = detail::block_sum<kSeqThreads>(g_seq, smd);
       const double extra = w * g * seq_ratio.dvalue / cnt;
       // The same threads wrote these dlogp above: no barrier is needed between the two loops.
       for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads)
-        if (tok_valid(p, t)) p.dlogp[t] = (float)((double)p.dlogp[t] + extra);
+        if (tok_kept(p, t, keep)) p.dlogp[t] = (float)((double)p.dlogp[t] + extra);
     }
     if (threadIdx.x == 0) p.part[s] = acc;
   }
@@ -269,7 +333,7 @@ struct StepBlock {
 
 namespace detail {
 
-void fill_metrics(const LossResult& r, LossMetrics* out) {
+void fill_metrics(const LossOptions& o, const LossResult& r, LossMetrics* out) {
   const LossSums& tot = r.total;
   const double denom = tot.tokens > 1.0 ? tot.tokens : 1.0;
   out->loss = tot.loss;
@@ -282,6 +346,7 @@ void fill_metrics(const LossResult& r, LossMetrics* out) {
   out->entropy_mean = tot.entropy / denom;
   out->entropy_threshold = r.threshold;
   out->non_finite = tot.non_finite;
+  fill_correction_metrics(o, r.corr, tot, out);
 }
 
 Status check_loss_args(const LossStepArgs& a) {
@@ -294,6 +359,9 @@ Status check_loss_args(const LossStepArgs& a) {
   if ((o.top_entropy_quantile < 1.0 || o.entropy_coef != 0.0) && !a.entropy)
     return make_status(kInvalid, "entropy is required for entropyCoef != 0 or topEntropyQuantile < 1");
   if (o.beta != 0.0 && !a.ref_logp) return make_status(kInvalid, "refLogp is required when beta != 0");
+  if (!a.sampler_logp && (o.rc_level != kRcOff || o.rs_count > 0))
+    return make_status(kInvalid, "samplerLogp is required for rolloutCorrection and rolloutRejection");
+  if (!loss_options_ok(o)) return make_status(kInvalid, "loss options must be finite, with normalizer and maxCompletionLength 0 or positive with a finite reciprocal");
   if (!a.seq_offsets || !a.advantages || (a.n > 0 && (!a.logp || !a.dlogp)))
     return make_status(kInvalid, "logp, advantages, seqOffsets and the dlogp output are required");
   return Status{};
@@ -306,8 +374,9 @@ Status enqueue_loss_step(const LossStepArgs& a, DeviceFlags* flags, LossResult* 
   const size_t count_b = align256(sizeof(double) * (size_t)S);
   const size_t part_b = align256(sizeof(LossSums) * (size_t)S);
   const size_t valid_b = use_q ? align256((size_t)n) : 0;
+  const size_t corr_b = a.sampler_logp ? align256(sizeof(CorrSums) * (size_t)S) : 0;
   DeviceScratch scratch;
-  GK_CUDA_CHECK(scratch.alloc(2 * count_b + part_b + valid_b, s));
+  GK_CUDA_CHECK(scratch.alloc(2 * count_b + part_b + valid_b + corr_b, s));
 
   LossParams p;
   p.logp = a.logp;
@@ -316,6 +385,7 @@ Status enqueue_loss_step(const LossStepArgs& a, DeviceFlags* flags, LossResult* 
   p.ref_logp = a.ref_logp;
   p.entropy = a.entropy;
   p.advantages = a.advantages;
+  p.sampler = a.sampler_logp;
   p.off = a.seq_offsets;
   p.S = S;
   p.n = n;
@@ -326,10 +396,12 @@ Status enqueue_loss_step(const LossStepArgs& a, DeviceFlags* flags, LossResult* 
   p.dlogp = a.dlogp;
   p.dentropy = a.dentropy;
   p.token_loss = a.token_loss;
+  p.kept = a.kept;
   p.count = scratch.as<double>(0);
   p.length = scratch.as<double>(count_b);
   p.part = scratch.as<LossSums>(2 * count_b);
   p.valid = use_q ? scratch.as<uint8_t>(2 * count_b + part_b) : nullptr;
+  p.corr = a.sampler_logp ? scratch.as<CorrSums>(2 * count_b + part_b + valid_b) : nullptr;
   p.result = result;
   p.flags = flags;
   if (use_q && n > 0) GK_CUDA_CHECK(cudaMemsetAsync(p.valid, 0, (size_t)n, s));
@@ -359,7 +431,7 @@ Status grpo_loss_step(LossStepArgs& a, cudaStream_t stream) {
   GK_CUDA_CHECK(detail::finish_op(&h, d, sizeof(h), stream));
   const Status st = detail::flags_to_status(h.flags, a.n);
   if (!st.ok()) return st;
-  detail::fill_metrics(h.result, &a.out);
+  detail::fill_metrics(a.opt, h.result, &a.out);
   return st;
 }
 

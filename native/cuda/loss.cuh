@@ -22,8 +22,11 @@ namespace detail {
 struct LossResult {
   double tokens, longest, threshold;
   LossSums total;
+  CorrSums corr;  // §9.1 batch sums (empty without samplerLogp)
+  double norm;    // §9.1 batchNormalize divisor
+  double ent_w;   // §9.8 'tokenMean' entropy weight
 };
-void fill_metrics(const LossResult& r, LossMetrics* out);
+void fill_metrics(const LossOptions& o, const LossResult& r, LossMetrics* out);
 
 // Host-side argument checks of the loss step (pointers and options; the sequence layout is
 // checked on the device).

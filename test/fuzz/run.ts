@@ -178,6 +178,19 @@ const LOSS_OPTS: Record<string, () => unknown> = {
   aggregation: () => pick(['seqMeanTokenMean', 'tokenMean', 'constant', 'seqMeanTokenSum', 'sum']),
   normalizer: () => num(pick([5, 1e-310, 5e-324, 1e300])), maxCompletionLength: () => num(8), maskTruncatedCompletions: () => chance(0.5),
   topEntropyQuantile: () => num(pick([1, 0.5, 0.2])),
+  // §9.1-9.3
+  advantagesPerToken: () => chance(0.5),
+  rolloutCorrection: () => pick<unknown>([
+    false, {}, { level: pick(['token', 'sequence', 'sequenceMean', 'seq']), mode: pick(['truncate', 'mask', 'x']), clipMin: num(0.5), clipMax: num(2), batchNormalize: chance(0.5) },
+    junk(),
+  ]),
+  rolloutRejection: () => pick<unknown>([
+    [], [{ statistic: pick(['token_k1', 'token_k2', 'token_k3', 'seqSum_k1', 'seqMean_k2', 'seqMax_k3', 'seqMax_k1']), threshold: pick<unknown>([num(0.1), num(2), [num(0.5), num(2)]]) }],
+    Array(9).fill({ statistic: 'token_k3', threshold: 1 }), junk(),
+  ]),
+  offPolicyMaskThreshold: () => num(0.05), biasCorrectedKl: () => chance(0.5),
+  // §9.7, §9.8
+  entropyForm: () => pick(['aggregated', 'tokenMean', 'mean']), entropyThreshold: () => num(1), returnValidEntropies: () => chance(0.5),
 };
 
 function publicCall(): Call {
@@ -211,6 +224,7 @@ function publicCall(): Call {
           multiObjectiveAggregation: () => pick(['sumThenNormalize', 'normalizeThenSum', 'normalize_then_sum']),
           lengths: () => floatsFor(chance(0.9) ? n : n + 1),
           eps: () => num(1e-4), weights: () => [num(1), num(2)],
+          batchStats: () => (chance(0.2) ? junk() : { count: num(5), mean: num(0), m2: num(3) }), returnPartials: () => chance(0.5),
         }) as object),
         groupSize: num(g),
       };
@@ -232,6 +246,8 @@ function publicCall(): Call {
       if (chance(0.4)) inputs.completionMask = maskFor(n);
       if (chance(0.4)) inputs.oldLogp = floatsFor(n);
       if (chance(0.4)) inputs.refLogp = floatsFor(n);
+      if (chance(0.3)) inputs.samplerLogp = floatsFor(chance(0.9) ? n : n + 1);
+      if (chance(0.2)) inputs.advantages = floatsFor(n); // per token
       if (chance(0.2)) inputs.truncated = maskFor(s);
       const o = options({ ...LOSS_OPTS, temperature: () => num(1), ignoreIndex: () => num(-100), checkFinite: () => chance(0.5), inPlace: () => chance(0.5) });
       return { name: `grpoLoss(logits) ${x}`, raw: false, run: () => gk.grpoLoss(inputs as never, o as never) };
@@ -246,6 +262,8 @@ function publicCall(): Call {
       if (chance(0.3)) inputs.seqOffsets = pick([[0, n], [0, int(0, n + 1), n], [0, n, n + 2], [0, 'a', n], [0, Symbol('z')]]);
       if (chance(0.3)) inputs.completionMask = maskFor(n);
       if (chance(0.3)) inputs.refLogp = floatsFor(n);
+      if (chance(0.3)) inputs.samplerLogp = floatsFor(n);
+      if (chance(0.2)) inputs.advantages = floatsFor(n); // per token
       const o = options(LOSS_OPTS);
       return { name: `grpoLoss(logp) n=${n}`, raw: false, run: () => gk.grpoLoss(inputs as never, o as never) };
     }
@@ -502,6 +520,33 @@ function rawCall(): Call {
     (o.options as Record<string, unknown>).normalizer = pick([1e-310, 5e-324, -1, NaN]);
     (o.options as Record<string, unknown>).aggregation = 1;
     changes.push('loss normalizer');
+  }
+  if ((entry === 'grpoLossStep' || entry === 'grpoLossFused') && chance(0.3)) {
+    // §9.1-9.3: sampler log-probs (sometimes short), per-token advantages, correction options.
+    const n = Number(o.n) || 0;
+    const opt = o.options as Record<string, unknown>;
+    if (chance(0.8)) o.samplerLogp = new Float32Array(chance(0.85) ? n : Math.max(0, n - 1)).map(() => normal());
+    opt.rolloutLevel = int(0, 5);
+    opt.rolloutMode = int(0, 3);
+    opt.rolloutClipMin = pick([0, 0.5, 3, NaN]);
+    opt.rolloutClipMax = pick([3, 1, Infinity]);
+    opt.rolloutBatchNormalize = chance(0.5);
+    opt.rejection = pick<unknown>([[], [{ agg: int(0, 5), k: int(0, 4), lo: pick([-Infinity, -1, NaN]), hi: pick([0.1, 1, -2]) }], 3, [null]]);
+    if (chance(0.5)) opt.offPolicyMaskThreshold = pick([0.05, NaN, -1]);
+    opt.biasCorrectedKl = chance(0.5);
+    if (chance(0.5)) {
+      opt.advantagesPerToken = true;
+      if (chance(0.7)) o.advantages = new Float32Array(n).map(() => normal());
+    }
+    if (chance(0.3)) opt.entropyForm = int(0, 3);
+    if (chance(0.3)) opt.entropyThreshold = pick([0.5, NaN, -Infinity]);
+    if (chance(0.3)) o.keptMask = new Uint8Array(chance(0.8) ? n : n + 2);
+    changes.push('rollout correction');
+  }
+  if (entry === 'groupAdvantages' && chance(0.3)) {
+    o.batchStats = pick<unknown>([Float64Array.of(4, 0, 2), new Float64Array(2), Float64Array.of(NaN, 0, 1), [1, 2, 3]]);
+    o.partials = pick<unknown>([new Float64Array(3), new Float64Array(1)]);
+    changes.push('batch statistics');
   }
   const getters = new Set<string>();
   for (let k = chance(0.2) ? 0 : int(1, 4); k > 0; k--) {

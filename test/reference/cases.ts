@@ -272,18 +272,59 @@ export interface LossCase {
   withRef?: boolean;
   truncated?: boolean;
   emptySequence?: boolean;
+  /** §9.1: samplerLogp = oldLogp + N(0, sampler²) (the engine's log-probs). */
+  sampler?: number;
+  /** §9.3: one advantage per token row (NaN on masked rows). */
+  perTokenAdv?: boolean;
 }
 
 function lossCaseName(c: LossCase): string {
   const o = JSON.stringify(c.options).replace(/"/g, '').replace(/[{}]/g, '');
-  return `S=${c.s} L=${c.l}${c.packed ? ' packed' : ''}${c.onPolicy ? ' on-policy' : ''}${c.withRef ? ' ref' : ''}${c.truncated ? ' truncated' : ''}${c.emptySequence ? ' empty-seq' : ''} ${o}`;
+  return `S=${c.s} L=${c.l}${c.packed ? ' packed' : ''}${c.onPolicy ? ' on-policy' : ''}${c.withRef ? ' ref' : ''}${c.truncated ? ' truncated' : ''}${c.emptySequence ? ' empty-seq' : ''}${c.sampler ? ` sampler±${c.sampler}` : ''}${c.perTokenAdv ? ' per-token-A' : ''} ${o}`;
+}
+
+const CORRECTION_METRICS = [
+  'isTruncatedFraction', 'isMaskedFraction', 'rejectedFraction', 'rejectedSeqFraction', 'isWeightMean', 'isWeightMax', 'samplerKl',
+  'seqLogRatioMin', 'seqLogRatioMax', 'offPolicyMaskedFraction',
+] as const;
+
+/** §9.1/§9.3 inputs of a case: per-token advantages and the sampler's log-probs. */
+export function correctionInputs(rng: Rng, c: { sampler?: number; perTokenAdv?: boolean }, n: number, mask: ArrayLike<number> | null, old: ArrayLike<number>) {
+  const out: { advantages?: Float32Array; samplerLogp?: Float32Array } = {};
+  if (c.perTokenAdv) out.advantages = Float32Array.from({ length: n }, (_, t) => (mask && !mask[t] ? NaN : rng.normal()));
+  if (c.sampler) out.samplerLogp = Float32Array.from(old, (x) => x + rng.normal() * c.sampler!);
+  return out;
 }
 
 function toRefOptions(r: gk.ResolvedLossOptions): RefLossOptions {
   return { ...r };
 }
 
-function metricChecks(m: gk.GrpoLossMetrics, r: RefLossMetrics): Check[] {
+/**
+ * The terms of seqLogRatioMin/Max, Σ_t (oldLogp − samplerLogp) over a sequence: the largest
+ * Σ_t |o_t| + |q_t| of a sequence (spec, "Tolerances": a sum that nearly cancels is compared
+ * relative to its terms).
+ */
+function logRatioTerms(old: ArrayLike<number>, q: ArrayLike<number> | undefined, offsets: ArrayLike<number>): number {
+  if (!q) return 0;
+  let best = 0;
+  for (let s = 0; s + 1 < offsets.length; s++) {
+    let sum = 0;
+    for (let t = offsets[s]!; t < offsets[s + 1]!; t++) sum += Math.abs(old[t]!) + Math.abs(q[t]!);
+    best = Math.max(best, sum);
+  }
+  return best;
+}
+
+function termsCheck(label: string, out: number | undefined, ref: number | undefined, tol: number, terms: number): Check {
+  const c = compareScalar(label, out, ref, tol);
+  if (c.pass || out === undefined || ref === undefined || !Number.isFinite(out) || !Number.isFinite(ref)) return c;
+  const scale = Math.max(Math.abs(ref), terms);
+  const err = Math.abs(out - ref) / scale;
+  return { label: `${label} (relative to its terms)`, err, tol, pass: err <= tol, ...(err <= tol ? {} : { detail: `got ${out}, reference ${ref}, terms ${scale}` }) };
+}
+
+function metricChecks(m: gk.GrpoLossMetrics, r: RefLossMetrics, lrTerms = 0): Check[] {
   return [
     compareScalar('klMean', m.klMean, r.klMean, 1e-5),
     compareScalar('ratioMean', m.ratioMean, r.ratioMean, 1e-5),
@@ -293,6 +334,8 @@ function metricChecks(m: gk.GrpoLossMetrics, r: RefLossMetrics): Check[] {
     compareScalar('entropyMean', m.entropyMean, r.entropyMean, 1e-5),
     compareScalar('tokens', m.tokens, r.tokens, 0),
     compareScalar('nonFiniteRows', m.nonFiniteRows, r.nonFiniteRows, 0),
+    ...CORRECTION_METRICS.filter((k) => m[k] !== undefined || r[k] !== undefined).map((k) =>
+      k === 'seqLogRatioMin' || k === 'seqLogRatioMax' ? termsCheck(k, m[k], r[k], 1e-5, lrTerms) : compareScalar(k, m[k], r[k], 1e-5)),
   ];
 }
 
@@ -324,22 +367,26 @@ export async function runLossCase(seed: number, c: LossCase): Promise<CaseResult
   const oldLogp = Float32Array.from(logp, (x) => x + rng.normal() * 0.3);
   const refLogp = Float32Array.from(logp, (x) => x + rng.normal() * 0.5);
   const entropy = Float32Array.from(logp, () => rng.next() * 3);
+  const corr = correctionInputs(rng, c, n, c.packed ? null : seq.mask, c.onPolicy ? logp : oldLogp);
+  const advantages = corr.advantages ?? seq.advantages;
   const inputs: gk.GrpoLossInputs = {
-    logp, entropy, advantages: seq.advantages,
+    logp, entropy, advantages,
+    ...(corr.samplerLogp ? { samplerLogp: corr.samplerLogp } : {}),
     ...(c.packed ? { seqOffsets: seq.offsets } : { completionMask: seq.mask }),
+    ...(c.perTokenAdv && !c.packed ? { seqOffsets: seq.offsets } : {}), // flat rows: the layout is not implied by N advantages
     ...(c.onPolicy ? {} : { oldLogp }),
     ...(c.withRef ? { refLogp } : {}),
     ...(c.truncated ? { truncated: seq.truncated } : {}),
   };
   const out = await gk.grpoLoss(inputs, c.options);
   const ref = refGrpoLoss({
-    logp, entropy, advantages: seq.advantages, seqOffsets: seq.offsets, mask: c.packed ? null : seq.mask,
+    logp, entropy, advantages, samplerLogp: corr.samplerLogp ?? null, seqOffsets: seq.offsets, mask: c.packed ? null : seq.mask,
     oldLogp: c.onPolicy ? null : oldLogp, refLogp: c.withRef ? refLogp : null, truncated: c.truncated ? seq.truncated : null,
   }, { ...toRefOptions(out.options), maxCompletionLength: out.options.maxCompletionLength ?? (c.packed ? null : c.l) });
   const checks = [
     compareScalar('loss', out.loss, ref.loss, 1e-5),
     compare('gradLogp', out.gradLogp.data as Float32Array, ref.dlogp, 1e-5),
-    ...metricChecks(out.metrics, ref.metrics),
+    ...metricChecks(out.metrics, ref.metrics, logRatioTerms(c.onPolicy ? logp : oldLogp, corr.samplerLogp, seq.offsets)),
   ];
   if (out.gradEntropy) checks.push(compare('gradEntropy', out.gradEntropy.data as Float32Array, ref.dentropy, 1e-5));
   return result('grpoLoss', lossCaseName(c), checks);
@@ -367,26 +414,30 @@ export async function runFusedCase(seed: number, c: FusedCase): Promise<CaseResu
   const base = refTokenLogProbs(values, n, c.v, targets, { temperature: T });
   const oldLogp = Float32Array.from(base.logp, (x) => x + rng.normal() * 0.3);
   const refLogp = Float32Array.from(base.logp, (x) => x + rng.normal() * 0.5);
+  const corr = correctionInputs(rng, c, n, c.packed ? null : seq.mask, c.onPolicy ? base.logp : oldLogp);
+  const advantages = corr.advantages ?? seq.advantages;
   const seqInputs = {
-    advantages: seq.advantages,
-    ...(c.packed ? { seqOffsets: seq.offsets } : { completionMask: seq.mask }),
+    advantages,
+    ...(corr.samplerLogp ? { samplerLogp: corr.samplerLogp } : {}),
+    ...(c.packed || c.perTokenAdv ? { seqOffsets: seq.offsets } : {}),
+    ...(c.packed ? {} : { completionMask: seq.mask }),
     ...(c.onPolicy ? {} : { oldLogp }),
     ...(c.withRef ? { refLogp } : {}),
     ...(c.truncated ? { truncated: seq.truncated } : {}),
   };
   const out = await gk.grpoLoss({ logits: tensor, targets, ...seqInputs }, { ...c.options, temperature: T, inPlace: !!c.inPlace });
   const refWith = (advantages: Float32Array) => refGrpoLossFromLogits(values, n, c.v, targets, {
-    advantages, seqOffsets: seq.offsets, mask: c.packed ? null : seq.mask,
+    advantages, samplerLogp: corr.samplerLogp ?? null, seqOffsets: seq.offsets, mask: c.packed ? null : seq.mask,
     oldLogp: c.onPolicy ? null : oldLogp, refLogp: c.withRef ? refLogp : null, truncated: c.truncated ? seq.truncated : null,
   }, { ...toRefOptions(out.options), maxCompletionLength: out.options.maxCompletionLength ?? (c.packed ? null : c.l), temperature: T, ignoreIndex: -100 });
-  const ref = refWith(seq.advantages);
+  const ref = refWith(advantages);
   const tol = TOLERANCE[c.dtype];
   const checks = [
-    lossCheck(out.loss, ref.loss, tol.value, () => refWith(Float32Array.from(seq.advantages, Math.abs)).loss),
+    lossCheck(out.loss, ref.loss, tol.value, () => refWith(Float32Array.from(advantages, Math.abs)).loss),
     compare('logp', out.logp.data as Float32Array, ref.logp, tol.value),
     compare('entropy', out.entropy.data as Float32Array, ref.entropy, tol.value),
     compare('gradLogits', out.gradLogits.toFloat32(), ref.grad, tol.grad),
-    ...metricChecks(out.metrics, ref.metrics),
+    ...metricChecks(out.metrics, ref.metrics, logRatioTerms(c.onPolicy ? ref.logp : oldLogp, corr.samplerLogp, seq.offsets)),
   ];
   if (c.inPlace) checks.push({ label: 'in place', err: out.gradLogits === tensor ? 0 : 1, tol: 0, pass: out.gradLogits === tensor });
   const name = `${c.dtype} V=${c.v}${T !== 1 ? ` T=${T}` : ''}${ignored.length ? ` ignored=${ignored.length}` : ''}${c.masked ? ` masked=${c.masked}` : ''}${c.inPlace ? ' in place' : ''} ${lossCaseName(c)}`;
@@ -599,10 +650,38 @@ export function lossCases(full: boolean): LossCase[] {
     { s: 6, l: 6, options: { beta: 0.1, klEstimator: 'k2', aggregation: 'seqMeanTokenSum' }, withRef: true },
     { s: 6, l: 6, options: { maskTruncatedCompletions: true, aggregation: 'constant', maxCompletionLength: 10 }, truncated: true },
     { s: 3, l: 5, options: { epsilonLow: 0.1, epsilonHigh: 0.3 }, onPolicy: true },
+    // §9.3 per-token advantages
+    { s: 5, l: 8, options: {}, perTokenAdv: true },
+    { s: 5, l: 8, packed: true, options: { lossType: 'gspo', beta: 0.05 }, withRef: true, perTokenAdv: true },
+    { s: 4, l: 4, options: { advantagesPerToken: true, surrogate: 'sapo' }, perTokenAdv: true },
+    // §9.2 off-policy mask, bias-corrected KL
+    { s: 8, l: 6, options: { offPolicyMaskThreshold: 0.05 } },
+    { s: 8, l: 6, options: { offPolicyMaskThreshold: 0.02, rolloutCorrection: false }, sampler: 0.3, perTokenAdv: true },
+    { s: 6, l: 6, options: { beta: 0.1, biasCorrectedKl: true }, withRef: true },
+    { s: 6, l: 6, options: { beta: 0.1, biasCorrectedKl: true, klEstimator: 'k2', importanceSamplingLevel: 'sequence' }, withRef: true },
+    { s: 6, l: 6, options: { beta: 0.2, biasCorrectedKl: true, klEstimator: 'k1', importanceSamplingLevel: 'sequenceToken' }, withRef: true },
+    // §9.7 the entropy threshold from outside
+    { s: 6, l: 7, options: { topEntropyQuantile: 0.5, entropyThreshold: 1.3, entropyCoef: 0.01 } },
+    { s: 6, l: 7, packed: true, options: { topEntropyQuantile: 0.2, entropyThreshold: 0.7, entropyForm: 'tokenMean', entropyCoef: 0.03 }, sampler: 0.3 },
+    // §9.8 TRL's entropy form
+    { s: 6, l: 7, options: { entropyForm: 'tokenMean', entropyCoef: 0.03 } },
+    { s: 6, l: 7, packed: true, options: { entropyForm: 'tokenMean', entropyCoef: -0.02, topEntropyQuantile: 0.4, lossType: 'dapo', normalizer: 31 } },
+    { s: 6, l: 7, options: { entropyForm: 'tokenMean', entropyCoef: 0.05, topEntropyQuantile: 0.6, aggregation: 'seqMeanTokenSum' }, sampler: 0.3 },
+    // §9.1 rollout correction and rejection
+    { s: 8, l: 7, options: {}, sampler: 0.6 },
+    { s: 8, l: 7, options: { rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 1.5 } }, sampler: 0.4 },
+    { s: 8, l: 7, options: { rolloutCorrection: { level: 'token', mode: 'mask', clipMin: 0.5, clipMax: 2 }, beta: 0.05 }, withRef: true, sampler: 0.5 },
+    { s: 8, l: 7, packed: true, options: { rolloutCorrection: { level: 'sequenceMean', mode: 'truncate', clipMin: 0.8, clipMax: 1.2, batchNormalize: true } }, sampler: 0.3, emptySequence: true },
+    { s: 8, l: 7, options: { rolloutCorrection: { level: 'sequence', mode: 'truncate', clipMax: 2, batchNormalize: true }, lossType: 'gspo' }, sampler: 0.1 },
+    { s: 8, l: 7, options: { rolloutCorrection: { level: 'token', mode: 'truncate' }, rolloutRejection: [{ statistic: 'token_k3', threshold: 0.05 }], topEntropyQuantile: 0.5 }, sampler: 0.4 },
+    { s: 10, l: 6, options: { rolloutCorrection: false, rolloutRejection: [{ statistic: 'seqMean_k2', threshold: 0.04 }, { statistic: 'token_k1', threshold: [0.6, 2] }], lossType: 'dapo' }, sampler: 0.3 },
+    { s: 10, l: 6, options: { rolloutRejection: [{ statistic: 'seqMax_k3', threshold: 0.3 }, { statistic: 'seqSum_k1', threshold: 3 }], offPolicyMaskThreshold: 0.01 }, sampler: 0.3, onPolicy: true },
+    { s: 6, l: 6, options: { rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 2 }, biasCorrectedKl: true, beta: 0.1, lossType: 'cispo' }, withRef: true, sampler: 0.3, perTokenAdv: true, truncated: true },
   ];
   if (full) {
     out.push({ s: 64, l: 33, packed: true, options: { lossType: 'dapo', beta: 0.02, entropyCoef: -0.001 }, withRef: true, truncated: true });
     out.push({ s: 32, l: 17, options: { surrogate: 'sapo', importanceSamplingLevel: 'sequence', topEntropyQuantile: 0.2 } });
+    out.push({ s: 48, l: 300, packed: true, options: { rolloutRejection: [{ statistic: 'seqMean_k3', threshold: 0.02 }], offPolicyMaskThreshold: 0.01, beta: 0.04, biasCorrectedKl: true }, withRef: true, sampler: 0.2, perTokenAdv: true });
   }
   return out;
 }
@@ -617,7 +696,12 @@ export function fusedCases(full: boolean): FusedCase[] {
     if (full) {
       out.push({ s: 8, l: 16, v: 4099, dtype, options: { surrogate: 'sapo', klEstimator: 'k2', beta: 0.1 }, withRef: true, truncated: true, ignoredRows: [0, 5] });
       out.push({ s: 6, l: 7, v: 513, dtype, options: { lossType: 'cispo', maskTruncatedCompletions: true }, truncated: true, emptySequence: true });
+      out.push({ s: 6, l: 9, v: 257, dtype, packed: true, options: { rolloutCorrection: { level: 'sequenceMean', mode: 'truncate', clipMax: 1.3 }, rolloutRejection: [{ statistic: 'seqMax_k2', threshold: 0.2 }], beta: 0.05, biasCorrectedKl: true, importanceSamplingLevel: 'sequence' }, withRef: true, sampler: 0.3, perTokenAdv: true, ignoredRows: [2] });
     }
+    // §9.1-9.3 through the fused step
+    out.push({ s: 4, l: 6, v: 129, dtype, options: { rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 1.5 }, rolloutRejection: [{ statistic: 'token_k2', threshold: 0.08 }], offPolicyMaskThreshold: 0.01, beta: 0.1, biasCorrectedKl: true }, withRef: true, sampler: 0.4, perTokenAdv: true, ignoredRows: [3], masked: 0.2 });
+    out.push({ s: 4, l: 6, v: 65, dtype, options: {}, sampler: 0.6, onPolicy: true });
+    out.push({ s: 3, l: 5, v: 33, dtype, options: { entropyForm: 'tokenMean', entropyCoef: 0.04, topEntropyQuantile: 0.5 }, ignoredRows: [4] });
   }
   return out;
 }

@@ -627,6 +627,9 @@ interface LossData {
   advantages: Float32Array;
   mask: Uint8Array;
   truncated: Uint8Array;
+  /** §9.1: the engine's log-probs (oldLogp + noise); §9.3: one advantage per token. */
+  samplerLogp: Float32Array;
+  tokenAdvantages: Float32Array;
 }
 
 /** S packed sequences of minLen..maxLen rows (sequence 2 empty), ~10% of the rows masked, ~20% of the sequences truncated. */
@@ -643,6 +646,8 @@ function lossData(rng: Rng, s: number, maxLen: number, minLen = 1): LossData {
     advantages: Float32Array.from({ length: s }, () => rng.normal()),
     mask: Uint8Array.from({ length: n }, () => (rng.next() < 0.9 ? 1 : 0)),
     truncated: Uint8Array.from({ length: s }, () => (rng.next() < 0.2 ? 1 : 0)),
+    samplerLogp: new Float32Array(0),
+    tokenAdvantages: Float32Array.from({ length: n }, () => rng.normal()),
   };
 }
 
@@ -656,6 +661,10 @@ interface LossCase {
   mask?: boolean;
   truncated?: boolean;
   nanEntropy?: 'some' | 'all';
+  /** §9.1: pass samplerLogp = oldLogp + N(0, 0.3²). */
+  sampler?: boolean;
+  /** §9.3: one advantage per token. */
+  perToken?: boolean;
 }
 
 function metricChecks(gpu: gk.GrpoLossMetrics, cpu: gk.GrpoLossMetrics, tol: number): Check[] {
@@ -672,18 +681,21 @@ function sameMetrics(label: string, a: { loss: number; metrics: gk.GrpoLossMetri
 async function lossCase(ctx: Ctx, c: LossCase): Promise<void> {
   await ctx.add('grpoLoss', `${c.name} S=${c.s} maxLen=${c.maxLen}`, async (rng, scope) => {
     const d = lossData(rng, c.s, c.maxLen);
+    d.samplerLogp = Float32Array.from(c.old ? d.oldLogp : d.logp, (x) => x + 0.3 * rng.normal());
+    const adv = c.perToken ? d.tokenAdvantages : d.advantages;
     if (c.nanEntropy === 'all') d.entropy.fill(NaN);
     else if (c.nanEntropy === 'some') for (let t = 0; t < d.n; t += 29) d.entropy[t] = NaN;
     const inputs = (via: (a: Float32Array | Uint8Array) => Float32Array | Uint8Array | gk.Tensor): gk.GrpoLossInputs => ({
       logp: via(d.logp) as Float32Array | gk.Tensor, entropy: via(d.entropy) as Float32Array | gk.Tensor,
-      advantages: via(d.advantages) as Float32Array | gk.Tensor, seqOffsets: d.offsets,
+      advantages: via(adv) as Float32Array | gk.Tensor, seqOffsets: d.offsets,
+      ...(c.sampler ? { samplerLogp: via(d.samplerLogp) as Float32Array | gk.Tensor } : {}),
       ...(c.old ? { oldLogp: via(d.oldLogp) as Float32Array | gk.Tensor } : {}), ...(c.ref ? { refLogp: via(d.refLogp) as Float32Array | gk.Tensor } : {}),
       ...(c.mask ? { completionMask: via(d.mask) } : {}), ...(c.truncated ? { truncated: d.truncated } : {}),
     });
     const cpu = await settle(gk.grpoLoss(inputs((a) => a), c.options));
     // On the GPU: every per-token input a device tensor (the truncation flags stay on the host).
     const onDevice = new Map<Float32Array | Uint8Array, gk.Tensor>();
-    for (const a of [d.logp, d.entropy, d.advantages, d.oldLogp, d.refLogp, d.mask]) onDevice.set(a, scope.track(await ctx.dev.upload(a)));
+    for (const a of [d.logp, d.entropy, d.advantages, d.oldLogp, d.refLogp, d.mask, d.samplerLogp, d.tokenAdvantages]) onDevice.set(a, scope.track(await ctx.dev.upload(a)));
     const runs: gk.GrpoLossResult[] = [];
     const grads: HostArray[][] = [];
     for (let k = 0; k < 2; k++) {
@@ -706,8 +718,9 @@ async function lossCase(ctx: Ctx, c: LossCase): Promise<void> {
       sameRuns('run twice: gradients bit-identical', grads[1]!, grads[0]!),
     ];
     const ref = once(() => refGrpoLoss({
-      logp: d.logp, entropy: d.entropy, advantages: d.advantages, seqOffsets: d.offsets, mask: c.mask ? d.mask : null,
+      logp: d.logp, entropy: d.entropy, advantages: adv, seqOffsets: d.offsets, mask: c.mask ? d.mask : null,
       oldLogp: c.old ? d.oldLogp : null, refLogp: c.ref ? d.refLogp : null, truncated: c.truncated ? d.truncated : null,
+      samplerLogp: c.sampler ? d.samplerLogp : null,
     }, { ...cg.options }));
     return explain(checks, {
       loss: () => [[g.loss], [cg.loss], [ref().loss]],
@@ -749,6 +762,22 @@ async function lossChecks(ctx: Ctx): Promise<void> {
       name: 'many sequences q=0.8', s: Math.max(full ? 1500 : 100, rows.seq), maxLen: full ? 700 : 60,
       options: { topEntropyQuantile: 0.8, beta: 0.04 }, old: true, ref: true, mask: true, truncated: true,
     },
+    // §9.1-9.3 (issue 12)
+    { name: 'per-token advantages gspo', s, maxLen: l, options: { importanceSamplingLevel: 'sequence', beta: 0.04 }, old: true, ref: true, mask: true, perToken: true },
+    { name: 'TRL default sequence mask', s, maxLen: l, options: {}, old: true, mask: true, sampler: true },
+    {
+      name: 'token TIS + rejection + off-policy mask', s, maxLen: l,
+      options: { rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 2 }, rolloutRejection: [{ statistic: 'token_k3', threshold: 0.1 }, { statistic: 'seqMean_k2', threshold: 0.06 }], offPolicyMaskThreshold: 0.02, topEntropyQuantile: 0.6 },
+      old: true, mask: true, truncated: true, sampler: true, perToken: true,
+    },
+    {
+      name: 'seqMean batchNormalize + seqMax reject + bias-corrected KL', s, maxLen: l,
+      options: { rolloutCorrection: { level: 'sequenceMean', mode: 'mask', clipMin: 0.9, clipMax: 1.1, batchNormalize: true }, rolloutRejection: [{ statistic: 'seqMax_k3', threshold: 0.8 }], beta: 0.05, biasCorrectedKl: true, importanceSamplingLevel: 'sequence' },
+      old: true, ref: true, mask: true, sampler: true,
+    },
+    { name: 'entropyForm tokenMean q=0.3', s, maxLen: l, options: { entropyForm: 'tokenMean', entropyCoef: 0.02, topEntropyQuantile: 0.3, rolloutRejection: [{ statistic: 'token_k2', threshold: 0.1 }] }, old: true, mask: true, sampler: true, nanEntropy: 'some' },
+    { name: 'entropyThreshold given', s, maxLen: l, options: { topEntropyQuantile: 0.5, entropyThreshold: 1.1, entropyForm: 'tokenMean', entropyCoef: 0.02 }, old: true, mask: true },
+    { name: 'on-policy IcePop + k1 seqSum reject', s, maxLen: l, options: { rolloutCorrection: { level: 'token', mode: 'mask', clipMin: 0.5, clipMax: 2 }, rolloutRejection: [{ statistic: 'seqSum_k1', threshold: [0.2, 4] }], beta: 0.1, biasCorrectedKl: true, klEstimator: 'k2' }, ref: true, mask: true, sampler: true },
   ];
   for (const c of cases) await lossCase(ctx, c);
   // A bad layout is refused before any backend runs, with the same error on both.
@@ -1166,10 +1195,12 @@ interface AdvCase {
   aggregation?: gk.MultiObjectiveAggregation;
   /** Random completion lengths (some 0). */
   lengths?: boolean;
+  /** §9.7: batch statistics given from outside, and the partials returned. */
+  global?: boolean;
 }
 
 async function advantageCase(ctx: Ctx, c: AdvCase): Promise<void> {
-  const name = `k=${c.k} n=${c.n} G=${c.g}${c.weights ? ' weights' : ''} ${c.estimator}/${c.aggregation ?? c.scale ?? 'default'} NaN=${c.nan}${c.equalGroups ? ' equal groups' : ''}${c.lengths ? ' lengths' : ''}`;
+  const name = `k=${c.k} n=${c.n} G=${c.g}${c.weights ? ' weights' : ''} ${c.estimator}/${c.aggregation ?? c.scale ?? 'default'} NaN=${c.nan}${c.equalGroups ? ' equal groups' : ''}${c.lengths ? ' lengths' : ''}${c.global ? ' batchStats given + partials' : ''}`;
   // A reduction over the whole batch (the batch std, REINFORCE++'s and normalizeThenSum's whitening) is a parallel sum.
   const batchWide = c.scale === 'batch' || c.estimator === 'reinforcePlusPlus' || c.estimator === 'reinforcePlusPlusBaseline' || c.aggregation === 'normalizeThenSum';
   await ctx.add('groupAdvantages', name, async (rng) => {
@@ -1180,6 +1211,7 @@ async function advantageCase(ctx: Ctx, c: AdvCase): Promise<void> {
     const opts: gk.GroupAdvantagesOptions = {
       groupSize: c.g, estimator: c.estimator, ...(c.scale ? { scale: c.scale } : {}), ...(weights ? { weights } : {}), ...(lengths ? { lengths } : {}),
       ...(c.aggregation ? { multiObjectiveAggregation: c.aggregation } : {}),
+      ...(c.global ? { returnPartials: true, batchStats: { count: c.n * 0.7, mean: 0.3, m2: c.n * 0.9 } } : {}),
     };
     const input = c.k === 1 ? r[0]! : r;
     const cpu = await settle(gk.groupAdvantages(input, opts));
@@ -1208,6 +1240,8 @@ async function advantageCase(ctx: Ctx, c: AdvCase): Promise<void> {
       sameBits('groupStd bit-identical', a.groupStd, b.groupStd),
       ok('zeroVarianceGroups', a.zeroVarianceGroups === b.zeroVarianceGroups, `gpu ${a.zeroVarianceGroups} cpu ${b.zeroVarianceGroups}`),
       sameRuns('run twice: bit-identical', out(g2.ok!), out(a)),
+      ...(c.global ? [perElement('partials (count, mean, m2) within 1e-6', Float32Array.of(a.partials!.count, a.partials!.mean, a.partials!.m2),
+        Float32Array.of(b.partials!.count, b.partials!.mean, b.partials!.m2), 1e-6)] : []),
     ];
   });
 }
@@ -1236,6 +1270,10 @@ async function advantageChecks(ctx: Ctx): Promise<void> {
     { estimator: 'grpoPassK', k: 2, n: 12328, g: 4, weights: true, nan: 0.3, equalGroups: true, scale: 'none' },
     { estimator: 'grpo', aggregation: 'normalizeThenSum', k: 1, n: 64, g: 8, weights: false, nan: 0.1, equalGroups: true },
     { estimator: 'grpo', aggregation: 'normalizeThenSum', k: 3, n: 12328, g: 8, weights: true, nan: 0.3, equalGroups: true },
+    // §9.7 batch statistics from outside
+    { estimator: 'grpo', scale: 'batch', k: 2, n: 12328, g: 4, weights: true, nan: 0.2, equalGroups: true, global: true },
+    { estimator: 'reinforcePlusPlus', k: 1, n: 9000, g: 8, weights: false, nan: 0.1, equalGroups: true, lengths: true, global: true },
+    { estimator: 'grpo', aggregation: 'normalizeThenSum', k: 3, n: 4096, g: 8, weights: true, nan: 0.3, equalGroups: true, global: true },
   ];
   for (const c of more) await advantageCase(ctx, c);
   if (ctx.full) {

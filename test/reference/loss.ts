@@ -16,14 +16,28 @@ export interface RefLossOptions {
   maxCompletionLength: number | null;
   maskTruncatedCompletions: boolean;
   topEntropyQuantile: number;
+  /** §9.3: N advantages are per token even when N = S. */
+  advantagesPerToken?: boolean;
+  /** §9.1: null/undefined = TRL's default when samplerLogp is given; false = off. */
+  rolloutCorrection?: { level: 'token' | 'sequence' | 'sequenceMean'; mode: 'truncate' | 'mask'; clipMin: number; clipMax: number; batchNormalize: boolean } | false | null;
+  rolloutRejection?: { statistic: string; threshold: number | [number, number] }[] | null;
+  /** §9.2 */
+  offPolicyMaskThreshold?: number | null;
+  biasCorrectedKl?: boolean;
+  /** §9.8 */
+  entropyForm?: 'aggregated' | 'tokenMean';
+  /** §9.7: the threshold given instead of computed */
+  entropyThreshold?: number | null;
 }
 
 export interface RefLossInputs {
   logp: ArrayLike<number>;
   oldLogp?: ArrayLike<number> | null;
   refLogp?: ArrayLike<number> | null;
-  /** one per sequence */
+  /** one per sequence (S), or one per token (N, spec §9.3) */
   advantages: ArrayLike<number>;
+  /** §9.1: the sampling engine's log-probs, per token */
+  samplerLogp?: ArrayLike<number> | null;
   /** length S+1; rows of sequence s are seqOffsets[s] .. seqOffsets[s+1]-1 */
   seqOffsets: ArrayLike<number>;
   /** per token 0/1, default 1 */
@@ -43,6 +57,48 @@ export interface RefLossMetrics {
   tokens: number;
   /** Valid tokens whose log-prob or entropy is NaN or ±Infinity. */
   nonFiniteRows: number;
+  // §9.1 (with samplerLogp) and §9.2 (with offPolicyMaskThreshold)
+  isTruncatedFraction?: number;
+  isMaskedFraction?: number;
+  rejectedFraction?: number;
+  rejectedSeqFraction?: number;
+  isWeightMean?: number;
+  isWeightMax?: number;
+  samplerKl?: number;
+  seqLogRatioMin?: number;
+  seqLogRatioMax?: number;
+  offPolicyMaskedFraction?: number;
+}
+
+/** §9.1: the importance weight after the mode (NaN stays NaN). */
+function rcMode(rc: { mode: 'truncate' | 'mask'; clipMin: number; clipMax: number }, w: number): { w: number; truncated: boolean; masked: boolean } {
+  if (rc.mode === 'truncate') {
+    const c = w < rc.clipMin ? rc.clipMin : w > rc.clipMax ? rc.clipMax : w;
+    return { w: c, truncated: c !== w && !Number.isNaN(w), masked: false };
+  }
+  if (w < rc.clipMin || w > rc.clipMax) return { w: 0, truncated: false, masked: true };
+  return { w, truncated: false, masked: false };
+}
+
+function kEst(k: number, d: number): number {
+  if (k === 1) return -d;
+  if (k === 2) return (d * d) / 2;
+  return Math.expm1(d) - d;
+}
+
+/** NaN-propagating max / min. */
+const nanMax = (a: number, b: number): number => (Number.isNaN(a) || a > b ? a : b);
+const nanMin = (a: number, b: number): number => (Number.isNaN(a) || a < b ? a : b);
+
+/** A rejection criterion as the interval [lo, hi] its statistic must lie in to keep. */
+function rsBounds(c: { statistic: string; threshold: number | [number, number] }): { agg: string; k: number; lo: number; hi: number } {
+  const [agg, kn] = c.statistic.split('_') as [string, string];
+  const k = Number(kn.slice(1));
+  if (k === 1) {
+    const [lower, upper] = Array.isArray(c.threshold) ? c.threshold : [1 / c.threshold, c.threshold];
+    return { agg, k, lo: Math.log(lower), hi: Math.log(upper) };
+  }
+  return { agg, k, lo: -Infinity, hi: c.threshold as number };
 }
 
 export interface RefLossResult {
@@ -134,8 +190,10 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     if (!(offsets[s]! <= offsets[s + 1]!)) throw new Error(`seqOffsets not non-decreasing at ${s}`);
   }
   if (S > 0 && (offsets[0]! < 0 || offsets[S]! > N)) throw new Error(`seqOffsets [${offsets[0]}, ${offsets[S]}] outside [0, ${N}]`);
-  if (inp.advantages.length !== S) throw new Error(`advantages length ${inp.advantages.length} != S = ${S}`);
-  for (const [name, arr] of [['oldLogp', inp.oldLogp], ['refLogp', inp.refLogp], ['mask', inp.mask], ['entropy', inp.entropy]] as const) {
+  const perToken = inp.advantages.length === N && (N !== S || o.advantagesPerToken === true);
+  if (!perToken && inp.advantages.length !== S) throw new Error(`advantages length ${inp.advantages.length} != S = ${S} or N = ${N}`);
+  const advAt = (s: number, t: number): number => (perToken ? inp.advantages[t]! : inp.advantages[s]!);
+  for (const [name, arr] of [['oldLogp', inp.oldLogp], ['refLogp', inp.refLogp], ['mask', inp.mask], ['entropy', inp.entropy], ['samplerLogp', inp.samplerLogp]] as const) {
     if (arr != null && arr.length !== N) throw new Error(`${name} length ${arr.length} != ${N}`);
   }
   if (inp.truncated != null && inp.truncated.length !== S) throw new Error(`truncated length ${inp.truncated.length} != S = ${S}`);
@@ -167,6 +225,128 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     }
     tokens += cnt[s]!;
   }
+
+  // a2. §9.1 over V0 (the valid tokens before rejection): weights, rejection, metrics.
+  const sampler = inp.samplerLogp ?? null;
+  const oldOf = (t: number): number => (oldLogp === null ? logp[t]! : oldLogp[t]!);
+  const rc = sampler === null || o.rolloutCorrection === false ? null : (o.rolloutCorrection ?? { level: 'sequence' as const, mode: 'mask' as const, clipMin: 0, clipMax: 3, batchNormalize: false });
+  const crit = (o.rolloutRejection ?? []).map(rsBounds);
+  if (crit.length > 0 && sampler === null) throw new Error('samplerLogp is required for rolloutRejection');
+  const isw = new Float64Array(N).fill(1); // IS weight of each token's policy term
+  const corrMetrics: Partial<RefLossMetrics> = {};
+  if (sampler !== null) {
+    const dOf = (t: number): number => Math.min(LOG_RATIO_CLAMP, Math.max(-LOG_RATIO_CLAMP, oldOf(t) - sampler[t]!));
+    let n0 = 0, seqs = 0, k3sum = 0, rejected = 0, rejectedSeq = 0, lrMin = Infinity, lrMax = -Infinity;
+    let wSum = 0, wMax = -Infinity, wCount = 0, trunc = 0, masked = 0;
+    const seqW = new Float64Array(S).fill(1);
+    for (let s = 0; s < S; s++) {
+      let c0 = 0, dsum = 0;
+      const ks = [0, 0, 0, 0];
+      const km = [0, -Infinity, -Infinity, -Infinity];
+      const tokKeep: number[] = [];
+      for (let t = offsets[s]!; t < offsets[s + 1]!; t++) {
+        if (!m[t]) continue;
+        const d = dOf(t);
+        c0++;
+        dsum += d;
+        for (const k of [1, 2, 3]) {
+          ks[k]! += kEst(k, d);
+          km[k] = nanMax(km[k]!, kEst(k, d));
+        }
+        k3sum += kEst(3, d);
+        let keep = true;
+        for (const c of crit) if (c.agg === 'token' && !(kEst(c.k, d) >= c.lo && kEst(c.k, d) <= c.hi)) keep = false;
+        if (!keep) tokKeep.push(t);
+        if (rc && rc.level === 'token') {
+          const r = rcMode(rc, Math.exp(d));
+          isw[t] = r.w;
+          wSum += r.w;
+          wMax = nanMax(wMax, r.w);
+          wCount++;
+          if (r.truncated) trunc++;
+          if (r.masked) masked++;
+        }
+      }
+      n0 += c0;
+      let seqKeep = true;
+      for (const c of crit) {
+        if (c.agg === 'token') continue;
+        const v = c.agg === 'seqSum' ? ks[c.k]! : c.agg === 'seqMean' ? (c0 > 0 ? ks[c.k]! / c0 : 0) : c0 > 0 ? km[c.k]! : 0;
+        if (!(v >= c.lo && v <= c.hi)) seqKeep = false;
+      }
+      const rej = seqKeep ? tokKeep.length : c0;
+      rejected += rej;
+      if (rej > 0) rejectedSeq++;
+      if (c0 > 0) {
+        seqs++;
+        lrMin = nanMin(lrMin, dsum);
+        lrMax = nanMax(lrMax, dsum);
+      }
+      for (let t = offsets[s]!; t < offsets[s + 1]!; t++) if (!seqKeep && m[t]) m[t] = 0;
+      for (const t of tokKeep) m[t] = 0;
+      if (rc && rc.level !== 'token') {
+        const lw = rc.level === 'sequence' ? Math.min(LOG_RATIO_CLAMP, Math.max(-LOG_RATIO_CLAMP, dsum)) : dsum / Math.max(1, c0);
+        const r = rcMode(rc, Math.exp(lw));
+        seqW[s] = r.w;
+        for (let t = offsets[s]!; t < offsets[s + 1]!; t++) isw[t] = r.w;
+        if (c0 > 0) {
+          wSum += r.w;
+          wMax = nanMax(wMax, r.w);
+          wCount++;
+          if (r.truncated) trunc++;
+          if (r.masked) masked++;
+        }
+      }
+    }
+    // recount after rejection
+    tokens = 0;
+    for (let s = 0; s < S; s++) {
+      cnt[s] = 0;
+      for (let t = offsets[s]!; t < offsets[s + 1]!; t++) cnt[s]! += m[t]!;
+      tokens += cnt[s]!;
+    }
+    if (rc && rc.batchNormalize && wCount > 0) {
+      const mean = wSum / wCount;
+      if (mean > 1e-8) for (let t = 0; t < N; t++) isw[t] = isw[t]! / mean;
+    }
+    const units = rc && rc.level === 'token' ? n0 : seqs;
+    corrMetrics.isTruncatedFraction = trunc / Math.max(1, units);
+    corrMetrics.isMaskedFraction = masked / Math.max(1, units);
+    corrMetrics.rejectedFraction = rejected / Math.max(1, n0);
+    corrMetrics.rejectedSeqFraction = rejectedSeq / Math.max(1, seqs);
+    corrMetrics.isWeightMean = wCount > 0 ? wSum / wCount : 0;
+    corrMetrics.isWeightMax = wCount > 0 ? wMax : 0;
+    corrMetrics.samplerKl = k3sum / Math.max(1, n0);
+    corrMetrics.seqLogRatioMin = seqs > 0 ? lrMin : 0;
+    corrMetrics.seqLogRatioMax = seqs > 0 ? lrMax : 0;
+  }
+  if (rc === null) isw.fill(1);
+
+  // a3. §9.2 off-policy sequence mask (per token with per-token advantages).
+  const opKeep = new Float64Array(N).fill(1);
+  let opMaskedSeqs = 0;
+  let nonEmptySeqs = 0;
+  const delta = o.offPolicyMaskThreshold ?? null;
+  for (let s = 0; s < S; s++) {
+    if (cnt[s]! > 0) nonEmptySeqs++;
+    if (delta === null) continue;
+    const qs = sampler ?? oldLogp;
+    let kappa = 0;
+    if (qs !== null) {
+      for (let t = offsets[s]!; t < offsets[s + 1]!; t++) if (m[t]) kappa += qs[t]! - logp[t]!;
+      kappa /= Math.max(1, cnt[s]!);
+    }
+    let any = false;
+    for (let t = offsets[s]!; t < offsets[s + 1]!; t++) {
+      if (!m[t]) continue;
+      if (!(advAt(s, t) >= 0 || kappa <= delta)) {
+        opKeep[t] = 0;
+        any = true;
+      }
+    }
+    if (any) opMaskedSeqs++;
+  }
+  if (delta !== null) corrMetrics.offPolicyMaskedFraction = opMaskedSeqs / Math.max(1, nonEmptySeqs);
 
   // b/c. importance ratios. rho[t] is the token's ratio value; dRhoOwn[t] = ∂ρ_t/∂logp_t for
   // 'token' / 'sequenceToken'; for 'sequence' seqRatioDeriv[s] = ∂ρ_s/∂logp_t / m_t.
@@ -204,9 +384,11 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
   if (q < 1) {
     const validH: number[] = [];
     for (let t = 0; t < N; t++) if (m[t]) validH.push(entropy![t]!);
-    const threshold = linearQuantile(validH, 1 - q);
+    const threshold = o.entropyThreshold ?? (validH.some((x) => !Number.isNaN(x)) ? linearQuantile(validH.filter((x) => !Number.isNaN(x)), 1 - q) : Infinity);
     for (let t = 0; t < N; t++) if (m[t]) pm[t] = entropy![t]! >= threshold ? 1 : 0;
   }
+  const entropyMask = Float64Array.from(pm);
+  for (let t = 0; t < N; t++) pm[t] = pm[t]! * (isw[t]! * (opKeep[t] ? 1 : 0));
 
   // h. aggregation weights.
   const w = new Float64Array(N);
@@ -231,6 +413,12 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     }
   }
 
+  // §9.8 'tokenMean' entropy form: weight of each counted token's -c·H (m_e = m × top-entropy mask).
+  const tokenMeanEntropy = o.entropyForm === 'tokenMean';
+  let countE = 0;
+  for (let t = 0; t < N; t++) if (m[t] && (q >= 1 || entropyMask[t])) countE++;
+  const wEnt = o.aggregation === 'tokenMean' && o.normalizer != null ? 1 / o.normalizer : 1 / Math.max(1, countE);
+
   // d/e/g. per-token terms, loss, and gradients.
   const computeKL = refLogp !== null;
   const dlogp = new Float64Array(N);
@@ -249,9 +437,9 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
 
   for (let t = 0; t < N; t++) {
     if (!m[t]) continue;
-    if (!Number.isFinite(logp[t]!) || (entropy !== null && !Number.isFinite(entropy[t]!))) nonFinite++;
+    if (!Number.isFinite(logp[t]!) || (entropy !== null && !Number.isFinite(entropy[t]!)) || (sampler !== null && !Number.isFinite(sampler[t]!))) nonFinite++;
     const s = seqOf[t]!;
-    const A = inp.advantages[s]!;
+    const A = advAt(s, t);
     const r = rho[t]!;
 
     // policy term
@@ -273,21 +461,34 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     if (computeKL) {
       const k = klTerm(refLogp![t]!, logp[t]!, o.klEstimator);
       klSum += k.kl;
-      if (o.beta !== 0) {
+      if (o.beta !== 0 && o.biasCorrectedKl) {
+        // §9.2: ρ·KL, with the gradient through ρ
+        l += o.beta * r * k.kl;
+        dlogp[t]! += w[t]! * o.beta * r * k.dKLdLogp;
+        if (o.importanceSamplingLevel === 'sequence') dLossdRhoSeq[s]! += w[t]! * o.beta * k.kl;
+        else dlogp[t]! += w[t]! * o.beta * k.kl * dRhoOwn[t]!;
+      } else if (o.beta !== 0) {
         l += o.beta * k.kl;
         dlogp[t]! += w[t]! * o.beta * k.dKLdLogp;
       }
     }
 
     // entropy bonus
-    if (o.entropyCoef !== 0) {
+    let ent = 0;
+    if (tokenMeanEntropy) {
+      const em = q >= 1 || entropyMask[t] ? 1 : 0;
+      if (o.entropyCoef !== 0) {
+        ent = -em * o.entropyCoef * entropy![t]!;
+        dentropy[t] = -em * wEnt * o.entropyCoef;
+      }
+    } else if (o.entropyCoef !== 0) {
       l -= o.entropyCoef * entropy![t]!;
       dentropy[t] = -w[t]! * o.entropyCoef;
     }
     if (entropy !== null) entropySum += entropy[t]!;
 
-    perTokenLoss[t] = l;
-    loss += w[t]! * l;
+    perTokenLoss[t] = l + ent;
+    loss += w[t]! * l + wEnt * ent;
 
     // metrics
     ratioSum += r;
@@ -305,7 +506,7 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     if (low || high) eitherCount++;
   }
 
-  if (o.importanceSamplingLevel === 'sequence' && o.surrogate !== 'cispo') {
+  if (o.importanceSamplingLevel === 'sequence') {
     for (let t = 0; t < N; t++) {
       if (!m[t]) continue;
       const s = seqOf[t]!;
@@ -323,6 +524,7 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     entropyMean: entropy !== null ? entropySum / denom : undefined,
     tokens,
     nonFiniteRows: nonFinite,
+    ...corrMetrics,
   };
   return { loss, metrics, dlogp, dentropy, perTokenLoss };
 }

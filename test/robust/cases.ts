@@ -169,6 +169,62 @@ const cases: Record<string, () => Promise<Record<string, Outcome | number>>> = {
       sample: sm, ms, rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20), oom, oomDistill, oomDistillJsd, oomFused, oomSample,
     };
   },
+
+  // Spec §9.1-9.3 (issue 12): the rollout-correction inputs and options of the raw loss entry
+  // points are checked before any row is indexed: a short samplerLogp or per-token advantages
+  // array, rejection criteria of every bad shape, out-of-range enums. Each refuses with a code.
+  async 'rollout-correction-args'() {
+    const a = addon();
+    const n = 6;
+    const step = (over: Record<string, unknown>, opts: Record<string, unknown> = {}) => outcome(() => a.grpoLossStep({
+      n, logp: new Float32Array(n).fill(-1), s: 2, seqOffsets: BigInt64Array.from([0n, 3n, 6n]), advantages: new Float32Array(2).fill(1),
+      dlogp: new Float32Array(n), samplerLogp: new Float32Array(n).fill(-1.1), options: { rolloutLevel: 1, ...opts } as never, ...over,
+    } as never));
+    const fused = (over: Record<string, unknown>, opts: Record<string, unknown> = {}) => outcome(() => a.grpoLossFused({
+      logits: new Float32Array(n * 3), dtype: 0, n, v: 3, targets: new Int32Array(n), temperature: 1, ignoreIndex: -100, checkFinite: false,
+      s: 2, seqOffsets: BigInt64Array.from([0n, 3n, 6n]), advantages: new Float32Array(2).fill(1), samplerLogp: new Float32Array(n).fill(-1.1),
+      logp: new Float32Array(n), entropy: new Float32Array(n), lse: new Float32Array(n), grad: new Float32Array(n * 3),
+      options: { rolloutLevel: 2, rejection: [{ agg: 3, k: 2, lo: -Infinity, hi: 0.1 }], ...opts } as never, ...over,
+    } as never));
+    const crit = (c: unknown) => step({}, { rejection: c });
+    const huge = Array.from({ length: 9 }, () => ({ agg: 0, k: 2, lo: -Infinity, hi: 1 }));
+    return {
+      good: await step({}),
+      goodFused: await fused({}),
+      shortSampler: await step({ samplerLogp: new Float32Array(2) }),
+      shortSamplerFused: await fused({ samplerLogp: new Float32Array(2) }),
+      missingSampler: await step({ samplerLogp: undefined }),
+      missingSamplerRejection: await step({ samplerLogp: undefined }, { rolloutLevel: 0, rejection: [{ agg: 0, k: 2, hi: 1 }] }),
+      shortPerTokenAdv: await step({}, { advantagesPerToken: true }),
+      shortPerTokenAdvFused: await fused({}, { advantagesPerToken: true }),
+      perTokenAdvOk: await step({ advantages: new Float32Array(n).fill(0.5) }, { advantagesPerToken: true }),
+      levelRange: await step({}, { rolloutLevel: 7 }),
+      modeRange: await step({}, { rolloutMode: -1 }),
+      clipOrder: await step({}, { rolloutClipMin: 3, rolloutClipMax: 1 }),
+      clipNaN: await step({}, { rolloutClipMax: NaN }),
+      rejectionNotArray: await crit(5),
+      rejectionTooMany: await crit(huge),
+      rejectionJunk: await crit([7]),
+      rejectionAggRange: await crit([{ agg: 9, k: 2, hi: 1 }]),
+      rejectionKRange: await crit([{ agg: 0, k: 5, hi: 1 }]),
+      rejectionLoHi: await crit([{ agg: 0, k: 0, lo: 1, hi: -1 }]),
+      rejectionNaN: await crit([{ agg: 0, k: 0, lo: NaN, hi: 1 }]),
+      rejectionSeqMaxK1: await crit([{ agg: 3, k: 0, lo: -1, hi: 1 }]),
+      offPolicyNaN: await step({}, { offPolicyMaskThreshold: NaN }),
+      entropyFormRange: await step({}, { entropyForm: 2 }),
+      entropyThresholdNaN: await step({}, { entropyThreshold: NaN }),
+      shortKeptMask: await step({ keptMask: new Uint8Array(2) }),
+      keptMaskOk: await step({ keptMask: new Uint8Array(n) }),
+      shortBatchStats: await outcome(() => a.groupAdvantages({
+        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 1, estimator: 0, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
+        groupMean: new Float64Array(2), groupStd: new Float64Array(2), batchStats: new Float64Array(2),
+      } as never)),
+      shortPartials: await outcome(() => a.groupAdvantages({
+        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 1, estimator: 0, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
+        groupMean: new Float64Array(2), groupStd: new Float64Array(2), partials: new Float64Array(1),
+      } as never)),
+    };
+  },
 };
 
 async function main(): Promise<void> {
