@@ -213,3 +213,18 @@ t.test('bad options', async (t) => {
   await rejectsCode(t, () => make(p).step([]), 'GK_INVALID_ARG', /prompts/);
   await rejectsCode(t, () => make(p, { rewards: [{ name: 'bad', fn: () => Infinity }] }).step(prompts(1)), 'GK_NONFINITE', /'bad'/);
 });
+
+t.test('every advantage estimator of spec §9.5 runs in the trainer, with the completion lengths where it needs them', async (t) => {
+  for (const estimator of ['grpo', 'rloo', 'opo', 'gpg', 'grpoPassK', 'reinforcePlusPlus', 'reinforcePlusPlusBaseline'] as const) {
+    const p = new Bandit(0.5);
+    const tr = make(p, { advantageEstimator: estimator });
+    const m = await tr.step(prompts(3));
+    t.ok(Number.isFinite(m.loss), `${estimator}: a step with a finite loss`);
+    const rs = tr.lastRollouts;
+    // The trainer's advantages are the op's on the same rewards, with the estimator's own scale.
+    const want = await gk.groupAdvantages(Float64Array.from(rs, (r) => r.reward), {
+      groupSize: 6, estimator, ...(estimator === 'opo' || estimator.startsWith('reinforce') ? { lengths: rs.map((r) => r.tokens.length) } : {}),
+    });
+    t.same(rs.map((r) => r.advantage), Array.from(want.advantages.data), `${estimator}: advantages as groupAdvantages gives them`);
+  }
+});

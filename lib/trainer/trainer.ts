@@ -65,7 +65,11 @@ export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
   stop?: (prompt: Prompt<S>, completion: Int32Array) => boolean;
   /** Turns completion tokens into the text the rewards see. Default: the ids joined by spaces. */
   decode?: (tokens: Int32Array) => string;
-  /** Advantage options (groupSize is numGenerations). Default scale 'group' ('none' for lossType 'dr_grpo'). */
+  /**
+   * Advantage options (groupSize is numGenerations). Default scale: the estimator's own ('group'
+   * for 'grpo'/'grpoPassK', 'none' for 'rloo'/'opo'/'gpg', 'batch' for REINFORCE++), 'none' with
+   * lossType 'dr_grpo'. 'opo' and REINFORCE++ get the completion lengths from the rollouts.
+   */
   scaleRewards?: AdvantageScale;
   advantageEstimator?: AdvantageEstimator;
   advantageEps?: number;
@@ -270,12 +274,18 @@ export class GRPOTrainer<S = unknown> {
       return { prompt: p.text ?? Array.from(p.tokens).join(' '), completion: decode(c.tokens), completionLength: c.tokens.length, ...(p.sample !== undefined ? { sample: p.sample } : {}) };
     });
     const ev = await evaluateRewards(o.rewards, ctxs);
+    // The estimator's own default scale unless scaleRewards (or dr_grpo's 'none') says otherwise;
+    // the completion lengths are the weights of 'opo' and of REINFORCE++'s token-level whitening.
+    const estimator = o.advantageEstimator ?? 'grpo';
+    const rpp = estimator === 'reinforcePlusPlus' || estimator === 'reinforcePlusPlusBaseline';
+    const scale = o.scaleRewards ?? (o.lossType === 'dr_grpo' && !rpp ? 'none' : undefined);
     const adv = await groupAdvantages(ev.perFunction, {
       groupSize: G,
       weights: ev.weights,
-      scale: o.scaleRewards ?? (o.lossType === 'dr_grpo' ? 'none' : o.advantageEstimator === 'rloo' ? 'none' : 'group'),
-      estimator: o.advantageEstimator ?? 'grpo',
-      eps: o.advantageEps ?? 1e-4,
+      ...(scale !== undefined ? { scale } : {}),
+      estimator,
+      ...(estimator === 'opo' || rpp ? { lengths: sampled.map((c) => c.tokens.length) } : {}),
+      ...(o.advantageEps !== undefined ? { eps: o.advantageEps } : {}),
     });
     const A = adv.advantages.data as Float32Array;
     const rollouts: Rollout<S>[] = sampled.map((c, k) => ({
