@@ -178,7 +178,7 @@ export interface NativeAddon {
     gradChosen: F32; gradRejected: F32;
   }): Promise<{ loss: number; accuracy: number; meanMargin: number }>;
   grpoLossFused(a: NativeLogitsArgs & NativeLossInputs & {
-    checkFinite: boolean; logp: F32; entropy: F32; lse: F32; grad?: Logits;
+    checkFinite: boolean; logp: F32; entropy: F32; lse: F32; sumP2?: F32; grad?: Logits;
   }): Promise<NativeLossMetrics>;
   deviceOpen(index: number): void;
   deviceAlloc(index: number, bytes: number): DeviceHandle;

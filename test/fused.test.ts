@@ -103,3 +103,20 @@ t.test('§9.7: returnValidEntropies from logits: the entropies of the rows in th
   t.same(Array.from(r.validEntropies!), [h[0]!, h[2]!, h[4]!, h[5]!], 'ignored and masked rows left out, row order');
   t.equal(r.validEntropies!.length, r.metrics.tokens);
 });
+
+t.test('sumP2 from the fused step is the forward pass\'s, bit for bit (spec §9.6)', async (t) => {
+  const rng = new Rng(4242);
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    const n = 12, v = 997;
+    const z = Float32Array.from({ length: n * v }, () => rng.normal() * 2);
+    const x = gk.Tensor.from(dtype === 'float32' ? z : gk.toBFloat16(z), { dtype, shape: [n, v] });
+    const y = Int32Array.from({ length: n }, (_, i) => (i === 3 ? -100 : Math.floor(rng.next() * v)));
+    const inputs = { logits: x, targets: y, advantages: Float32Array.from({ length: n }, () => rng.normal()) };
+    const r = await gk.grpoLoss({ ...inputs }, { sumP2: true, temperature: 0.9 });
+    const f = await gk.tokenLogProbs(x, y, { sumP2: true, temperature: 0.9 });
+    t.same(Array.from(r.sumP2!.data), Array.from(f.sumP2!.data), `${dtype}: fused sumP2 === tokenLogProbs sumP2`);
+    t.ok(Array.from(r.sumP2!.data).every((s, i) => (i === 3 ? s === 0 : s > 0 && s <= 1)), `${dtype}: in (0, 1], 0 for the ignored row`);
+    t.equal((await gk.grpoLoss({ ...inputs })).sumP2, undefined, 'not computed unless asked');
+  }
+  await rejectsCode(t, () => gk.grpoLoss({ logits: gk.Tensor.zeros([2, 3]), targets: [0, 1], advantages: [1] }, { sumP2: 'yes' as unknown as boolean }), 'GK_INVALID_ARG');
+});

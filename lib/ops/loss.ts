@@ -559,6 +559,8 @@ export interface GrpoLossFromLogitsOptions extends GrpoLossOptions {
   checkFinite?: boolean;
   /** Write ∂loss/∂logits over the logits tensor's storage. Default false. */
   inPlace?: boolean;
+  /** Also return Σ_j p² per row (spec §9.6), from the forward pass. Default false. */
+  sumP2?: boolean;
 }
 
 export interface GrpoLossFromLogitsResult {
@@ -569,6 +571,8 @@ export interface GrpoLossFromLogitsResult {
   /** Per-token log-probs and entropy of the policy, float32 (the forward's by-products). */
   logp: Tensor<'float32'>;
   entropy: Tensor<'float32'>;
+  /** With sumP2 (spec §9.6): Σ_j p² per row, float32 (0 for ignored rows). */
+  sumP2?: Tensor<'float32'>;
   /** With returnValidEntropies (spec §9.7): the non-NaN entropies of the tokens in the loss, in row order. */
   validEntropies?: Float32Array;
   options: ResolvedLossOptions;
@@ -583,9 +587,10 @@ export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, optio
   checkObject(op, 'inputs', inputs);
   if (!inputs) fail('GK_INVALID_ARG', `${op}: inputs are required`);
   checkKnownKeys(op, 'input', inputs, [...SEQ_KEYS, 'logits', 'targets']);
-  const opts = resolveLossOptions(options, op, ['temperature', 'ignoreIndex', 'checkFinite', 'inPlace']);
+  const opts = resolveLossOptions(options, op, ['temperature', 'ignoreIndex', 'checkFinite', 'inPlace', 'sumP2']);
   const { n, v, dtype, data } = checkLogits(op, inputs.logits);
   const row = readRowOptions(op, options);
+  const wantP2 = options.sumP2 === undefined ? false : checkBoolean(op, 'options.sumP2', options.sumP2);
   const checkFinite = options.checkFinite === undefined ? false : checkBoolean(op, 'options.checkFinite', options.checkFinite);
   const inPlace = options.inPlace === undefined ? false : checkBoolean(op, 'options.inPlace', options.inPlace);
   const rows = inputs.logits.shape.slice(0, -1);
@@ -598,6 +603,7 @@ export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, optio
   const logp = at.f32(n);
   const entropy = at.f32(n);
   const lse = at.f32(n);
+  const sumP2 = wantP2 ? at.f32(n) : undefined;
   const grad = inPlace ? undefined : at.array(dtype, n * v);
   const keptMask = opts.returnValidEntropies ? at.array('uint8', n) as Uint8Array : undefined;
   const { maxLen: _unused, perToken: _perToken, ...seqArgs } = seq;
@@ -605,7 +611,7 @@ export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, optio
   const m = await at.run(call(op, () =>
     native.grpoLossFused({
       device: at.device, logits: data, dtype: DTypeCode[dtype], n, v, targets, targetsType: targetsType(inputs.targets), ...row, checkFinite,
-      ...seqArgs, logp, entropy, lse, ...(grad ? { grad: grad as Float32Array | Uint16Array } : { gradInPlace: true }), ...(keptMask ? { keptMask } : {}), options: nativeOpts,
+      ...seqArgs, logp, entropy, lse, ...(sumP2 ? { sumP2 } : {}), ...(grad ? { grad: grad as Float32Array | Uint16Array } : { gradInPlace: true }), ...(keptMask ? { keptMask } : {}), options: nativeOpts,
     }),
   ));
   const rowShape = rows;
@@ -619,6 +625,7 @@ export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, optio
     gradLogits: grad ? at.tensor(grad, dtype, inputs.logits.shape) : (inputs.logits as Tensor<FloatDType>),
     logp: at.tensor(logp, 'float32', rowShape),
     entropy: entropyT,
+    ...(sumP2 ? { sumP2: at.tensor(sumP2, 'float32', rowShape) } : {}),
     options: opts,
   };
 }

@@ -784,6 +784,7 @@ Napi::Value GrpoLossFused(const Napi::CallbackInfo& info) {
     Bind(*c, o, "logp", kF32, n, &a->fwd.logp, kOut);
     Bind(*c, o, "entropy", kF32, n, &a->fwd.entropy, kOut);
     Bind(*c, o, "lse", kF32, n, &a->fwd.lse, kOut);
+    BindOpt(*c, o, "sumP2", kF32, n, &a->fwd.sum_p2, kOut);
     ReadLossInputs(*c, o, a->fwd.in.n, &a->step);
     BindGrad(*c, o, &a->fwd.in.logits, a->fwd.in.dtype, Count(a->fwd.in.n, a->fwd.in.v), &a->grad);
     return Run(env, o, c, [a] { return gk::cpu::grpo_loss_fused(*a); },

@@ -125,5 +125,10 @@ t.test('device: batch invariance and the sampler log-prob', async (t) => {
     const lp = await gk.tokenLogProbs(all.x, all.tok, { temperature: 0.8 });
     const lpa = (await lp.logp.toArray()) as Float32Array;
     for (let i = 0; i < 5; i++) t.equal(all.slogp[i], lpa[i], `${dtype} row ${i}: sampleTokens logp === tokenLogProbs logp on the device`);
+    // Spec §9.6 on the device: the fused step's Σp² is the forward's, bit for bit.
+    const p2 = (await (await gk.tokenLogProbs(all.x, all.tok, { temperature: 0.8, sumP2: true })).sumP2!.toArray()) as Float32Array;
+    const fused = await gk.grpoLoss({ logits: all.x, targets: all.tok, advantages: Float32Array.of(1, -1, 0.5, -0.5, 2) }, { temperature: 0.8, sumP2: true });
+    t.same(Array.from((await fused.sumP2!.toArray()) as Float32Array), Array.from(p2), `${dtype}: fused sumP2 === tokenLogProbs sumP2 on the device`);
+    t.ok(Array.from(p2).every((x) => x > 0 && x <= 1), `${dtype}: Σp² in (0, 1]`);
   }
 });
