@@ -84,13 +84,13 @@ GK_SIMD_INLINE double kl_pass_isa_impl(const KlRow& k, bool value_pass) {
         simd::store(g + j + q * W, gv);
       }
     for (; j < n; ++j) {
-      const PairProbs pp{0, 0, exp_nonpos((us[j] - hs) - ls_lo), exp_nonpos((ut[j] - ht) - lt_lo)};
+      const float ps = exp_nonpos((us[j] - hs) - ls_lo), pt = exp_nonpos((ut[j] - ht) - lt_lo);
       const double diff = ((double)ut[j] - (double)us[j]) - dl;
-      const double p = k.forward ? (double)pp.pt : (double)pp.ps;
+      const double p = k.forward ? (double)pt : (double)ps;
       if (value_pass) tail += p > 0.0 ? p * (k.forward ? diff : -diff) : 0.0;
       if (!write) continue;
-      float gv = k.forward ? (float)pp.ps - (float)pp.pt : (float)(p > 0.0 ? p * (-diff - k.d_row) : 0.0);
-      g[j] = (gv + k.hard * (float)pp.ps) * k.scale;
+      const float gv = k.forward ? ps - pt : (float)(p > 0.0 ? p * (-diff - k.d_row) : 0.0);
+      g[j] = (gv + k.hard * ps) * k.scale;
     }
     if (write && k.ds != kF32) {
       uint16_t* out = (uint16_t*)k.grad + b;
@@ -227,9 +227,10 @@ Status distill_loss(DistillArgs& a) {
           value += a.hard_label_weight * (k.lse_s - uy);
           if (g) {
             // The target's element: its hard-label term is p_S − 1, not p_S.
+            const double uty = (double)load_elem(zt, a.teacher_dtype, y, inv_t);
             const float ps = exp_nonpos((float)(uy - k.lse_s));
-            const float pt = exp_nonpos((float)(load_elem(zt, a.teacher_dtype, y, inv_t) - k.lse_t));
-            const double diff = (double)(load_elem(zt, a.teacher_dtype, y, inv_t)) - uy - (k.lse_t - k.lse_s);
+            const float pt = exp_nonpos((float)(uty - k.lse_t));
+            const double diff = uty - uy - (k.lse_t - k.lse_s);
             const float gv = k.forward ? ps - pt : (float)(ps > 0.0f ? (double)ps * (-diff - d) : 0.0);
             store(a.student_dtype, g, y, (gv + k.hard * (ps - 1.0f)) * k.scale);
           }
