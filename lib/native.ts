@@ -28,7 +28,7 @@ export const DTypeCode = { float32: 0, float16: 1, bfloat16: 2 } as const;
 export const ScaleCode = { group: 0, batch: 1, none: 2 } as const;
 export const EstimatorCode = { grpo: 0, rloo: 1, reinforcePlusPlus: 2, reinforcePlusPlusBaseline: 3, opo: 4, gpg: 5, grpoPassK: 6 } as const;
 export const MultiObjectiveCode = { sumThenNormalize: 0, normalizeThenSum: 1 } as const;
-export const SurrogateCode = { clip: 0, cispo: 1, sapo: 2 } as const;
+export const SurrogateCode = { clip: 0, cispo: 1, sapo: 2, gpg: 3, cispoTwoSided: 4, vespo: 5, geoMean: 6, clipCov: 7, klCov: 8 } as const;
 export const IsLevelCode = { token: 0, sequence: 1, sequenceToken: 2 } as const;
 export const KlCode = { k1: 0, k2: 1, k3: 2 } as const;
 export const DivergenceCode = { forwardKL: 0, reverseKL: 1, jsd: 2 } as const;
@@ -97,6 +97,16 @@ export interface NativeLossOptions {
   biasCorrectedKl?: boolean;
   entropyForm?: number;
   entropyThreshold?: number;
+  /** Spec §9.4. */
+  vespoKPos?: number;
+  vespoLambdaPos?: number;
+  vespoKNeg?: number;
+  vespoLambdaNeg?: number;
+  covRatio?: number;
+  clipCovLb?: number;
+  clipCovUb?: number;
+  ppoKlCoef?: number;
+  covSeed?: number;
 }
 
 export interface NativeLossInputs {
@@ -134,6 +144,7 @@ export interface NativeLossMetrics {
   seqLogRatioMin: number;
   seqLogRatioMax: number;
   offPolicyMaskedFraction: number;
+  phiMean: number;
 }
 
 export interface NativeInfo {

@@ -72,6 +72,7 @@ struct LossMetrics {
   // Spec §9.1 (when sampler_logp is given) and §9.2.
   double is_truncated = 0, is_masked = 0, rejected = 0, rejected_seq = 0, is_weight_mean = 0, is_weight_max = 0;
   double sampler_kl = 0, seq_lr_min = 0, seq_lr_max = 0, off_policy_masked = 0;
+  double phi_mean = 0;  // §9.4 vespo
 };
 
 // The §9.1/§9.2 metrics from the batch's correction sums and loss sums (both backends).
@@ -88,6 +89,7 @@ inline void fill_correction_metrics(const LossOptions& o, const CorrSums& c, con
   out->seq_lr_min = c.seqs > 0.0 ? c.lr_min : 0.0;
   out->seq_lr_max = c.seqs > 0.0 ? c.lr_max : 0.0;
   out->off_policy_masked = l.op_seq / (l.seqs > 1.0 ? l.seqs : 1.0);
+  out->phi_mean = l.phi / (l.tokens > 1.0 ? l.tokens : 1.0);
 }
 
 // Spec §3-5 on per-token log-probs. Sequences are rows seq_offsets[s] .. seq_offsets[s+1]-1.

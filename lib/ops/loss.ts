@@ -13,8 +13,12 @@ import {
 } from '../validate';
 import { readRowOptions } from './logprobs';
 
-export type LossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo' | 'gspo' | 'cispo';
-export type Surrogate = 'clip' | 'cispo' | 'sapo';
+export type LossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo' | 'gspo' | 'cispo' | 'sapo' | 'luspo' | 'vespo' | 'geoMean' | 'clipCov' | 'klCov' | 'gpg';
+/** The per-token policy surrogate (spec §3, §9.4). */
+export type Surrogate = 'clip' | 'cispo' | 'sapo' | 'gpg' | 'cispoTwoSided' | 'vespo' | 'geoMean' | 'clipCov' | 'klCov';
+export const SURROGATES: readonly Surrogate[] = ['clip', 'cispo', 'sapo', 'gpg', 'cispoTwoSided', 'vespo', 'geoMean', 'clipCov', 'klCov'];
+/** The surrogates that need the token ratio and take no dual clip (spec §9.4). */
+const TOKEN_ONLY: readonly Surrogate[] = ['gpg', 'vespo', 'geoMean', 'clipCov', 'klCov'];
 export type ImportanceSamplingLevel = 'token' | 'sequence' | 'sequenceToken';
 export type KlEstimator = 'k1' | 'k2' | 'k3';
 export type Aggregation = 'seqMeanTokenMean' | 'tokenMean' | 'constant' | 'seqMeanTokenSum';
@@ -121,6 +125,20 @@ export interface GrpoLossOptions {
   entropyThreshold?: number;
   /** Spec §9.7: also return `validEntropies`, the entropies the threshold is the quantile of. Default false. */
   returnValidEntropies?: boolean;
+  /** Spec §9.4 vespo [TRL vespo_k_pos, vespo_lambda_pos, vespo_k_neg, vespo_lambda_neg]: defaults 2, 3, 3, 2. */
+  vespoKPos?: number;
+  vespoLambdaPos?: number;
+  vespoKNeg?: number;
+  vespoLambdaNeg?: number;
+  /** Spec §9.4 clipCov [verl clip_cov_ratio, clip_cov_lb, clip_cov_ub]: defaults 2e-4, 1, 5. */
+  clipCovRatio?: number;
+  clipCovLb?: number;
+  clipCovUb?: number;
+  /** Seed of clipCov's random choice of tokens (a non-negative safe integer; vary it per step). Default 0. */
+  covSeed?: number;
+  /** Spec §9.4 klCov [verl kl_cov_ratio, ppo_kl_coef]: defaults 2e-4 and 1. */
+  klCovRatio?: number;
+  ppoKlCoef?: number;
 }
 
 /** Fully resolved options (presets applied, defaults filled). */
@@ -149,9 +167,19 @@ export interface ResolvedLossOptions {
   entropyForm: 'aggregated' | 'tokenMean';
   entropyThreshold: number | null;
   returnValidEntropies: boolean;
+  vespoKPos: number;
+  vespoLambdaPos: number;
+  vespoKNeg: number;
+  vespoLambdaNeg: number;
+  clipCovRatio: number;
+  clipCovLb: number;
+  clipCovUb: number;
+  covSeed: number;
+  klCovRatio: number;
+  ppoKlCoef: number;
 }
 
-export const LOSS_TYPES: readonly LossType[] = ['grpo', 'bnpo', 'dr_grpo', 'dapo', 'gspo', 'cispo'];
+export const LOSS_TYPES: readonly LossType[] = ['grpo', 'bnpo', 'dr_grpo', 'dapo', 'gspo', 'cispo', 'sapo', 'luspo', 'vespo', 'geoMean', 'clipCov', 'klCov', 'gpg'];
 
 /** What each TRL loss_type preset sets (spec §4). dr_grpo also wants advantages with scale 'none'. */
 export const LOSS_PRESETS: Readonly<Record<LossType, Partial<ResolvedLossOptions>>> = {
@@ -161,13 +189,22 @@ export const LOSS_PRESETS: Readonly<Record<LossType, Partial<ResolvedLossOptions
   dapo: { surrogate: 'clip', aggregation: 'tokenMean', epsilonHigh: 0.28 },
   gspo: { surrogate: 'clip', aggregation: 'seqMeanTokenMean', importanceSamplingLevel: 'sequence' },
   cispo: { surrogate: 'cispo', aggregation: 'tokenMean', epsilonHigh: 5 },
+  // Spec §9.4.
+  sapo: { surrogate: 'sapo', aggregation: 'seqMeanTokenMean' },
+  luspo: { surrogate: 'clip', aggregation: 'seqMeanTokenSum', importanceSamplingLevel: 'sequence' },
+  vespo: { surrogate: 'vespo', aggregation: 'tokenMean' },
+  geoMean: { surrogate: 'geoMean', aggregation: 'seqMeanTokenMean' },
+  clipCov: { surrogate: 'clipCov', aggregation: 'tokenMean' },
+  klCov: { surrogate: 'klCov', aggregation: 'tokenMean' },
+  gpg: { surrogate: 'gpg', aggregation: 'tokenMean' },
 };
 
 const OPTION_KEYS = [
   'lossType', 'surrogate', 'epsilon', 'epsilonLow', 'epsilonHigh', 'delta', 'tauPos', 'tauNeg', 'importanceSamplingLevel',
   'beta', 'klEstimator', 'entropyCoef', 'aggregation', 'normalizer', 'maxCompletionLength', 'maskTruncatedCompletions',
   'topEntropyQuantile', 'advantagesPerToken', 'rolloutCorrection', 'rolloutRejection', 'offPolicyMaskThreshold', 'biasCorrectedKl', 'entropyForm',
-  'entropyThreshold', 'returnValidEntropies',
+  'entropyThreshold', 'returnValidEntropies', 'vespoKPos', 'vespoLambdaPos', 'vespoKNeg', 'vespoLambdaNeg', 'clipCovRatio', 'clipCovLb',
+  'clipCovUb', 'covSeed', 'klCovRatio', 'ppoKlCoef',
 ] as const;
 
 /**
@@ -253,7 +290,7 @@ export function resolveLossOptions(o: GrpoLossOptions = {}, op = 'grpoLoss', ext
     o[name] === undefined ? dflt : checkNumber(op, `options.${name}`, o[name], rule);
   const epsilon = num('epsilon', 0.2, { min: 0, max: 1 });
   const r: ResolvedLossOptions = {
-    surrogate: o.surrogate === undefined ? p.surrogate ?? 'clip' : checkEnum(op, 'options.surrogate', o.surrogate, ['clip', 'cispo', 'sapo'] as const),
+    surrogate: o.surrogate === undefined ? p.surrogate ?? 'clip' : checkEnum(op, 'options.surrogate', o.surrogate, SURROGATES),
     importanceSamplingLevel:
       o.importanceSamplingLevel === undefined
         ? p.importanceSamplingLevel ?? 'token'
@@ -282,7 +319,18 @@ export function resolveLossOptions(o: GrpoLossOptions = {}, op = 'grpoLoss', ext
     entropyForm: o.entropyForm === undefined ? 'aggregated' : checkEnum(op, 'options.entropyForm', o.entropyForm, ['aggregated', 'tokenMean'] as const),
     entropyThreshold: o.entropyThreshold === undefined ? null : checkNumber(op, 'options.entropyThreshold', o.entropyThreshold, {}),
     returnValidEntropies: o.returnValidEntropies === undefined ? false : checkBoolean(op, 'options.returnValidEntropies', o.returnValidEntropies),
+    vespoKPos: num('vespoKPos', 2, {}),
+    vespoLambdaPos: num('vespoLambdaPos', 3, { gt: 0 }),
+    vespoKNeg: num('vespoKNeg', 3, {}),
+    vespoLambdaNeg: num('vespoLambdaNeg', 2, { gt: 0 }),
+    clipCovRatio: num('clipCovRatio', 2e-4, { gt: 0, max: 1 }),
+    clipCovLb: num('clipCovLb', 1, {}),
+    clipCovUb: num('clipCovUb', 5, {}),
+    covSeed: num('covSeed', 0, { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER }),
+    klCovRatio: num('klCovRatio', 2e-4, { gt: 0, max: 1 }),
+    ppoKlCoef: num('ppoKlCoef', 1, { min: 0 }),
   };
+  checkLossType(op, r);
   if (r.entropyThreshold !== null && r.topEntropyQuantile >= 1)
     fail('GK_INVALID_ARG', `${op}: options.entropyThreshold replaces the quantile of topEntropyQuantile, which must then be < 1 (got ${r.topEntropyQuantile})`);
   // epsilonHigh: explicit > epsilon > the preset's > the surrogate's default (cispo's is an
@@ -292,6 +340,22 @@ export function resolveLossOptions(o: GrpoLossOptions = {}, op = 'grpoLoss', ext
   if (r.delta !== null && r.surrogate === 'clip' && r.delta <= 1 + r.epsilonHigh)
     fail('GK_INVALID_ARG', `${op}: options.delta must be > 1 + epsilonHigh (${1 + r.epsilonHigh}), got ${r.delta}`);
   return r;
+}
+
+/** Spec §9.4: the combinations the new surrogates refuse. */
+function checkLossType(op: string, r: ResolvedLossOptions): void {
+  if (r.clipCovLb >= r.clipCovUb) fail('GK_INVALID_ARG', `${op}: options.clipCovLb (${r.clipCovLb}) must be < clipCovUb (${r.clipCovUb})`);
+  const s = r.surrogate;
+  if (!TOKEN_ONLY.includes(s)) return;
+  if (r.importanceSamplingLevel !== 'token')
+    fail('GK_INVALID_ARG', `${op}: surrogate '${s}' has its own ratio and needs importanceSamplingLevel 'token', got '${r.importanceSamplingLevel}'`);
+  if (r.delta !== null) fail('GK_INVALID_ARG', `${op}: options.delta (the dual clip) applies to the 'clip' surrogate, not '${s}'`);
+  if (s === 'vespo' && r.rolloutCorrection && r.rolloutCorrection.level !== 'token')
+    fail('GK_INVALID_ARG', `${op}: vespo takes token-level rolloutCorrection only (TRL refuses sequence-level weights with vespo), got level '${r.rolloutCorrection.level}'`);
+  if (s === 'geoMean' && r.topEntropyQuantile < 1)
+    fail('GK_INVALID_ARG', `${op}: geoMean does not take topEntropyQuantile < 1 (its ratio is a geometric mean over the whole sequence)`);
+  if (s === 'geoMean' && r.offPolicyMaskThreshold !== null)
+    fail('GK_INVALID_ARG', `${op}: geoMean does not take offPolicyMaskThreshold`);
 }
 
 const RC_LEVEL = { token: 1, sequence: 2, sequenceMean: 3 } as const;
@@ -331,6 +395,15 @@ function toNativeOptions(r: ResolvedLossOptions, hasSampler = false, perToken = 
     maxCompletionLength: r.maxCompletionLength ?? 0,
     maskTruncatedCompletions: r.maskTruncatedCompletions,
     topEntropyQuantile: r.topEntropyQuantile,
+    vespoKPos: r.vespoKPos,
+    vespoLambdaPos: r.vespoLambdaPos,
+    vespoKNeg: r.vespoKNeg,
+    vespoLambdaNeg: r.vespoLambdaNeg,
+    covRatio: r.surrogate === 'klCov' ? r.klCovRatio : r.clipCovRatio,
+    clipCovLb: r.clipCovLb,
+    clipCovUb: r.clipCovUb,
+    ppoKlCoef: r.ppoKlCoef,
+    covSeed: r.covSeed,
   };
 }
 
@@ -397,6 +470,8 @@ export interface GrpoLossMetrics {
   seqLogRatioMax?: number;
   /** Spec §9.2 (with offPolicyMaskThreshold): fraction of sequences whose policy term the mask dropped. */
   offPolicyMaskedFraction?: number;
+  /** Spec §9.4 (vespo): the mean of the weights φ over the tokens in the loss. */
+  phiMean?: number;
 }
 
 export interface GrpoLossResult {
@@ -476,7 +551,7 @@ function readSequenceInputs(
   return out;
 }
 
-function metricsFrom(m: NativeLossMetrics, hasRef: boolean, hasEntropy: boolean, hasSampler = false, offPolicy = false): GrpoLossMetrics {
+function metricsFrom(m: NativeLossMetrics, hasRef: boolean, hasEntropy: boolean, hasSampler = false, offPolicy = false, vespo = false): GrpoLossMetrics {
   const out: GrpoLossMetrics = {
     ratioMean: m.ratioMean,
     clipFractionLow: m.clipFractionLow,
@@ -499,6 +574,7 @@ function metricsFrom(m: NativeLossMetrics, hasRef: boolean, hasEntropy: boolean,
     out.seqLogRatioMax = m.seqLogRatioMax;
   }
   if (offPolicy) out.offPolicyMaskedFraction = m.offPolicyMaskedFraction;
+  if (vespo) out.phiMean = m.phiMean;
   return out;
 }
 
@@ -537,7 +613,7 @@ export async function grpoLossFromLogp(inputs: GrpoLossInputs, options: GrpoLoss
       device: at.device, ...seqArgs, n, logp, ...(entropy ? { entropy } : {}), dlogp, ...(dentropy ? { dentropy } : {}), ...(keptMask ? { keptMask } : {}), options: nativeOpts,
     }),
   ));
-  const res: GrpoLossResult = { loss: m.loss, metrics: metricsFrom(m, !!seq.refLogp, !!entropy, !!seq.samplerLogp, opts.offPolicyMaskThreshold !== null), gradLogp: at.tensor(dlogp, 'float32', [n]), options: opts };
+  const res: GrpoLossResult = { loss: m.loss, metrics: metricsFrom(m, !!seq.refLogp, !!entropy, !!seq.samplerLogp, opts.offPolicyMaskThreshold !== null, opts.surrogate === 'vespo'), gradLogp: at.tensor(dlogp, 'float32', [n]), options: opts };
   if (dentropy) res.gradEntropy = at.tensor(dentropy, 'float32', [n]);
   if (keptMask) {
     const h = inputs.entropy instanceof Tensor ? await inputs.entropy.toArray() : (entropy as Float32Array);
@@ -621,7 +697,7 @@ export async function grpoLossFromLogits(inputs: GrpoLossFromLogitsInputs, optio
   return {
     ...(validEntropies ? { validEntropies } : {}),
     loss: m.loss,
-    metrics: metricsFrom(m, !!seq.refLogp, true, !!seq.samplerLogp, opts.offPolicyMaskThreshold !== null),
+    metrics: metricsFrom(m, !!seq.refLogp, true, !!seq.samplerLogp, opts.offPolicyMaskThreshold !== null, opts.surrogate === 'vespo'),
     gradLogits: grad ? at.tensor(grad, dtype, inputs.logits.shape) : (inputs.logits as Tensor<FloatDType>),
     logp: at.tensor(logp, 'float32', rowShape),
     entropy: entropyT,

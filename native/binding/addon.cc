@@ -659,7 +659,7 @@ Napi::Value GroupAdvantages(const Napi::CallbackInfo& info) {
 void ReadLossOptions(const Napi::Object& root, gk::LossOptions* o) {
   if (!Has(root, "options") || !root.Get("options").IsObject()) throw ArgError{gk::kInvalid, "missing 'options'"};
   Napi::Object p = root.Get("options").As<Napi::Object>();
-  o->surrogate = Enum(p, "surrogate", gk::kClip, 3);
+  o->surrogate = Enum(p, "surrogate", gk::kClip, gk::kSurrogateCount);
   o->is_level = Enum(p, "importanceSamplingLevel", gk::kIsToken, 3);
   o->kl = Enum(p, "klEstimator", gk::kK3, 3);
   o->aggregation = Enum(p, "aggregation", gk::kSeqMeanTokenMean, 4);
@@ -711,6 +711,19 @@ void ReadLossOptions(const Napi::Object& root, gk::LossOptions* o) {
   o->entropy_threshold_given = Has(p, "entropyThreshold") ? 1 : 0;
   o->entropy_threshold = Num(p, "entropyThreshold", 0.0);
   if (std::isnan(o->entropy_threshold)) throw ArgError{gk::kInvalid, "'entropyThreshold' must not be NaN"};
+  // Spec §9.4.
+  o->vespo_k_pos = Finite(p, "vespoKPos", 2.0);
+  o->vespo_lambda_pos = Finite(p, "vespoLambdaPos", 3.0);
+  o->vespo_k_neg = Finite(p, "vespoKNeg", 3.0);
+  o->vespo_lambda_neg = Finite(p, "vespoLambdaNeg", 2.0);
+  o->cov_ratio = Finite(p, "covRatio", 2e-4);
+  o->clip_cov_lb = Finite(p, "clipCovLb", 1.0);
+  o->clip_cov_ub = Finite(p, "clipCovUb", 5.0);
+  o->ppo_kl_coef = Finite(p, "ppoKlCoef", 1.0);
+  const int64_t seed = Int(p, "covSeed", 0);
+  if (seed < 0) throw ArgError{gk::kInvalid, "'covSeed' must be >= 0"};
+  o->cov_seed = (uint64_t)seed;
+  if (const char* e = gk::loss_type_error(*o)) throw ArgError{gk::kInvalid, e};
 }
 
 // The sequence layout and per-token inputs shared by the step and the fused op.
@@ -754,6 +767,7 @@ Napi::Value MetricsObject(Napi::Env env, const gk::LossMetrics& m) {
   r.Set("seqLogRatioMin", m.seq_lr_min);
   r.Set("seqLogRatioMax", m.seq_lr_max);
   r.Set("offPolicyMaskedFraction", m.off_policy_masked);
+  r.Set("phiMean", m.phi_mean);
   return r;
 }
 

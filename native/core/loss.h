@@ -3,10 +3,15 @@
 // every formula is here once.
 #pragma once
 #include "common.h"
+#include "philox.h"
 
 namespace gk {
 
-enum Surrogate : int32_t { kClip = 0, kCispo = 1, kSapo = 2 };
+// Spec §3 and §9.4. The surrogates from kGpg on, except kCispoTwoSided, need the token ratio.
+enum Surrogate : int32_t {
+  kClip = 0, kCispo = 1, kSapo = 2, kGpg = 3, kCispoTwoSided = 4, kVespo = 5, kGeoMean = 6, kClipCov = 7, kKlCov = 8
+};
+constexpr int32_t kSurrogateCount = 9;
 enum IsLevel : int32_t { kIsToken = 0, kIsSequence = 1, kIsSequenceToken = 2 };
 enum KlEstimator : int32_t { kK1 = 0, kK2 = 1, kK3 = 2 };
 enum Aggregation : int32_t { kSeqMeanTokenMean = 0, kTokenMean = 1, kConstant = 2, kSeqMeanTokenSum = 3 };
@@ -56,6 +61,12 @@ struct LossOptions {
   // Spec §9.7: the topEntropyQuantile threshold given from outside instead of computed.
   int32_t entropy_threshold_given;
   double entropy_threshold;
+  // Spec §9.4.
+  double vespo_k_pos, vespo_lambda_pos, vespo_k_neg, vespo_lambda_neg;
+  double cov_ratio;                  // clipCovRatio (clipCov) or klCovRatio (klCov)
+  double clip_cov_lb, clip_cov_ub;
+  double ppo_kl_coef;                // κ of klCov
+  uint64_t cov_seed;                 // clipCov's random choice
 };
 
 constexpr double kLogRatioClamp = 20.0;
@@ -78,30 +89,37 @@ GK_HD Ratio ratio_from_log(double lr) {
   return Ratio{v, bound ? 0.0 : v};
 }
 
+// Spec §9.4 vespo: the weight φ of a token with advantage a in a sequence of log-weight lw.
+GK_HD double vespo_phi(const LossOptions& o, double lw, double a) {
+  const double k = a >= 0.0 ? o.vespo_k_pos : o.vespo_k_neg;
+  double lam = a >= 0.0 ? o.vespo_lambda_pos : o.vespo_lambda_neg;
+  lam = lam > 1e-4 ? lam : 1e-4;
+  const double phi = exp(lam + k * lw - lam * exp(lw));
+  return isfinite(phi) ? phi : 0.0;
+}
+// vespo's sequence log-weight from Σ clamp(x_t) (+ Σ log w_t^IS), clamped to [log 1e-8, 20].
+GK_HD double vespo_log_weight(double sum) {
+  const double lo = -18.420680743952367;  // log(1e-8)
+  return isnan(sum) ? sum : (sum < lo ? lo : (sum > 20.0 ? 20.0 : sum));
+}
+
+// Per-token inputs of a surrogate beyond (ρ, A, logp): the old log-prob (klCov), the sequence's
+// vespo log-weight, and whether the covariance selection chose the token (clipCov, klCov).
+struct PolicyExtra {
+  double old;
+  double vespo_lw;
+  bool chosen;
+};
+
 // The surrogate objective J for ratio rho and advantage a (value of the token's log-prob lp
 // is needed by cispo). dj_drho flows through the ratio; dj_dlogp is cispo's direct term.
 struct PolicyTerm {
   double j, dj_drho, dj_dlogp;
   bool clipped_low, clipped_high;
+  double phi;  // vespo's φ (0 otherwise)
 };
-GK_HD PolicyTerm policy_term(const LossOptions& o, double rho, double a, double lp) {
-  PolicyTerm t{0.0, 0.0, 0.0, false, false};
-  if (o.surrogate == kCispo) {
-    const double capped = rho < o.epsilon_high ? rho : o.epsilon_high;
-    t.j = capped * a * lp;
-    t.dj_dlogp = capped * a;
-    t.clipped_high = rho > o.epsilon_high && a > 0.0;
-    return t;
-  }
-  t.clipped_low = rho < 1.0 - o.epsilon_low && a < 0.0;
-  t.clipped_high = rho > 1.0 + o.epsilon_high && a > 0.0;
-  if (o.surrogate == kSapo) {
-    const double tau = a > 0.0 ? o.tau_pos : o.tau_neg;
-    const double sg = 1.0 / (1.0 + exp(-tau * (rho - 1.0)));
-    t.j = sg * (4.0 / tau) * a;
-    t.dj_drho = 4.0 * a * sg * (1.0 - sg);
-    return t;
-  }
+// The clip surrogate min(ρA, clip(ρ)A), with the dual clip when delta > 0.
+GK_HD void clip_surrogate(const LossOptions& o, double rho, double a, PolicyTerm& t) {
   const bool dual = o.delta > 0.0;
   const double r1 = dual && rho > o.delta ? o.delta : rho;
   const double lo = 1.0 - o.epsilon_low, hi = 1.0 + o.epsilon_high;
@@ -114,7 +132,117 @@ GK_HD PolicyTerm policy_term(const LossOptions& o, double rho, double a, double 
     t.j = second;
     t.dj_drho = (rho > lo && rho < hi) ? a : 0.0;
   }
+}
+GK_HD PolicyTerm policy_term(const LossOptions& o, double rho, double a, double lp, const PolicyExtra& e) {
+  PolicyTerm t{0.0, 0.0, 0.0, false, false, 0.0};
+  const double lo = 1.0 - o.epsilon_low, hi = 1.0 + o.epsilon_high;
+  switch (o.surrogate) {
+    case kCispo: {
+      const double capped = rho < o.epsilon_high ? rho : o.epsilon_high;
+      t.j = capped * a * lp;
+      t.dj_dlogp = capped * a;
+      t.clipped_high = rho > o.epsilon_high && a > 0.0;
+      return t;
+    }
+    case kCispoTwoSided: {
+      const double c = rho < lo ? lo : (rho > hi ? hi : rho);
+      t.j = c * a * lp;
+      t.dj_dlogp = c * a;
+      t.clipped_low = rho < lo;
+      t.clipped_high = rho > hi;
+      return t;
+    }
+    case kGpg:
+      t.j = a * lp;
+      t.dj_dlogp = a;
+      return t;
+    case kVespo:
+      t.phi = vespo_phi(o, e.vespo_lw, a);
+      t.j = t.phi * a * lp;
+      t.dj_dlogp = t.phi * a;
+      return t;
+    case kKlCov: {
+      t.j = a * rho;
+      t.dj_drho = a;
+      if (e.chosen) {
+        const double x = lp - e.old;
+        t.j -= o.ppo_kl_coef * fabs(x);
+        t.dj_dlogp = x > 0.0 ? -o.ppo_kl_coef : (x < 0.0 ? o.ppo_kl_coef : 0.0);
+      }
+      return t;
+    }
+    default: break;
+  }
+  t.clipped_low = rho < lo && a < 0.0;
+  t.clipped_high = rho > hi && a > 0.0;
+  if (o.surrogate == kSapo) {
+    const double tau = a > 0.0 ? o.tau_pos : o.tau_neg;
+    const double sg = 1.0 / (1.0 + exp(-tau * (rho - 1.0)));
+    t.j = sg * (4.0 / tau) * a;
+    t.dj_drho = 4.0 * a * sg * (1.0 - sg);
+    return t;
+  }
+  if (o.surrogate == kClipCov && e.chosen) return t;  // no policy term, the clip metrics kept
+  clip_surrogate(o, rho, a, t);
   return t;
+}
+
+// ---- Spec §9.4 covariance selection (clipCov, klCov) ---------------------------------------
+
+// A token's covariance term from the batch means of A and logp over the tokens in the loss.
+GK_HD double cov_term(double a, double lp, double mean_a, double mean_lp) { return (a - mean_a) * (lp - mean_lp); }
+
+// Whether clipCov may choose a token: not clipped by the PPO clip, lb < cov < ub.
+GK_HD bool clip_cov_candidate(const LossOptions& o, double rho, double a, double cov) {
+  const double lo = 1.0 - o.epsilon_low, hi = 1.0 + o.epsilon_high;
+  const double c = rho < lo ? lo : (rho > hi ? hi : rho);
+  return !(-a * c > -a * rho) && cov > o.clip_cov_lb && cov < o.clip_cov_ub;
+}
+
+// Order-preserving map of a double to an unsigned key (-0 and +0 share one: they are equal).
+GK_HD uint64_t double_key(double d) {
+  if (d == 0.0) d = 0.0;
+  uint64_t u;
+  memcpy(&u, &d, sizeof(u));
+  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+
+// The selection key of token t (the k smallest keys are chosen, ties lower row first): clipCov a
+// Philox draw keyed by cov_seed, klCov the negated covariance (largest first).
+GK_HD uint64_t cov_key(const LossOptions& o, int64_t t, double cov) {
+  if (o.surrogate == kKlCov) return ~double_key(cov);
+  const uint64_t u = (uint64_t)t;
+  const Philox4 c{{(uint32_t)u, (uint32_t)(u >> 32), 0u, 0x636F7600u}};
+  const Philox4 r = philox4x32_10(c, (uint32_t)o.cov_seed, (uint32_t)(o.cov_seed >> 32));
+  return ((uint64_t)r.v[0] << 32) | (uint64_t)r.v[1];
+}
+
+// How many tokens the selection takes, from N_valid and the number of eligible tokens.
+GK_HD int64_t cov_select_count(const LossOptions& o, double n_valid, int64_t eligible) {
+  if (!(n_valid > 0.0)) return 0;
+  double k = floor(o.cov_ratio * n_valid);
+  k = k < 1.0 ? 1.0 : k;
+  return (double)eligible < k ? eligible : (int64_t)k;
+}
+
+GK_HD bool uses_cov_selection(const LossOptions& o) { return o.surrogate == kClipCov || o.surrogate == kKlCov; }
+
+// ---- Spec §9.4 geoMean (GMPO) ------------------------------------------------------------
+
+// A token's pessimistic log-ratio y and whether its unclamped branch is the one taken.
+struct GeoToken {
+  double y;
+  bool unclamped, differs;
+};
+GK_HD GeoToken geo_token(const LossOptions& o, double x, double a) {
+  const double c = x < -o.epsilon_low ? -o.epsilon_low : (x > o.epsilon_high ? o.epsilon_high : x);
+  const double sg = a > 0.0 ? 1.0 : (a < 0.0 ? -1.0 : 0.0);
+  const double sx = sg * x, sc = sg * c;
+  GeoToken g;
+  g.unclamped = sg != 0.0 && sx <= sc;
+  g.y = sg * (sx <= sc ? sx : sc);
+  g.differs = x != c;
+  return g;
 }
 
 // KL penalty to the reference policy and its derivative w.r.t. the token's log-prob.
@@ -173,6 +301,31 @@ inline bool loss_options_ok(const LossOptions& o) {
   return !o.off_policy_mask || isfinite(o.off_policy_threshold);
 }
 
+// Spec §9.4: what the new surrogates refuse, as a message (null: the options are consistent).
+inline const char* loss_type_error(const LossOptions& o) {
+  if (o.surrogate < 0 || o.surrogate >= kSurrogateCount) return "unknown surrogate";
+  const int32_t s = o.surrogate;
+  if (s == kClip || s == kCispo || s == kSapo || s == kCispoTwoSided) return nullptr;
+  if (o.is_level != kIsToken) return "this surrogate (vespo, geoMean, clipCov, klCov, gpg) needs importanceSamplingLevel 'token'";
+  if (o.delta > 0.0) return "delta (the dual clip) applies to the 'clip' surrogate only";
+  if (s == kVespo) {
+    const double v[] = {o.vespo_k_pos, o.vespo_lambda_pos, o.vespo_k_neg, o.vespo_lambda_neg};
+    for (double x : v)
+      if (!isfinite(x)) return "vespo's k and lambda must be finite";
+    if (!(o.vespo_lambda_pos > 0.0 && o.vespo_lambda_neg > 0.0)) return "vespo's lambdas must be > 0";
+    if (o.rc_level == kRcSequence || o.rc_level == kRcSequenceMean) return "vespo takes token-level rollout correction only";
+  }
+  if (s == kGeoMean && o.top_entropy_quantile < 1.0) return "geoMean does not take topEntropyQuantile < 1";
+  if (s == kGeoMean && o.off_policy_mask) return "geoMean does not take offPolicyMaskThreshold";
+  if (s == kClipCov || s == kKlCov) {
+    if (!(o.cov_ratio > 0.0 && o.cov_ratio <= 1.0)) return "clipCovRatio / klCovRatio must be in (0, 1]";
+    if (s == kClipCov && !(isfinite(o.clip_cov_lb) && isfinite(o.clip_cov_ub) && o.clip_cov_lb < o.clip_cov_ub))
+      return "clipCovLb must be finite and < clipCovUb";
+    if (s == kKlCov && !(isfinite(o.ppo_kl_coef) && o.ppo_kl_coef >= 0.0)) return "ppoKlCoef must be finite and >= 0";
+  }
+  return nullptr;
+}
+
 // Spec §9.8, 'tokenMean' form: the weight of every counted token's -c·H (count_e: the valid
 // tokens that pass the top-entropy mask; a given normalizer replaces it under 'tokenMean').
 GK_HD double entropy_token_weight(const LossOptions& o, double count_e) {
@@ -198,7 +351,26 @@ struct LossSums {
   // §9.2: tokens whose policy term the off-policy mask dropped; per sequence (after the token
   // loop) whether any was, and whether the sequence has a valid token.
   double op_tok = 0, op_seq = 0, seqs = 0;
+  double phi = 0;  // §9.4 vespo: Σ φ over the tokens in the loss
 };
+
+GK_HD LossSums loss_merge(const LossSums& a, const LossSums& b) {
+  LossSums r;
+  r.loss = a.loss + b.loss;
+  r.tokens = a.tokens + b.tokens;
+  r.kl = a.kl + b.kl;
+  r.ratio = a.ratio + b.ratio;
+  r.clip_low = a.clip_low + b.clip_low;
+  r.clip_high = a.clip_high + b.clip_high;
+  r.clip_any = a.clip_any + b.clip_any;
+  r.entropy = a.entropy + b.entropy;
+  r.non_finite = a.non_finite + b.non_finite;
+  r.op_tok = a.op_tok + b.op_tok;
+  r.op_seq = a.op_seq + b.op_seq;
+  r.seqs = a.seqs + b.seqs;
+  r.phi = a.phi + b.phi;
+  return r;
+}
 
 // ---- Spec §9.1: rollout correction -------------------------------------------------------
 
@@ -362,12 +534,54 @@ GK_HD bool rs_kept(const LossOptions& o, double old, const float* q, double seq_
 // the off-policy mask's keep (counted in acc.op_tok when it drops the term).
 GK_HD double token_policy_weight(const LossOptions& o, double old, const float* q, double adv, double w_seq, double norm,
                                  double kappa, LossSums& acc) {
-  double w = q ? rc_token_weight(o, old, (double)*q, w_seq, norm) : 1.0;
+  // vespo and geoMean carry the §9.1 weight inside their own terms (§9.4).
+  const bool own = o.surrogate == kVespo || o.surrogate == kGeoMean;
+  double w = q && !own ? rc_token_weight(o, old, (double)*q, w_seq, norm) : 1.0;
   if (!off_policy_keep(o, adv, kappa)) {
     acc.op_tok += 1.0;
     w *= 0.0;
   }
   return w;
+}
+
+// Spec §9.4: per-sequence sums of vespo (a: Σ clamp(x) + Σ log w^IS) and geoMean (a: Σ y,
+// b: Σ A, c: Σ log(w^IS + 1e-10)) over the tokens in the loss.
+struct SeqTypeSums {
+  double a = 0, b = 0, c = 0;
+};
+GK_HD bool uses_seq_type_sums(const LossOptions& o) { return o.surrogate == kVespo || o.surrogate == kGeoMean; }
+// One token in the loss (q: its samplerLogp or null; norm: §9.1's batch divisor).
+GK_HD void seq_type_token(const LossOptions& o, double lp, double old, double adv, const float* q, double norm, SeqTypeSums& s) {
+  const bool token_is = q && o.rc_level == kRcToken;
+  const double wis = token_is ? rc_token_weight(o, old, (double)*q, 1.0, norm) : 1.0;
+  if (o.surrogate == kVespo) {
+    s.a += clamp_log_ratio(lp - old) + (token_is ? log(wis) : 0.0);
+  } else {
+    s.a += geo_token(o, lp - old, adv).y;
+    s.b += adv;
+    if (token_is) s.c += log(wis + 1e-10);
+  }
+}
+// The sequence's terms from its sums: vespo's log-weight; geoMean's policy loss -Ā·ρ·W
+// (seq_loss), its share of the batch loss (1/S of it) and its gradient per unclamped token.
+struct SeqPolicy {
+  double vespo_lw = 0, geo_seq_loss = 0, geo_loss = 0, geo_grad = 0;
+};
+// w_seq_norm: the §9.1 sequence weight after batchNormalize ('sequence'/'sequenceMean'), else 1.
+GK_HD SeqPolicy seq_policy(const LossOptions& o, const SeqTypeSums& s, double cnt, double seqs, bool has_q, double w_seq_norm) {
+  SeqPolicy p;
+  if (o.surrogate == kVespo) {
+    p.vespo_lw = vespo_log_weight(s.a);
+  } else if (o.surrogate == kGeoMean && cnt > 0.0) {
+    const double ns = cnt + 1e-8;
+    double w = 1.0;
+    if (has_q && o.rc_level == kRcToken) w = exp(s.c / ns);
+    else if (has_q && o.rc_level != kRcOff) w = w_seq_norm;
+    p.geo_seq_loss = -(s.b / ns) * exp(s.a / ns) * w;
+    p.geo_loss = p.geo_seq_loss / seqs;
+    p.geo_grad = p.geo_loss / ns;
+  }
+  return p;
 }
 
 // One valid token of the loss step (spec §3-5): adds its metrics to `acc` and its weighted
@@ -380,27 +594,46 @@ struct TokenInputs {
   double policy_weight;  // §9.1 IS weight times §9.2's keep (1: neither)
   const float* q;        // this token's samplerLogp, or null (counted in non_finite when not finite)
   double entropy_weight; // §9.8 'tokenMean' form: entropy_token_weight (unused otherwise)
+  PolicyExtra extra;     // §9.4: old log-prob, vespo's sequence log-weight, covariance choice
+  const SeqPolicy* seq;  // §9.4 geoMean: its sequence's terms (else unused)
 };
 GK_HD void token_step(const LossOptions& o, const TokenInputs& x, double w, Ratio seq_ratio, bool use_q, double threshold,
                       LossSums& acc, double& g_seq, float* dlogp, float* dentropy, float* token_loss) {
   const Ratio r = o.is_level == kIsToken ? ratio_from_log(x.lp - x.old) : seq_ratio;
-  const PolicyTerm p = policy_term(o, r.value, x.adv, x.lp);
-  const double pm = (use_q ? ((double)*x.entropy >= threshold ? 1.0 : 0.0) : 1.0) * x.policy_weight;
-  double l = -pm * p.j;
-  double d = -pm * p.dj_dlogp;
-  if (o.is_level == kIsSequence) g_seq += -pm * p.dj_drho;
-  else d += -pm * p.dj_drho * r.dvalue;
+  double l, d;
+  double d_own = 0.0;  // geoMean: the policy gradient, already weighted (not through w)
+  bool clipped_low, clipped_high;
+  if (o.surrogate == kGeoMean) {  // §9.4: the sequence's term, outside the aggregation
+    const GeoToken g = geo_token(o, x.lp - x.old, x.adv);
+    l = x.seq->geo_seq_loss;
+    d = 0.0;
+    d_own = g.unclamped ? x.seq->geo_grad : 0.0;
+    clipped_low = g.differs && x.adv < 0.0;
+    clipped_high = g.differs && x.adv > 0.0;
+  } else {
+    const PolicyTerm p = policy_term(o, r.value, x.adv, x.lp, x.extra);
+    const double pm = (use_q ? ((double)*x.entropy >= threshold ? 1.0 : 0.0) : 1.0) * x.policy_weight;
+    l = -pm * p.j;
+    d = -pm * p.dj_dlogp;
+    if (o.is_level == kIsSequence) g_seq += -pm * p.dj_drho;
+    else d += -pm * p.dj_drho * r.dvalue;
+    clipped_low = p.clipped_low;
+    clipped_high = p.clipped_high;
+    acc.phi += p.phi;
+  }
+  const double l_pol = l;  // the policy part (geoMean's is added once per sequence, by the caller)
+  double lk = 0.0;         // the KL part
   if (x.ref_lp) {
     const KlTerm k = kl_term(o.kl, *x.ref_lp, x.lp);
     acc.kl += k.kl;
     if (o.beta != 0.0) {
       if (o.bias_corrected_kl) {  // §9.2: ρ·KL, the gradient through ρ included
-        l += o.beta * r.value * k.kl;
+        lk += o.beta * r.value * k.kl;
         d += o.beta * r.value * k.dkl_dlogp;
         if (o.is_level == kIsSequence) g_seq += o.beta * k.kl;
         else d += o.beta * k.kl * r.dvalue;
       } else {
-        l += o.beta * k.kl;
+        lk += o.beta * k.kl;
         d += o.beta * k.dkl_dlogp;
       }
     }
@@ -415,15 +648,17 @@ GK_HD void token_step(const LossOptions& o, const TokenInputs& x, double w, Rati
     ent = -o.entropy_coef * *x.entropy;
   }
   if (dentropy) *dentropy = (float)(-went * o.entropy_coef);
-  *dlogp = (float)(w * d);
+  *dlogp = (float)(w * d + d_own);
+  l = l_pol + lk;
   if (token_loss) *token_loss = (float)(l + ent);
-  acc.loss += o.entropy_form == kEntropyTokenMean ? w * l + x.entropy_weight * ent : w * (l + ent);
+  const double l_agg = o.surrogate == kGeoMean ? lk : l;  // what goes through w
+  acc.loss += o.entropy_form == kEntropyTokenMean ? w * l_agg + x.entropy_weight * ent : w * (l_agg + ent);
   acc.tokens += 1.0;
   acc.non_finite += (!isfinite(x.lp) || (x.entropy && !isfinite(*x.entropy)) || (x.q && !isfinite(*x.q))) ? 1.0 : 0.0;
   acc.ratio += r.value;
-  acc.clip_low += p.clipped_low ? 1.0 : 0.0;
-  acc.clip_high += p.clipped_high ? 1.0 : 0.0;
-  acc.clip_any += (p.clipped_low || p.clipped_high) ? 1.0 : 0.0;
+  acc.clip_low += clipped_low ? 1.0 : 0.0;
+  acc.clip_high += clipped_high ? 1.0 : 0.0;
+  acc.clip_any += (clipped_low || clipped_high) ? 1.0 : 0.0;
 }
 
 }  // namespace gk

@@ -33,6 +33,11 @@ Status grpo_loss_step(LossStepArgs& a) {
     snprintf(st.message, sizeof(st.message), "loss options must be finite, with normalizer and maxCompletionLength 0 or positive with a finite reciprocal");
     return st;
   }
+  if (const char* e = loss_type_error(o)) {
+    st.code = kInvalid;
+    snprintf(st.message, sizeof(st.message), "%s", e);
+    return st;
+  }
   const bool use_q = o.top_entropy_quantile < 1.0;
   if ((use_q || o.entropy_coef != 0.0) && !a.entropy) {
     st.code = kInvalid;
@@ -84,6 +89,40 @@ Status grpo_loss_step(LossStepArgs& a) {
   auto kept = [&](int64_t s, int64_t t) {
     return tok_valid(t) && (!q || rs_kept(o, old_at(t), q + t, corr[(size_t)s].keep));
   };
+
+  // §9.4 covariance selection (clipCov, klCov): the k tokens of smallest (key, row) among the
+  // eligible ones of the loss.
+  std::vector<uint8_t> chosen(uses_cov_selection(o) ? (size_t)a.n : 0, 0);
+  if (uses_cov_selection(o) && tokens > 0.0) {
+    auto adv_of = [&](int64_t s, int64_t t) { return o.adv_per_token ? (double)a.advantages[t] : (double)a.advantages[s]; };
+    double sum_a = 0.0, sum_lp = 0.0;
+    for (int64_t s = 0; s < S; ++s) {
+      if (seq_dropped(s)) continue;
+      for (int64_t t = off[s]; t < off[s + 1]; ++t)
+        if (kept(s, t)) {
+          sum_a += adv_of(s, t);
+          sum_lp += logp_at(t);
+        }
+    }
+    const double mean_a = sum_a / tokens, mean_lp = sum_lp / tokens;
+    std::vector<std::pair<uint64_t, int64_t>> cand;
+    for (int64_t s = 0; s < S; ++s) {
+      if (seq_dropped(s)) continue;
+      for (int64_t t = off[s]; t < off[s + 1]; ++t) {
+        if (!kept(s, t)) continue;
+        const double adv = adv_of(s, t), lp = logp_at(t);
+        const double cov = cov_term(adv, lp, mean_a, mean_lp);
+        if (std::isnan(cov)) continue;
+        if (o.surrogate == kClipCov && !clip_cov_candidate(o, ratio_from_log(lp - old_at(t)).value, adv, cov)) continue;
+        cand.emplace_back(cov_key(o, t, cov), t);
+      }
+    }
+    const int64_t k = cov_select_count(o, tokens, (int64_t)cand.size());
+    if (k > 0) {
+      std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end());
+      for (int64_t i = 0; i < k; ++i) chosen[(size_t)cand[(size_t)i].second] = 1;
+    }
+  }
 
   // Entropy threshold for topEntropyQuantile: the (1 - q) quantile of H over valid tokens,
   // linear interpolation between order statistics.
@@ -143,6 +182,16 @@ Status grpo_loss_step(LossStepArgs& a) {
         kappa /= cnt > 1.0 ? cnt : 1.0;
       }
       const double w_seq = q ? corr[(size_t)s].w_seq : 1.0;
+      SeqPolicy sp;  // §9.4 vespo / geoMean
+      if (uses_seq_type_sums(o) && !dropped) {
+        SeqTypeSums ss;
+        for (int64_t t = off[s]; t < off[s + 1]; ++t)
+          if (kept(s, t))
+            seq_type_token(o, logp_at(t), old_at(t), o.adv_per_token ? (double)a.advantages[t] : seq_adv, q ? q + t : nullptr, norm, ss);
+        const double wsn = q ? rc_token_weight(o, 0.0, 0.0, w_seq, norm) : 1.0;
+        sp = seq_policy(o, ss, cnt, (double)S, q != nullptr, wsn);
+        acc.loss += sp.geo_loss;
+      }
       double g_seq = 0.0;  // Σ_t w·(-pm·dJ/dρ) of the sequence, for 'sequence'
       for (int64_t t = off[s]; t < off[s + 1]; ++t) {
         if (a.kept) a.kept[t] = (!dropped && kept(s, t)) ? 1 : 0;
@@ -157,7 +206,7 @@ Status grpo_loss_step(LossStepArgs& a) {
         const double adv = o.adv_per_token ? (double)a.advantages[t] : seq_adv;
         const double pw = token_policy_weight(o, old, q ? q + t : nullptr, adv, w_seq, norm, kappa, acc);
         const TokenInputs x{lp, old, adv, a.ref_logp ? a.ref_logp + t : nullptr, a.entropy ? a.entropy + t : nullptr, pw,
-                            q ? q + t : nullptr, ent_w};
+                            q ? q + t : nullptr, ent_w, PolicyExtra{old, sp.vespo_lw, !chosen.empty() && chosen[(size_t)t] != 0}, &sp};
         token_step(o, x, w, seq_ratio, use_q, threshold, acc, g_seq, a.dlogp + t, a.dentropy ? a.dentropy + t : nullptr,
                    a.token_loss ? a.token_loss + t : nullptr);
       }
@@ -172,20 +221,7 @@ Status grpo_loss_step(LossStepArgs& a) {
   });
 
   LossSums tot;
-  for (const LossSums& p : part) {
-    tot.loss += p.loss;
-    tot.tokens += p.tokens;
-    tot.kl += p.kl;
-    tot.ratio += p.ratio;
-    tot.clip_low += p.clip_low;
-    tot.clip_high += p.clip_high;
-    tot.clip_any += p.clip_any;
-    tot.entropy += p.entropy;
-    tot.non_finite += p.non_finite;
-    tot.op_tok += p.op_tok;
-    tot.op_seq += p.op_seq;
-    tot.seqs += p.seqs;
-  }
+  for (const LossSums& p : part) tot = loss_merge(tot, p);
   const double denom = tot.tokens > 1.0 ? tot.tokens : 1.0;
   a.out.loss = tot.loss;
   a.out.tokens = tot.tokens;

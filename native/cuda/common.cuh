@@ -360,47 +360,26 @@ template <class F>
 __device__ __forceinline__ RowStats map_fields(const RowStats& v, F f) {
   return RowStats{f(v.m), f(v.s), f(v.t)};
 }
-template <class F>
-__device__ __forceinline__ LossSums map_fields(const LossSums& v, F f) {
-  LossSums r;
-  r.loss = f(v.loss);
-  r.tokens = f(v.tokens);
-  r.kl = f(v.kl);
-  r.ratio = f(v.ratio);
-  r.clip_low = f(v.clip_low);
-  r.clip_high = f(v.clip_high);
-  r.clip_any = f(v.clip_any);
-  r.entropy = f(v.entropy);
-  r.non_finite = f(v.non_finite);
-  r.op_tok = f(v.op_tok);
-  r.op_seq = f(v.op_seq);
-  r.seqs = f(v.seqs);
+// Structs made of doubles only (LossSums, CorrSums), element by element: no field list to keep
+// in step with the struct (a field left out of one would reach the sums as garbage).
+template <class T, class F>
+__device__ __forceinline__ T map_doubles(const T& v, F f) {
+  static_assert(sizeof(T) % sizeof(double) == 0, "a struct of doubles");
+  constexpr int kCount = (int)(sizeof(T) / sizeof(double));
+  double in[kCount], out[kCount];
+  memcpy(in, &v, sizeof(T));
+  for (int i = 0; i < kCount; ++i) out[i] = f(in[i]);
+  T r;
+  memcpy(&r, out, sizeof(T));
   return r;
 }
 template <class F>
+__device__ __forceinline__ LossSums map_fields(const LossSums& v, F f) {
+  return map_doubles(v, f);
+}
+template <class F>
 __device__ __forceinline__ CorrSums map_fields(const CorrSums& v, F f) {
-  CorrSums r;
-  r.n0 = f(v.n0);
-  r.dsum = f(v.dsum);
-  r.ksum1 = f(v.ksum1);
-  r.ksum2 = f(v.ksum2);
-  r.ksum3 = f(v.ksum3);
-  r.kmax2 = f(v.kmax2);
-  r.kmax3 = f(v.kmax3);
-  r.tok_rejected = f(v.tok_rejected);
-  r.w_sum = f(v.w_sum);
-  r.w_max = f(v.w_max);
-  r.w_count = f(v.w_count);
-  r.trunc = f(v.trunc);
-  r.masked = f(v.masked);
-  r.seqs = f(v.seqs);
-  r.rejected = f(v.rejected);
-  r.rejected_seq = f(v.rejected_seq);
-  r.lr_min = f(v.lr_min);
-  r.lr_max = f(v.lr_max);
-  r.w_seq = f(v.w_seq);
-  r.keep = f(v.keep);
-  return r;
+  return map_doubles(v, f);
 }
 __device__ __forceinline__ CorrSums shfl_xor(const CorrSums& v, int m) {
   return map_fields(v, [m](auto x) { return shfl_xor(x, m); });
@@ -437,22 +416,7 @@ struct StatsOp {
   __device__ __forceinline__ RowStats operator()(const RowStats& a, const RowStats& b) const { return merge_stats(a, b); }
 };
 struct LossSumsOp {
-  __device__ __forceinline__ LossSums operator()(const LossSums& a, const LossSums& b) const {
-    LossSums r;
-    r.loss = a.loss + b.loss;
-    r.tokens = a.tokens + b.tokens;
-    r.kl = a.kl + b.kl;
-    r.ratio = a.ratio + b.ratio;
-    r.clip_low = a.clip_low + b.clip_low;
-    r.clip_high = a.clip_high + b.clip_high;
-    r.clip_any = a.clip_any + b.clip_any;
-    r.entropy = a.entropy + b.entropy;
-    r.non_finite = a.non_finite + b.non_finite;
-    r.op_tok = a.op_tok + b.op_tok;
-    r.op_seq = a.op_seq + b.op_seq;
-    r.seqs = a.seqs + b.seqs;
-    return r;
-  }
+  __device__ __forceinline__ LossSums operator()(const LossSums& a, const LossSums& b) const { return loss_merge(a, b); }
 };
 struct CorrSumsOp {
   __device__ __forceinline__ CorrSums operator()(const CorrSums& a, const CorrSums& b) const { return corr_merge(a, b); }

@@ -8,6 +8,9 @@
 //              (1 - q) quantile of H over valid tokens (NaN entropies left out, as on the CPU)
 //              by an exact radix select on the float bits (two order statistics, linear
 //              interpolation as numpy/torch, like the CPU);
+//   2b. cov    (one block, clipCov / klCov only, spec §9.4): the batch means of A and logp, the
+//              eligible tokens' 64-bit keys, an exact radix select of the k-th smallest key and
+//              the choice of the k smallest (ties: lower row first, by an ordered ballot scan);
 //   3. seq     (one block per sequence): the per-token terms of core/loss.h, dlogp/dentropy/
 //              token_loss, and the sequence's float64 partial sums (fixed-order block reduction);
 //   4. final   (one block): the sums of all sequences, each thread over a fixed stride, then a
@@ -51,9 +54,16 @@ struct LossParams {
   LossSums* part;  // S: per-sequence sums
   CorrSums* corr;  // S: §9.1 per-sequence correction sums (only with sampler)
   uint8_t* valid;  // n, only when use_q
+  // §9.4 covariance selection (clipCov, klCov), n each: bits kSelIn (in the loss), kSelEligible,
+  // kSelChosen; the token's advantage; the eligible tokens' keys.
+  uint8_t* sel;
+  float* tok_adv;
+  uint64_t* keys;
   LossResult* result;
   DeviceFlags* flags;
 };
+
+constexpr uint8_t kSelIn = 1, kSelEligible = 2, kSelChosen = 4;
 
 // The log-prob of token t: unrounded where the fused op gives it (as native/cpu/loss.cc).
 __device__ __forceinline__ double logp_at(const LossParams& p, int64_t t) {
@@ -119,6 +129,10 @@ __global__ void __launch_bounds__(kSeqThreads) count_kernel(const LossParams p) 
         const bool v = tok_kept(p, t, keep);
         c += v ? 1 : 0;
         if (p.valid) p.valid[t] = (v && !isnan(p.entropy[t])) ? 1 : 0;  // NaN has no rank
+        if (p.sel) {
+          p.sel[t] = v ? kSelIn : 0;
+          p.tok_adv[t] = p.o.adv_per_token ? p.advantages[t] : p.advantages[s];
+        }
       }
     }
     c = detail::block_sum<kSeqThreads>(c, sm);
@@ -246,6 +260,94 @@ __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const LossPara
   }
 }
 
+// 2b. Spec §9.4: the covariance selection of clipCov / klCov, in one block.
+struct CovSmem {
+  unsigned int hist[256];
+  uint64_t prefix;
+  long long k;
+  unsigned int warp_count[kOneBlockThreads / 32];
+};
+__global__ void __launch_bounds__(kOneBlockThreads) cov_kernel(const LossParams p) {
+  GK_SHARED(sm, ReduceSmem<double>);
+  GK_SHARED(sml, ReduceSmem<long long>);
+  GK_SHARED(cs, CovSmem);
+  const double tokens = p.result->tokens;
+  if (!(tokens > 0.0)) return;  // block-uniform: nothing to choose
+  double sa = 0.0, slp = 0.0;
+  for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads)
+    if (p.sel[t] & kSelIn) {
+      sa += (double)p.tok_adv[t];
+      slp += logp_at(p, t);
+    }
+  sa = detail::block_sum<kOneBlockThreads>(sa, sm);
+  slp = detail::block_sum<kOneBlockThreads>(slp, sm);
+  const double mean_a = sa / tokens, mean_lp = slp / tokens;
+  long long eligible = 0;
+  for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads) {
+    if (!(p.sel[t] & kSelIn)) continue;
+    const double adv = (double)p.tok_adv[t], lp = logp_at(p, t);
+    const double cov = cov_term(adv, lp, mean_a, mean_lp);
+    bool ok = !isnan(cov);
+    if (ok && p.o.surrogate == kClipCov) ok = clip_cov_candidate(p.o, ratio_from_log(lp - old_at(p, t)).value, adv, cov);
+    if (ok) {
+      p.keys[t] = cov_key(p.o, t, cov);
+      p.sel[t] = kSelIn | kSelEligible;
+      ++eligible;
+    }
+  }
+  eligible = detail::block_sum<kOneBlockThreads>(eligible, sml);
+  const long long k = (long long)cov_select_count(p.o, tokens, (int64_t)eligible);
+  if (k == 0) return;  // block-uniform
+  // The (k-1)-th smallest key: eight 8-bit radix passes over the eligible keys (integer
+  // histograms: exact and order-independent).
+  uint64_t prefix = 0, mask = 0;
+  long long rank = k - 1;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += kOneBlockThreads) cs.hist[i] = 0;
+    __syncthreads();
+    for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads)
+      if ((p.sel[t] & kSelEligible) && (p.keys[t] & mask) == prefix) atomicAdd(&cs.hist[(p.keys[t] >> shift) & 255u], 1u);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      long long cum = 0;
+      int d = 0;
+      for (; d < 255; ++d) {
+        if (cum + (long long)cs.hist[d] > rank) break;
+        cum += cs.hist[d];
+      }
+      cs.k = rank - cum;
+      cs.prefix = prefix | ((uint64_t)d << shift);
+    }
+    __syncthreads();
+    rank = cs.k;
+    prefix = cs.prefix;
+    mask |= (uint64_t)0xFF << shift;
+  }
+  // Every eligible key below it is chosen, and the first rank + 1 equal to it in row order: a
+  // block-uniform walk over the rows in chunks, each counted by ballots (warp order) and warp
+  // totals (block order).
+  const long long take = rank + 1;
+  long long taken = 0;
+  const int lane = (int)(threadIdx.x & 31u), warp = (int)(threadIdx.x >> 5);
+  for (int64_t base = 0; base < p.n; base += kOneBlockThreads) {
+    const int64_t t = base + (int64_t)threadIdx.x;
+    bool tie = false;
+    if (t < p.n && (p.sel[t] & kSelEligible)) {
+      if (p.keys[t] < prefix) p.sel[t] |= kSelChosen;
+      else tie = p.keys[t] == prefix;
+    }
+    const unsigned ballot = __ballot_sync(0xffffffffu, tie);
+    if (lane == 0) cs.warp_count[warp] = (unsigned)__popc(ballot);
+    __syncthreads();
+    long long before = taken;
+    for (int w = 0; w < warp; ++w) before += cs.warp_count[w];
+    before += __popc(ballot & ((1u << lane) - 1u));
+    if (tie && before < take) p.sel[t] |= kSelChosen;
+    for (int w = 0; w < kOneBlockThreads / 32; ++w) taken += cs.warp_count[w];
+    __syncthreads();
+  }
+}
+
 // 3. Per-token terms and per-sequence sums (the loop body is native/cpu/loss.cc's).
 __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
   GK_SHARED(smd, ReduceSmem<double>);
@@ -279,6 +381,19 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
       kappa = detail::block_sum<kSeqThreads>(kappa, smd);
       kappa /= cnt > 1.0 ? cnt : 1.0;
     }
+    SeqPolicy sp;  // §9.4 vespo / geoMean (block-uniform)
+    if (uses_seq_type_sums(o) && !dropped) {
+      SeqTypeSums ss;
+      for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads)
+        if (tok_kept(p, t, keep))
+          seq_type_token(o, logp_at(p, t), old_at(p, t), o.adv_per_token ? (double)p.advantages[t] : seq_adv,
+                         p.sampler ? p.sampler + t : nullptr, norm, ss);
+      ss.a = detail::block_sum<kSeqThreads>(ss.a, smd);
+      ss.b = detail::block_sum<kSeqThreads>(ss.b, smd);
+      ss.c = detail::block_sum<kSeqThreads>(ss.c, smd);
+      const double wsn = p.sampler ? rc_token_weight(o, 0.0, 0.0, w_seq, norm) : 1.0;
+      sp = seq_policy(o, ss, cnt, (double)p.S, p.sampler != nullptr, wsn);
+    }
     LossSums acc;
     double g_seq = 0.0;
     for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads) {
@@ -294,7 +409,9 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
       const double adv = o.adv_per_token ? (double)p.advantages[t] : seq_adv;
       const float* q = p.sampler ? p.sampler + t : nullptr;
       const double pw = token_policy_weight(o, old, q, adv, w_seq, norm, kappa, acc);
-      const TokenInputs x{lp, old, adv, p.ref_logp ? p.ref_logp + t : nullptr, p.entropy ? p.entropy + t : nullptr, pw, q, ent_w};
+      const bool chosen = p.sel && (p.sel[t] & kSelChosen);
+      const TokenInputs x{lp, old, adv, p.ref_logp ? p.ref_logp + t : nullptr, p.entropy ? p.entropy + t : nullptr, pw, q, ent_w,
+                          PolicyExtra{old, sp.vespo_lw, chosen}, &sp};
       token_step(o, x, w, seq_ratio, p.use_q, threshold, acc, g_seq, p.dlogp + t, p.dentropy ? p.dentropy + t : nullptr,
                  p.token_loss ? p.token_loss + t : nullptr);
     }
@@ -308,6 +425,7 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
       for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads)
         if (tok_kept(p, t, keep)) p.dlogp[t] = (float)((double)p.dlogp[t] + extra);
     }
+    acc.loss += sp.geo_loss;  // geoMean's sequence term, once (0 otherwise)
     if (threadIdx.x == 0) p.part[s] = acc;
   }
 }
@@ -362,6 +480,7 @@ Status check_loss_args(const LossStepArgs& a) {
   if (!a.sampler_logp && (o.rc_level != kRcOff || o.rs_count > 0))
     return make_status(kInvalid, "samplerLogp is required for rolloutCorrection and rolloutRejection");
   if (!loss_options_ok(o)) return make_status(kInvalid, "loss options must be finite, with normalizer and maxCompletionLength 0 or positive with a finite reciprocal");
+  if (const char* e = loss_type_error(o)) return make_status(kInvalid, e);
   if (!a.seq_offsets || !a.advantages || (a.n > 0 && (!a.logp || !a.dlogp)))
     return make_status(kInvalid, "logp, advantages, seqOffsets and the dlogp output are required");
   return Status{};
@@ -375,8 +494,11 @@ Status enqueue_loss_step(const LossStepArgs& a, DeviceFlags* flags, LossResult* 
   const size_t part_b = align256(sizeof(LossSums) * (size_t)S);
   const size_t valid_b = use_q ? align256((size_t)n) : 0;
   const size_t corr_b = a.sampler_logp ? align256(sizeof(CorrSums) * (size_t)S) : 0;
+  const bool cov = uses_cov_selection(a.opt);
+  const size_t sel_b = cov ? align256((size_t)n) : 0, adv_b = cov ? align256(sizeof(float) * (size_t)n) : 0;
+  const size_t keys_b = cov ? align256(sizeof(uint64_t) * (size_t)n) : 0;
   DeviceScratch scratch;
-  GK_CUDA_CHECK(scratch.alloc(2 * count_b + part_b + valid_b + corr_b, s));
+  GK_CUDA_CHECK(scratch.alloc(2 * count_b + part_b + valid_b + corr_b + sel_b + adv_b + keys_b, s));
 
   LossParams p;
   p.logp = a.logp;
@@ -402,15 +524,24 @@ Status enqueue_loss_step(const LossStepArgs& a, DeviceFlags* flags, LossResult* 
   p.part = scratch.as<LossSums>(2 * count_b);
   p.valid = use_q ? scratch.as<uint8_t>(2 * count_b + part_b) : nullptr;
   p.corr = a.sampler_logp ? scratch.as<CorrSums>(2 * count_b + part_b + valid_b) : nullptr;
+  const size_t sel_at = 2 * count_b + part_b + valid_b + corr_b;
+  p.sel = cov ? scratch.as<uint8_t>(sel_at) : nullptr;
+  p.tok_adv = cov ? scratch.as<float>(sel_at + sel_b) : nullptr;
+  p.keys = cov ? scratch.as<uint64_t>(sel_at + sel_b + adv_b) : nullptr;
   p.result = result;
   p.flags = flags;
   if (use_q && n > 0) GK_CUDA_CHECK(cudaMemsetAsync(p.valid, 0, (size_t)n, s));
+  if (cov && n > 0) GK_CUDA_CHECK(cudaMemsetAsync(p.sel, 0, (size_t)n, s));
 
   const unsigned seq_grid = grid_for(S, 8);
   GK_LAUNCH(seq_grid, kSeqThreads, 0, s, count_kernel)(p);
   GK_CUDA_CHECK_LAUNCH();
   GK_LAUNCH(1, kOneBlockThreads, 0, s, global_kernel)(p);
   GK_CUDA_CHECK_LAUNCH();
+  if (cov) {
+    GK_LAUNCH(1, kOneBlockThreads, 0, s, cov_kernel)(p);
+    GK_CUDA_CHECK_LAUNCH();
+  }
   GK_LAUNCH(seq_grid, kSeqThreads, 0, s, seq_kernel)(p);
   GK_CUDA_CHECK_LAUNCH();
   GK_LAUNCH(1, kOneBlockThreads, 0, s, final_kernel)(p);
