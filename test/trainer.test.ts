@@ -228,3 +228,16 @@ t.test('every advantage estimator of spec §9.5 runs in the trainer, with the co
     t.same(rs.map((r) => r.advantage), Array.from(want.advantages.data), `${estimator}: advantages as groupAdvantages gives them`);
   }
 });
+
+t.test('every loss type of spec §9.4 trains in the trainer: the mean reward rises', async (t) => {
+  for (const lossType of ['sapo', 'luspo', 'vespo', 'geoMean', 'clipCov', 'klCov', 'gpg'] as const) {
+    const p = new Bandit(0.5);
+    const tr = make(p, { lossType, numIterations: 2, ...(lossType === 'clipCov' ? { clipCovRatio: 0.1, clipCovLb: -10, clipCovUb: 10 } : {}) });
+    t.equal(tr.loss.surrogate, lossType === 'luspo' ? 'clip' : lossType, `${lossType}: the preset's surrogate`);
+    const first = await tr.step(prompts(4));
+    t.ok(Number.isFinite(first.loss), `${lossType}: a finite loss`);
+    let last = first;
+    for (let i = 0; i < 15; i++) last = await tr.step(prompts(4));
+    t.ok(last.rewardMean > first.rewardMean, `${lossType}: mean reward ${first.rewardMean.toFixed(2)} → ${last.rewardMean.toFixed(2)}`);
+  }
+});

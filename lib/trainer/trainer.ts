@@ -193,6 +193,8 @@ export class GRPOTrainer<S = unknown> {
   private readonly rng: Rng;
   private stepIndex = 0;
   private rowsSampled = 0;
+  /** Loss calls so far: clipCov's seed moves with it, so each call draws its own tokens. */
+  private lossCalls = 0;
 
   constructor(options: GRPOTrainerOptions<S>) {
     const op = 'GRPOTrainer';
@@ -350,6 +352,7 @@ export class GRPOTrainer<S = unknown> {
           const lossOptions: GrpoLossFromLogitsOptions = {
             ...this.lossOptions,
             ...(this.adaptive ? { entropyCoef: this.lastEntropy <= this.adaptive.target ? this.entropyCoef : 0 } : {}),
+            ...(this.loss.surrogate === 'clipCov' ? { covSeed: (this.loss.covSeed + this.lossCalls) % Number.MAX_SAFE_INTEGER } : {}),
             temperature: T,
             inPlace: true,
             ...(globalTokens ? { normalizer: this.loss.normalizer ?? Math.max(1, groupTokens) } : {}),
@@ -369,6 +372,7 @@ export class GRPOTrainer<S = unknown> {
             ...(m[0]!.samplerLogp ? { samplerLogp: cat((r) => r.samplerLogp!) } : {}),
             truncated: m.map((r) => r.truncated),
           }, lossOptions);
+          this.lossCalls++;
           // dapo/cispo-style tokenMean already divides by the step's global token count; bnpo
           // (local tokenMean) averages its minibatch means; the per-sequence
           // aggregations divide by this minibatch's S, so rescale to the step's S.

@@ -27,9 +27,7 @@ std::vector<SegStats> split_stats(const LogitsView& x, float inv_t, const std::v
   std::vector<SegStats> out((size_t)x.n);
   for (int64_t r = 0; r < x.n; ++r) {
     if (!need[(size_t)r]) continue;
-    SegStats acc = parts[(size_t)(r * nseg)];
-    for (int64_t k = 1; k < nseg && !acc.bad; ++k) acc = merge_seg(acc, parts[(size_t)(r * nseg + k)]);
-    out[(size_t)r] = acc;
+    out[(size_t)r] = merge_segments(nseg, [&](int64_t k) { return parts[(size_t)(r * nseg + k)]; });
   }
   return out;
 }

@@ -205,10 +205,10 @@ RowStats finish_stats(const SegStats& st) {
 }
 
 SegStats row_seg_stats(const void* row, int32_t dtype, int64_t v, float inv_t, bool with_entropy, bool with_p2) {
-  SegStats acc = seg_stats(row, dtype, 0, v < kSeg ? v : kSeg, inv_t, with_entropy, with_p2);
-  for (int64_t b = kSeg; b < v && !acc.bad; b += kSeg)
-    acc = merge_seg(acc, seg_stats(row, dtype, b, b + kSeg < v ? b + kSeg : v, inv_t, with_entropy, with_p2));
-  return acc;
+  return merge_segments(segments(v), [&](int64_t k) {
+    const int64_t b = k * kSeg;
+    return seg_stats(row, dtype, b, b + kSeg < v ? b + kSeg : v, inv_t, with_entropy, with_p2);
+  });
 }
 
 RowStats row_stats(const void* row, int32_t dtype, int64_t v, float inv_t, bool with_entropy) {

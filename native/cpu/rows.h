@@ -40,6 +40,15 @@ SegStats seg_stats(const void* row, int32_t dtype, int64_t b, int64_t e, float i
 SegStats merge_seg(const SegStats& a, const SegStats& b);
 // Segment statistics to RowStats (NaN s and t for a row with a NaN/+inf or no finite logit).
 RowStats finish_stats(const SegStats& st);
+// The one order in which a row's segments are merged (what makes a row's bits independent of
+// how its segments were computed: serially or by several threads): left to right, stopping at
+// the first bad part. seg(k) gives segment k of nseg >= 1.
+template <class F>
+SegStats merge_segments(int64_t nseg, F seg) {
+  SegStats acc = seg(0);
+  for (int64_t k = 1; k < nseg && !acc.bad; ++k) acc = merge_seg(acc, seg(k));
+  return acc;
+}
 // The whole row: its segments in order, merged left to right.
 SegStats row_seg_stats(const void* row, int32_t dtype, int64_t v, float inv_t, bool with_entropy, bool with_p2);
 RowStats row_stats(const void* row, int32_t dtype, int64_t v, float inv_t, bool with_entropy);
