@@ -241,3 +241,27 @@ t.test('every loss type of spec §9.4 trains in the trainer: the mean reward ris
     t.ok(last.rewardMean > first.rewardMean, `${lossType}: mean reward ${first.rewardMean.toFixed(2)} → ${last.rewardMean.toFixed(2)}`);
   }
 });
+
+t.test('spec §9.3 in the trainer: tokenAdvantages gives the loss one advantage per token', async (t) => {
+  const run = async (f?: (r: gk.Rollout) => ArrayLike<number>) => {
+    const p = new Bandit(0.5);
+    const before = Float32Array.from(p.theta);
+    const tr = make(p, f ? { tokenAdvantages: f } : {});
+    await tr.step(prompts(4));
+    return { delta: Array.from(p.theta, (x, j) => x - before[j]!), rollouts: tr.lastRollouts };
+  };
+  const plain = await run();
+  const same = await run((r) => new Float32Array(r.tokens.length).fill(r.advantage));
+  t.same(same.delta, plain.delta, 'each token given its completion\'s advantage: the same update, bit for bit');
+  t.ok(same.rollouts.every((r) => r.tokenAdvantages?.length === r.tokens.length), 'the rollouts keep their per-token advantages');
+  const twice = await run((r) => new Float32Array(r.tokens.length).fill(2 * r.advantage));
+  for (let j = 0; j < 3; j++) t.ok(Math.abs(twice.delta[j]! - 2 * plain.delta[j]!) <= 1e-6 * Math.abs(plain.delta[j]!), `on-policy the update is linear in the advantages (θ${j}: ${twice.delta[j]} vs 2 × ${plain.delta[j]})`);
+  const firstOnly = await run((r) => Float32Array.from(r.tokens, (_, i) => (i === 0 ? r.advantage : 0)));
+  t.not(firstOnly.delta, plain.delta, 'zeroing all but the first token\'s advantage changes the update');
+  const p = new Bandit(0.5);
+  // Completions here are 1 to 4 tokens long: an empty array never fits.
+  await rejectsCode(t, () => make(p, { tokenAdvantages: () => [] }).step(prompts(2)), 'GK_SHAPE', /returned 0 values/);
+  await rejectsCode(t, () => make(p, { tokenAdvantages: (r) => new Array(r.tokens.length).fill(NaN) }).step(prompts(2)), 'GK_INVALID_ARG', /finite/);
+  await rejectsCode(t, () => make(p, { tokenAdvantages: () => 3 as unknown as number[] }).step(prompts(2)), 'GK_INVALID_ARG', /array of numbers/);
+  t.throws(() => make(p, { tokenAdvantages: 'yes' as unknown as () => number[] }), { code: 'GK_INVALID_ARG' }, 'not a function');
+});

@@ -28,6 +28,8 @@ export interface Rollout<S = unknown> {
   truncated: boolean;
   reward: number;
   advantage: number;
+  /** Per-token advantages from `tokenAdvantages` (spec §9.3), one per completion token. */
+  tokenAdvantages?: Float32Array;
 }
 
 export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
@@ -73,6 +75,13 @@ export interface GRPOTrainerOptions<S = unknown> extends GrpoLossOptions {
   scaleRewards?: AdvantageScale;
   advantageEstimator?: AdvantageEstimator;
   advantageEps?: number;
+  /**
+   * Spec §9.3: per-token advantages. Called once per rollout after its sequence advantage is
+   * known (e.g. to spread it by a process reward or a per-token credit); returns one finite value
+   * per completion token. The loss then takes one advantage per token. Default: none (every
+   * token gets its completion's advantage).
+   */
+  tokenAdvantages?: (rollout: Rollout<S>) => ArrayLike<number>;
   /**
    * Spec §9.8 [TRL use_adaptive_entropy]: adapt entropyCoef toward `entropyTarget` after each
    * optimizer step (c ← min(c + δ, max) while the step's mean token entropy is ≤ the target, else
@@ -147,6 +156,7 @@ const TRAINER_KEYS = [
   'policy', 'reference', 'sampler', 'rewards', 'numGenerations', 'numIterations', 'miniBatchSize', 'gradientAccumulationSteps',
   'maxCompletionLength', 'temperature', 'topK', 'topP', 'minP', 'eosTokenId', 'stop', 'decode', 'scaleRewards', 'advantageEstimator', 'advantageEps',
   'seed', 'onStep', 'metricsFile', 'useAdaptiveEntropy', 'entropyTarget', 'entropyCoefMin', 'entropyCoefMax', 'entropyCoefDelta',
+  'tokenAdvantages',
 ];
 
 function meanStd(a: ArrayLike<number>): { mean: number; std: number } {
@@ -235,6 +245,8 @@ export class GRPOTrainer<S = unknown> {
     if (this.loss.beta > 0 && !options.reference)
       fail('GK_INVALID_ARG', `${op}: options.reference (a frozen reference policy) is required when beta > 0`);
     if (options.maskTruncatedCompletions !== undefined) checkBoolean(op, 'options.maskTruncatedCompletions', options.maskTruncatedCompletions);
+    if (options.tokenAdvantages !== undefined && typeof options.tokenAdvantages !== 'function')
+      fail('GK_INVALID_ARG', `${op}: options.tokenAdvantages must be a function (rollout) => one advantage per completion token, got ${describe(options.tokenAdvantages)}`);
     this.options = { ...options };
     this.rng = new Rng(options.seed ?? 0);
   }
@@ -294,6 +306,24 @@ export class GRPOTrainer<S = unknown> {
       promptIndex: index[k]!, prompt: prompts[index[k]!]!, tokens: c.tokens, oldLogp: c.logp, truncated: c.truncated,
       reward: adv.rewards[k]!, advantage: A[k]!,
     }));
+    if (o.tokenAdvantages) {
+      for (const [k, r] of rollouts.entries()) {
+        const v: unknown = o.tokenAdvantages(r);
+        const name = `GRPOTrainer.step: options.tokenAdvantages (rollout ${k})`;
+        if (v === null || typeof v !== 'object' || typeof (v as ArrayLike<number>).length !== 'number')
+          fail('GK_INVALID_ARG', `${name} must return an array of numbers, got ${describe(v)}`);
+        const a = v as ArrayLike<number>;
+        if (a.length !== r.tokens.length)
+          fail('GK_SHAPE', `${name} returned ${a.length} values for ${r.tokens.length} completion tokens`);
+        const f = new Float32Array(a.length);
+        for (let i = 0; i < a.length; i++) {
+          const x = a[i];
+          if (typeof x !== 'number' || !Number.isFinite(x)) fail('GK_INVALID_ARG', `${name}[${i}] must be a finite number, got ${describe(x)}`);
+          f[i] = x;
+        }
+        r.tokenAdvantages = f;
+      }
+    }
     // Spec §9.1: a user sampler's log-probs are the engine's (samplerLogp) when the correction is
     // asked for; the old log-probs then come from the policy being trained (TRL's arrangement).
     if (o.sampler && this.correctsSampler) {
@@ -352,6 +382,7 @@ export class GRPOTrainer<S = unknown> {
           const lossOptions: GrpoLossFromLogitsOptions = {
             ...this.lossOptions,
             ...(this.adaptive ? { entropyCoef: this.lastEntropy <= this.adaptive.target ? this.entropyCoef : 0 } : {}),
+            ...(o.tokenAdvantages ? { advantagesPerToken: true } : {}),
             ...(this.loss.surrogate === 'clipCov' ? { covSeed: (this.loss.covSeed + this.lossCalls) % Number.MAX_SAFE_INTEGER } : {}),
             temperature: T,
             inPlace: true,
@@ -362,7 +393,7 @@ export class GRPOTrainer<S = unknown> {
           const res = await grpoLoss({
             logits,
             targets,
-            advantages: m.map((r) => r.advantage),
+            ...(o.tokenAdvantages ? { advantages: cat((r) => r.tokenAdvantages!) } : { advantages: m.map((r) => r.advantage) }),
             seqOffsets: offsets,
             // Until the first optimizer step of this step the policy is the one that sampled:
             // the ratio is then exactly 1 (old = sg[new], as TRL does). A user sampler may be
