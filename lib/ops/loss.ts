@@ -544,6 +544,8 @@ function readSequenceInputs(
   if (opts.beta > 0 && !out.refLogp) fail('GK_INVALID_ARG', `${op}: inputs.refLogp is required when beta > 0 (beta = ${opts.beta})`);
   if (opts.maskTruncatedCompletions && !out.truncated)
     fail('GK_INVALID_ARG', `${op}: inputs.truncated (one flag per sequence) is required with maskTruncatedCompletions`);
+  if (out.samplerLogp && opts.surrogate === 'vespo' && opts.rolloutCorrection === null)
+    fail('GK_INVALID_ARG', `${op}: with samplerLogp the default rolloutCorrection is sequence-level, which vespo refuses (TRL does too): pass rolloutCorrection { level: 'token', ... } or false`);
   if (!out.samplerLogp && (raw.rolloutCorrection !== undefined && raw.rolloutCorrection !== false))
     fail('GK_INVALID_ARG', `${op}: inputs.samplerLogp (the sampling engine's log-probs) is required with rolloutCorrection`);
   if (!out.samplerLogp && opts.rolloutRejection !== null && opts.rolloutRejection.length > 0)

@@ -170,8 +170,8 @@ interface Call {
 }
 
 const LOSS_OPTS: Record<string, () => unknown> = {
-  lossType: () => pick(['grpo', 'bnpo', 'dr_grpo', 'dapo', 'gspo', 'cispo', 'ppo']),
-  surrogate: () => pick(['clip', 'cispo', 'sapo', 'x']),
+  lossType: () => pick(['grpo', 'bnpo', 'dr_grpo', 'dapo', 'gspo', 'cispo', 'ppo', 'sapo', 'luspo', 'vespo', 'geoMean', 'clipCov', 'klCov', 'gpg', 'geo_mean']),
+  surrogate: () => pick(['clip', 'cispo', 'sapo', 'x', 'gpg', 'cispoTwoSided', 'vespo', 'geoMean', 'clipCov', 'klCov']),
   epsilon: () => num(0.2), epsilonLow: () => num(0.2), epsilonHigh: () => num(0.28), delta: () => num(3),
   tauPos: () => num(1), tauNeg: () => num(1.05), importanceSamplingLevel: () => pick(['token', 'sequence', 'sequenceToken', 'seq']),
   beta: () => num(0.04), klEstimator: () => pick(['k1', 'k2', 'k3', 'k4']), entropyCoef: () => num(0.01),
@@ -191,6 +191,11 @@ const LOSS_OPTS: Record<string, () => unknown> = {
   offPolicyMaskThreshold: () => num(0.05), biasCorrectedKl: () => chance(0.5),
   // §9.7, §9.8
   entropyForm: () => pick(['aggregated', 'tokenMean', 'mean']), entropyThreshold: () => num(1), returnValidEntropies: () => chance(0.5),
+  // §9.4 (valid values, adversarial ones through num(); ratios also near and past their bounds)
+  vespoKPos: () => num(2), vespoLambdaPos: () => num(pick([3, 1e-6, 0])), vespoKNeg: () => num(3), vespoLambdaNeg: () => num(2),
+  clipCovRatio: () => num(pick([0.2, 2e-4, 1, 1.5])), clipCovLb: () => num(pick([1, 0.05, 6])), clipCovUb: () => num(5),
+  klCovRatio: () => num(pick([0.1, 2e-4, 1, 0])), ppoKlCoef: () => num(pick([1, 0, -1])),
+  covSeed: () => num(pick([0, 7, 2 ** 40 + 3, 2 ** 53 - 1, 2 ** 53, -1, 1.5])),
 };
 
 function publicCall(): Call {
@@ -542,6 +547,32 @@ function rawCall(): Call {
     if (chance(0.3)) opt.entropyThreshold = pick([0.5, NaN, -Infinity]);
     if (chance(0.3)) o.keptMask = new Uint8Array(chance(0.8) ? n : n + 2);
     changes.push('rollout correction');
+  }
+  if ((entry === 'grpoLossStep' || entry === 'grpoLossFused') && chance(0.3)) {
+    // §9.4: every surrogate code (and out-of-range ones) with its parameters, valid or not;
+    // with the combinations the spec refuses (non-token ratio, delta, geoMean + top-entropy or off-policy mask).
+    const opt = o.options as Record<string, unknown>;
+    opt.surrogate = pick([3, 4, 5, 6, 7, 8, 9, -1, 2 ** 31]);
+    if (chance(0.3)) opt.importanceSamplingLevel = int(1, 3);
+    if (chance(0.2)) opt.delta = pick([3, 0.5, NaN]);
+    if (chance(0.2)) opt.topEntropyQuantile = pick([0.5, 0.2]);
+    if (chance(0.2)) opt.offPolicyMaskThreshold = pick([0.05, NaN, -1]);
+    if (chance(0.3)) {
+      const n = Number(o.n) || 0;
+      if (chance(0.8)) o.samplerLogp = new Float32Array(n).map(() => normal());
+      opt.rolloutLevel = int(0, 5);
+      opt.rolloutMode = int(0, 3);
+    }
+    opt.vespoKPos = pick([2, -1, NaN, Infinity, 1e300]);
+    opt.vespoLambdaPos = pick([3, 0, -1, 1e-300, NaN]);
+    opt.vespoKNeg = pick([3, 0, Infinity]);
+    opt.vespoLambdaNeg = pick([2, 1e300, -Infinity]);
+    opt.covRatio = pick([0.2, 2e-4, 1, 0, -0.5, 1.5, NaN]);
+    opt.clipCovLb = pick([1, 0.05, 6, NaN, -Infinity]);
+    opt.clipCovUb = pick([5, 0.5, Infinity]);
+    opt.ppoKlCoef = pick([1, 0, -1, NaN]);
+    opt.covSeed = pick<unknown>([0, 7, 2 ** 40 + 3, 2 ** 53, -1, 1.5, NaN, 2 ** 64, 5n, 'x']);
+    changes.push('loss type');
   }
   if (entry === 'groupAdvantages' && chance(0.3)) {
     o.batchStats = pick<unknown>([Float64Array.of(4, 0, 2), new Float64Array(2), Float64Array.of(NaN, 0, 1), [1, 2, 3]]);

@@ -334,6 +334,7 @@ function metricChecks(m: gk.GrpoLossMetrics, r: RefLossMetrics, lrTerms = 0): Ch
     compareScalar('entropyMean', m.entropyMean, r.entropyMean, 1e-5),
     compareScalar('tokens', m.tokens, r.tokens, 0),
     compareScalar('nonFiniteRows', m.nonFiniteRows, r.nonFiniteRows, 0),
+    compareScalar('phiMean', m.phiMean, r.phiMean, 1e-5),
     ...CORRECTION_METRICS.filter((k) => m[k] !== undefined || r[k] !== undefined).map((k) =>
       k === 'seqLogRatioMin' || k === 'seqLogRatioMax' ? termsCheck(k, m[k], r[k], 1e-5, lrTerms) : compareScalar(k, m[k], r[k], 1e-5)),
   ];
@@ -635,6 +636,72 @@ export function advantageCases(full: boolean): AdvantageCase[] {
   return out;
 }
 
+/** Spec §9.4: every loss type and surrogate with its parameters (also run by test/loss-types.test.ts). */
+export function lossTypeCases(full: boolean): LossCase[] {
+  const tokenTruncate = { level: 'token', mode: 'truncate', clipMax: 2 } as const;
+  const out: LossCase[] = [
+    { s: 5, l: 8, options: { lossType: 'sapo' }, withRef: true },
+    { s: 5, l: 8, options: { lossType: 'luspo', beta: 0.04 }, withRef: true, perTokenAdv: true },
+    { s: 6, l: 8, packed: true, options: { lossType: 'luspo' }, emptySequence: true },
+    { s: 6, l: 8, options: { lossType: 'gpg' } },
+    { s: 6, l: 8, options: { lossType: 'gpg', beta: 0.05, topEntropyQuantile: 0.5, entropyCoef: 0.01, maskTruncatedCompletions: true }, withRef: true, perTokenAdv: true, truncated: true },
+    { s: 6, l: 8, options: { surrogate: 'cispoTwoSided', epsilonHigh: 0.28 } },
+    { s: 6, l: 8, packed: true, options: { surrogate: 'cispoTwoSided', importanceSamplingLevel: 'sequence', aggregation: 'seqMeanTokenSum' }, emptySequence: true },
+    { s: 6, l: 8, options: { lossType: 'vespo' } },
+    { s: 8, l: 7, options: { lossType: 'vespo', rolloutCorrection: tokenTruncate, beta: 0.05 }, withRef: true, sampler: 0.3 },
+    {
+      s: 8, l: 7, options: {
+        lossType: 'vespo', rolloutCorrection: { level: 'token', mode: 'mask', clipMin: 0.7, clipMax: 1.5, batchNormalize: true }, vespoKPos: 1.5, vespoLambdaPos: 2,
+        vespoKNeg: 2.5, vespoLambdaNeg: 1.5, topEntropyQuantile: 0.5, offPolicyMaskThreshold: 0.02,
+      }, sampler: 0.3, perTokenAdv: true,
+    },
+    { s: 6, l: 8, options: { lossType: 'geoMean' }, emptySequence: true },
+    { s: 8, l: 7, options: { lossType: 'geoMean', rolloutCorrection: { level: 'token', mode: 'mask', clipMin: 0.6, clipMax: 1.6 }, beta: 0.05, biasCorrectedKl: true }, withRef: true, sampler: 0.4, perTokenAdv: true },
+    { s: 8, l: 7, packed: true, options: { lossType: 'geoMean', rolloutCorrection: { level: 'sequence', mode: 'truncate', clipMax: 2 }, epsilonLow: 0.1, epsilonHigh: 0.3, aggregation: 'tokenMean', entropyCoef: 0.01 }, sampler: 0.2 },
+    {
+      s: 8, l: 7, options: {
+        lossType: 'geoMean', rolloutCorrection: { level: 'sequenceMean', mode: 'truncate', clipMin: 0.8, clipMax: 1.2, batchNormalize: true }, maskTruncatedCompletions: true,
+        rolloutRejection: [{ statistic: 'token_k3', threshold: 0.05 }],
+      }, sampler: 0.3, truncated: true,
+    },
+    { s: 16, l: 12, options: { lossType: 'clipCov', clipCovRatio: 0.2, clipCovLb: 0.1, clipCovUb: 5 } },
+    {
+      s: 16, l: 12, options: { lossType: 'clipCov', clipCovRatio: 0.1, clipCovLb: 0.05, clipCovUb: 3, covSeed: 12345678901, beta: 0.05, topEntropyQuantile: 0.5, rolloutCorrection: tokenTruncate },
+      withRef: true, perTokenAdv: true, sampler: 0.3,
+    },
+    { s: 16, l: 12, options: { lossType: 'klCov', klCovRatio: 0.1 } },
+    {
+      s: 16, l: 12, packed: true, options: { lossType: 'klCov', klCovRatio: 0.2, ppoKlCoef: 0.5, beta: 0.05, rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 1.5 }, offPolicyMaskThreshold: 0.02 },
+      withRef: true, sampler: 0.3, perTokenAdv: true, emptySequence: true,
+    },
+  ];
+  if (full) {
+    out.push({ s: 48, l: 40, packed: true, options: { lossType: 'clipCov', clipCovRatio: 0.05, covSeed: 7, clipCovLb: 0.5, clipCovUb: 4, entropyForm: 'tokenMean', entropyCoef: 0.01 }, truncated: true });
+    out.push({ s: 48, l: 40, options: { lossType: 'klCov', klCovRatio: 0.02, ppoKlCoef: 2, topEntropyQuantile: 0.3, maskTruncatedCompletions: true }, truncated: true });
+    out.push({ s: 32, l: 20, options: { lossType: 'vespo', rolloutCorrection: { level: 'token', mode: 'truncate', clipMin: 0.5, clipMax: 3 }, rolloutRejection: [{ statistic: 'seqMean_k3', threshold: 0.04 }], entropyCoef: 0.01 }, sampler: 0.2, emptySequence: true });
+    out.push({ s: 32, l: 20, packed: true, options: { lossType: 'geoMean', beta: 0.1, klEstimator: 'k2', aggregation: 'constant', maxCompletionLength: 25 }, withRef: true, perTokenAdv: true });
+  }
+  return out;
+}
+
+/** Spec §9.4 through the fused step from logits. */
+export function fusedLossTypeCases(full: boolean): FusedCase[] {
+  const out: FusedCase[] = [];
+  for (const dtype of DT) {
+    out.push({ s: 4, l: 6, v: 65, dtype, options: { lossType: 'vespo', rolloutCorrection: { level: 'token', mode: 'truncate', clipMax: 2 } }, sampler: 0.3 });
+    out.push({ s: 4, l: 6, v: 129, dtype, options: { lossType: 'geoMean', beta: 0.05 }, withRef: true, ignoredRows: [2] });
+    out.push({ s: 8, l: 10, v: 33, dtype, options: { lossType: 'clipCov', clipCovRatio: 0.2, clipCovLb: 0.1 } });
+    out.push({ s: 8, l: 10, v: 33, dtype, options: { lossType: 'klCov', klCovRatio: 0.2, entropyCoef: 0.01, topEntropyQuantile: 0.5 }, perTokenAdv: true });
+    if (full) {
+      out.push({ s: 4, l: 6, v: 257, dtype, options: { lossType: 'gpg', beta: 0.04 }, withRef: true, masked: 0.2 });
+      out.push({ s: 4, l: 6, v: 65, dtype, packed: true, options: { surrogate: 'cispoTwoSided', importanceSamplingLevel: 'sequenceToken' }, emptySequence: true });
+      out.push({ s: 4, l: 6, v: 65, dtype, options: { lossType: 'luspo', entropyCoef: 0.02 }, truncated: true });
+      out.push({ s: 4, l: 6, v: 65, dtype, options: { lossType: 'geoMean', rolloutCorrection: { level: 'sequence', mode: 'mask', clipMax: 1.5 } }, sampler: 0.2, ignoredRows: [0] });
+    }
+  }
+  return out;
+}
+
 export function lossCases(full: boolean): LossCase[] {
   const out: LossCase[] = [
     { s: 4, l: 9, options: {} },
@@ -683,6 +750,7 @@ export function lossCases(full: boolean): LossCase[] {
     out.push({ s: 32, l: 17, options: { surrogate: 'sapo', importanceSamplingLevel: 'sequence', topEntropyQuantile: 0.2 } });
     out.push({ s: 48, l: 300, packed: true, options: { rolloutRejection: [{ statistic: 'seqMean_k3', threshold: 0.02 }], offPolicyMaskThreshold: 0.01, beta: 0.04, biasCorrectedKl: true }, withRef: true, sampler: 0.2, perTokenAdv: true });
   }
+  out.push(...lossTypeCases(full));
   return out;
 }
 
@@ -703,6 +771,7 @@ export function fusedCases(full: boolean): FusedCase[] {
     out.push({ s: 4, l: 6, v: 65, dtype, options: {}, sampler: 0.6, onPolicy: true });
     out.push({ s: 3, l: 5, v: 33, dtype, options: { entropyForm: 'tokenMean', entropyCoef: 0.04, topEntropyQuantile: 0.5 }, ignoredRows: [4] });
   }
+  out.push(...fusedLossTypeCases(full));
   return out;
 }
 

@@ -1,7 +1,11 @@
 // Spec §3-§5: the GRPO policy loss, its aggregation, gradients and metrics, in float64.
+// §9.4's surrogates (gpg, cispoTwoSided, vespo, geoMean, clipCov, klCov) are written from the
+// spec's text, not from the native code.
+
+import { philox4x32_10 } from './sampling';
 
 export interface RefLossOptions {
-  surrogate: 'clip' | 'cispo' | 'sapo';
+  surrogate: 'clip' | 'cispo' | 'sapo' | 'gpg' | 'cispoTwoSided' | 'vespo' | 'geoMean' | 'clipCov' | 'klCov';
   importanceSamplingLevel: 'token' | 'sequence' | 'sequenceToken';
   epsilonLow: number;
   epsilonHigh: number;
@@ -28,6 +32,20 @@ export interface RefLossOptions {
   entropyForm?: 'aggregated' | 'tokenMean';
   /** §9.7: the threshold given instead of computed */
   entropyThreshold?: number | null;
+  /** §9.4 vespo: (k, λ) for A ≥ 0 and for A < 0 (defaults 2, 3, 3, 2). */
+  vespoKPos?: number;
+  vespoLambdaPos?: number;
+  vespoKNeg?: number;
+  vespoLambdaNeg?: number;
+  /** §9.4 clipCov: fraction of the tokens chosen (2e-4) and the covariance window (1, 5). */
+  clipCovRatio?: number;
+  clipCovLb?: number;
+  clipCovUb?: number;
+  /** §9.4 klCov: fraction of the tokens chosen (2e-4) and κ (1). */
+  klCovRatio?: number;
+  ppoKlCoef?: number;
+  /** §9.4 clipCov: the Philox key of the random choice (0). */
+  covSeed?: number;
 }
 
 export interface RefLossInputs {
@@ -68,6 +86,8 @@ export interface RefLossMetrics {
   seqLogRatioMin?: number;
   seqLogRatioMax?: number;
   offPolicyMaskedFraction?: number;
+  /** §9.4 vespo only: mean of φ over the tokens in the loss. */
+  phiMean?: number;
 }
 
 /** §9.1: the importance weight after the mode (NaN stays NaN). */
@@ -107,6 +127,8 @@ export interface RefLossResult {
   dlogp: Float64Array;
   dentropy: Float64Array;
   perTokenLoss: Float64Array;
+  /** §9.4 clipCov / klCov: 1 for the tokens the covariance selection chose (for tests). */
+  covChosen?: Uint8Array;
 }
 
 const LOG_RATIO_CLAMP = 20;
@@ -180,6 +202,29 @@ function klTerm(refLogp: number, logp: number, estimator: RefLossOptions['klEsti
   return { kl, dKLdLogp: dKLdx * dxdLogp };
 }
 
+/** §9.4: the surrogates whose ratio is their own (they need importanceSamplingLevel 'token', no delta). */
+const TOKEN_ONLY_SURROGATES: readonly RefLossOptions['surrogate'][] = ['gpg', 'vespo', 'geoMean', 'clipCov', 'klCov'];
+
+/** §9.4 defaults of the new options. */
+export const REF_9_4_DEFAULTS = {
+  vespoKPos: 2, vespoLambdaPos: 3, vespoKNeg: 3, vespoLambdaNeg: 2, clipCovRatio: 2e-4, clipCovLb: 1, clipCovUb: 5, klCovRatio: 2e-4, ppoKlCoef: 1, covSeed: 0,
+} as const;
+
+/** §9.4 clipCov: the 64-bit Philox key of row t, (r0 << 32) | r1, counter (t lo, t hi, 0, 'cov\0'), key (seed lo, seed hi). */
+export function covKey(t: number, seed: number): bigint {
+  const lo = (x: number) => x % 2 ** 32;
+  const hi = (x: number) => Math.floor(x / 2 ** 32);
+  const r = philox4x32_10([lo(t), hi(t), 0, 0x636f7600], [lo(seed), hi(seed)]);
+  return (BigInt(r[0]) << 32n) | BigInt(r[1]);
+}
+
+/** §9.4 vespo: φ = exp(λ + k·lw − λ·e^lw), λ used as max(λ, 1e-4); NaN or ±inf become 0. */
+export function vespoPhi(lw: number, k: number, lambda: number): number {
+  const lam = Math.max(lambda, 1e-4);
+  const phi = Math.exp(lam + k * lw - lam * Math.exp(lw));
+  return Number.isFinite(phi) ? phi : 0;
+}
+
 export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResult {
   const logp = inp.logp;
   const N = logp.length;
@@ -207,6 +252,13 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
   const refLogp = inp.refLogp ?? null;
   if (o.beta !== 0 && refLogp === null) throw new Error('refLogp is required when beta != 0');
   const oldLogp = inp.oldLogp ?? null;
+  const sur = o.surrogate;
+  const p94 = { ...REF_9_4_DEFAULTS };
+  for (const k of Object.keys(REF_9_4_DEFAULTS) as (keyof typeof REF_9_4_DEFAULTS)[]) if (o[k] !== undefined && o[k] !== null) (p94 as Record<string, number>)[k] = o[k]!;
+  if (TOKEN_ONLY_SURROGATES.includes(sur) && o.importanceSamplingLevel !== 'token') throw new Error(`surrogate ${sur} needs importanceSamplingLevel 'token'`);
+  // §9.4: "every surrogate except 'sapo' and 'cispoTwoSided' ... takes no delta" (cispoTwoSided, like cispo, ignores it).
+  if (TOKEN_ONLY_SURROGATES.includes(sur) && o.delta !== null && o.delta !== undefined) throw new Error(`surrogate ${sur} takes no delta`);
+  if (sur === 'geoMean' && (q < 1 || (o.offPolicyMaskThreshold ?? null) !== null)) throw new Error('geoMean refuses topEntropyQuantile < 1 and offPolicyMaskThreshold');
 
   // a. token mask and per-sequence counts. Rows outside every sequence are invalid.
   const seqOf = new Int32Array(N).fill(-1);
@@ -230,6 +282,7 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
   const sampler = inp.samplerLogp ?? null;
   const oldOf = (t: number): number => (oldLogp === null ? logp[t]! : oldLogp[t]!);
   const rc = sampler === null || o.rolloutCorrection === false ? null : (o.rolloutCorrection ?? { level: 'sequence' as const, mode: 'mask' as const, clipMin: 0, clipMax: 3, batchNormalize: false });
+  if (sur === 'vespo' && rc !== null && rc.level !== 'token') throw new Error('vespo refuses sequence-level rollout weights');
   const crit = (o.rolloutRejection ?? []).map(rsBounds);
   if (crit.length > 0 && sampler === null) throw new Error('samplerLogp is required for rolloutRejection');
   const isw = new Float64Array(N).fill(1); // IS weight of each token's policy term
@@ -390,6 +443,86 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
   const entropyMask = Float64Array.from(pm);
   for (let t = 0; t < N; t++) pm[t] = pm[t]! * (isw[t]! * (opKeep[t] ? 1 : 0));
 
+  // §9.4 preparation. The covariance statistics (clipCov, klCov) are over the tokens in the loss
+  // (valid, not rejected, in sequences not dropped by maskTruncatedCompletions), whatever the
+  // off-policy and top-entropy masks say; the choice is made there too.
+  const chosen = new Uint8Array(N);
+  if (sur === 'clipCov' || sur === 'klCov') {
+    const idx: number[] = [];
+    for (let t = 0; t < N; t++) if (m[t]) idx.push(t);
+    const nValid = idx.length;
+    let aSum = 0;
+    let lSum = 0;
+    for (const t of idx) {
+      aSum += advAt(seqOf[t]!, t);
+      lSum += logp[t]!;
+    }
+    const aBar = aSum / Math.max(1, nValid);
+    const lBar = lSum / Math.max(1, nValid);
+    const cov = new Float64Array(N).fill(NaN);
+    for (const t of idx) cov[t] = (advAt(seqOf[t]!, t) - aBar) * (logp[t]! - lBar);
+    if (sur === 'clipCov') {
+      const cand = idx.filter((t) => {
+        const A = advAt(seqOf[t]!, t);
+        const r = rho[t]!;
+        const clipped = -A * Math.min(Math.max(r, 1 - o.epsilonLow), 1 + o.epsilonHigh) > -A * r;
+        return !clipped && p94.clipCovLb < cov[t]! && cov[t]! < p94.clipCovUb;
+      });
+      const k = Math.min(Math.max(1, Math.floor(p94.clipCovRatio * nValid)), cand.length);
+      const keyed = cand.map((t) => ({ t, key: covKey(t, p94.covSeed) }));
+      keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.t - b.t));
+      for (let i = 0; i < k; i++) chosen[keyed[i]!.t] = 1;
+    } else {
+      const ok = idx.filter((t) => !Number.isNaN(cov[t]!));
+      const k = Math.min(Math.max(1, Math.floor(p94.klCovRatio * nValid)), ok.length);
+      ok.sort((a, b) => (cov[a]! > cov[b]! ? -1 : cov[a]! < cov[b]! ? 1 : a - b));
+      for (let i = 0; i < k; i++) chosen[ok[i]!] = 1;
+    }
+  }
+  // vespo: the sequence log-weight log w_s (token-level rollout weights inside it).
+  const vespoLw = new Float64Array(S);
+  if (sur === 'vespo') {
+    for (let s = 0; s < S; s++) {
+      let sum = 0;
+      for (let t = offsets[s]!; t < offsets[s + 1]!; t++) {
+        if (!m[t]) continue;
+        sum += clampLR(logp[t]! - old(t)).value;
+        if (rc !== null && rc.level === 'token') sum += Math.log(isw[t]!);
+      }
+      vespoLw[s] = Math.min(LOG_RATIO_CLAMP, Math.max(Math.log(1e-8), sum));
+    }
+  }
+  // geoMean: per sequence the policy loss -Ā_s·ρ_s·W_s and ∂L_pol/∂logp on the unclamped branch.
+  const geoCoef = new Float64Array(S);
+  const geoGrad = new Float64Array(S);
+  let geoLoss = 0;
+  if (sur === 'geoMean') {
+    for (let s = 0; s < S; s++) {
+      const ns = cnt[s]! + 1e-8;
+      let sy = 0;
+      let sa = 0;
+      let slw = 0;
+      for (let t = offsets[s]!; t < offsets[s + 1]!; t++) {
+        if (!m[t]) continue;
+        const A = advAt(s, t);
+        const x = logp[t]! - old(t);
+        const c = Math.min(Math.max(x, -o.epsilonLow), o.epsilonHigh);
+        const sg = Math.sign(A);
+        sy += sg === 0 ? 0 : sg * Math.min(sg * x, sg * c);
+        sa += A;
+        slw += Math.log(isw[t]! + 1e-10);
+      }
+      let W = 1;
+      if (rc !== null) W = rc.level === 'token' ? Math.exp(slw / ns) : offsets[s + 1]! > offsets[s]! ? isw[offsets[s]!]! : 1;
+      const rhoS = Math.exp(sy / ns);
+      const aBar = sa / ns;
+      geoCoef[s] = -aBar * rhoS * W;
+      geoGrad[s] = S > 0 ? -(aBar * rhoS * W) / ns / S : 0;
+      if (S > 0) geoLoss += geoCoef[s]! / S;
+    }
+  }
+  const clipOpts: RefLossOptions = { ...o, surrogate: 'clip', delta: null };
+
   // h. aggregation weights.
   const w = new Float64Array(N);
   for (let t = 0; t < N; t++) {
@@ -434,6 +567,8 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
   let eitherCount = 0;
   let entropySum = 0;
   let nonFinite = 0;
+  let phiSum = 0;
+  let phiCount = 0;
 
   for (let t = 0; t < N; t++) {
     if (!m[t]) continue;
@@ -442,20 +577,65 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     const A = advAt(s, t);
     const r = rho[t]!;
 
-    // policy term
-    let J: number;
-    if (o.surrogate === 'cispo') {
-      const cap = Math.min(r, o.epsilonHigh); // stop-gradient
-      J = cap * A * logp[t]!;
-      dlogp[t]! += -w[t]! * pm[t]! * cap * A;
-    } else {
-      const sur = surrogateOfRatio(r, A, o);
-      J = sur.J;
-      const dLossdRho = -w[t]! * pm[t]! * sur.dJdRho;
+    // policy term: pol = the token's policy loss (−J times its multiplier; geoMean: its sequence's).
+    // vespo's multiplier leaves out the rollout weight (it is inside log w_s).
+    const mult = sur === 'vespo' ? entropyMask[t]! * (opKeep[t] ? 1 : 0) : pm[t]!;
+    let pol: number;
+    let low = r < 1 - o.epsilonLow && A < 0;
+    let high = r > 1 + o.epsilonHigh && A > 0;
+    const ratioTerm = (dJdRho: number) => {
+      const dLossdRho = -w[t]! * mult * dJdRho;
       if (o.importanceSamplingLevel === 'sequence') dLossdRhoSeq[s]! += dLossdRho;
       else if (dLossdRho !== 0) dlogp[t]! += dLossdRho * dRhoOwn[t]!;
+    };
+    if (sur === 'cispo') {
+      const cap = Math.min(r, o.epsilonHigh); // stop-gradient
+      pol = -mult * cap * A * logp[t]!;
+      dlogp[t]! += -w[t]! * mult * cap * A;
+      low = false;
+      high = r > o.epsilonHigh && A > 0;
+    } else if (sur === 'cispoTwoSided') {
+      const c = Math.min(Math.max(r, 1 - o.epsilonLow), 1 + o.epsilonHigh); // stop-gradient
+      pol = -mult * c * A * logp[t]!;
+      dlogp[t]! += -w[t]! * mult * c * A;
+      low = r < 1 - o.epsilonLow;
+      high = r > 1 + o.epsilonHigh;
+    } else if (sur === 'gpg') {
+      pol = -mult * A * logp[t]!;
+      dlogp[t]! += -w[t]! * mult * A;
+      low = high = false;
+    } else if (sur === 'vespo') {
+      const phi = A >= 0 ? vespoPhi(vespoLw[s]!, p94.vespoKPos, p94.vespoLambdaPos) : vespoPhi(vespoLw[s]!, p94.vespoKNeg, p94.vespoLambdaNeg);
+      pol = -mult * phi * A * logp[t]!;
+      dlogp[t]! += -w[t]! * mult * phi * A;
+      phiSum += phi; // φ of every token in the loss, whatever multiplies its policy term
+      phiCount++;
+      low = high = false;
+    } else if (sur === 'geoMean') {
+      pol = geoCoef[s]!;
+      const x = logp[t]! - old(t);
+      const c = Math.min(Math.max(x, -o.epsilonLow), o.epsilonHigh);
+      const sg = Math.sign(A);
+      if (sg !== 0 && sg * x <= sg * c) dlogp[t]! += geoGrad[s]!;
+      low = A < 0 && x !== c;
+      high = A > 0 && x !== c;
+    } else if (sur === 'klCov') {
+      pol = -mult * A * r;
+      ratioTerm(A);
+      if (chosen[t]) {
+        const x = logp[t]! - old(t);
+        pol += mult * p94.ppoKlCoef * Math.abs(x);
+        dlogp[t]! += w[t]! * mult * p94.ppoKlCoef * Math.sign(x);
+      }
+      low = high = false;
+    } else if (sur === 'clipCov' && chosen[t]) {
+      pol = 0; // chosen: no policy term; the clip metrics stay
+    } else {
+      const j = surrogateOfRatio(r, A, sur === 'clipCov' ? clipOpts : o);
+      pol = -mult * j.J;
+      ratioTerm(j.dJdRho);
     }
-    let l = -pm[t]! * J;
+    let l = sur === 'geoMean' ? 0 : pol;
 
     // KL term
     if (computeKL) {
@@ -487,20 +667,11 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     }
     if (entropy !== null) entropySum += entropy[t]!;
 
-    perTokenLoss[t] = l + ent;
+    perTokenLoss[t] = (sur === 'geoMean' ? pol : 0) + l + ent;
     loss += w[t]! * l + wEnt * ent;
 
     // metrics
     ratioSum += r;
-    let low: boolean;
-    let high: boolean;
-    if (o.surrogate === 'cispo') {
-      low = false;
-      high = r > o.epsilonHigh && A > 0;
-    } else {
-      low = r < 1 - o.epsilonLow && A < 0;
-      high = r > 1 + o.epsilonHigh && A > 0;
-    }
     if (low) lowCount++;
     if (high) highCount++;
     if (low || high) eitherCount++;
@@ -514,7 +685,9 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     }
   }
 
+  loss += geoLoss;
   const denom = Math.max(1, tokens);
+  if (sur === 'vespo') corrMetrics.phiMean = phiCount > 0 ? phiSum / phiCount : 0;
   const metrics: RefLossMetrics = {
     klMean: computeKL ? klSum / denom : undefined,
     ratioMean: ratioSum / denom,
@@ -526,5 +699,5 @@ export function refGrpoLoss(inp: RefLossInputs, o: RefLossOptions): RefLossResul
     nonFiniteRows: nonFinite,
     ...corrMetrics,
   };
-  return { loss, metrics, dlogp, dentropy, perTokenLoss };
+  return { loss, metrics, dlogp, dentropy, perTokenLoss, ...(sur === 'clipCov' || sur === 'klCov' ? { covChosen: chosen } : {}) };
 }

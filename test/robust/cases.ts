@@ -225,6 +225,61 @@ const cases: Record<string, () => Promise<Record<string, Outcome | number>>> = {
       } as never)),
     };
   },
+
+  // Spec §9.4 (loss types): the raw loss entry points refuse every combination and parameter the
+  // spec refuses before reading a row (the public API checks them too; these bypass it), and
+  // accept the valid edges. Surrogate codes: 3 gpg, 4 cispoTwoSided, 5 vespo, 6 geoMean, 7 clipCov, 8 klCov.
+  async 'loss-type-args'() {
+    const a = addon();
+    const n = 6;
+    const base = (opts: Record<string, unknown>, over: Record<string, unknown> = {}) => ({
+      n, logp: Float32Array.of(-1, -2, -1.5, -0.5, -0.7, -3), oldLogp: Float32Array.of(-1.1, -1.9, -1.4, -0.6, -0.8, -2.9), s: 2,
+      seqOffsets: BigInt64Array.from([0n, 3n, 6n]), advantages: Float32Array.of(1, -1), entropy: Float32Array.of(1, 2, 0.5, 0.1, 3, 1.5),
+      dlogp: new Float32Array(n), dentropy: new Float32Array(n), options: opts as never, ...over,
+    });
+    const step = (opts: Record<string, unknown>, over: Record<string, unknown> = {}) => outcome(() => a.grpoLossStep(base(opts, over) as never));
+    const fused = (opts: Record<string, unknown>) => outcome(() => a.grpoLossFused({
+      logits: new Float32Array(n * 3).map((_, i) => Math.sin(i)), dtype: 0, n, v: 3, targets: Int32Array.of(0, 1, 2, 0, 1, 2), temperature: 1, ignoreIndex: -100,
+      checkFinite: false, s: 2, seqOffsets: BigInt64Array.from([0n, 3n, 6n]), advantages: Float32Array.of(1, -1), oldLogp: new Float32Array(n).fill(-1.1),
+      logp: new Float32Array(n), entropy: new Float32Array(n), lse: new Float32Array(n), grad: new Float32Array(n * 3), options: opts as never,
+    } as never));
+    const q = { samplerLogp: new Float32Array(n).fill(-1.2) };
+    const out: Record<string, Outcome> = {};
+    for (const sur of [3, 4, 5, 6, 7, 8]) {
+      out[`ok:${sur}`] = await step({ surrogate: sur, covRatio: 0.5, clipCovLb: 0, clipCovUb: 5 });
+      out[`okFused:${sur}`] = await fused({ surrogate: sur, covRatio: 0.5, clipCovLb: 0, clipCovUb: 5 });
+      if (sur === 4) {
+        out['ok:4:sequence'] = await step({ surrogate: 4, importanceSamplingLevel: 1 });
+        continue;
+      }
+      out[`bad:${sur}:sequence`] = await step({ surrogate: sur, importanceSamplingLevel: 1 });
+      out[`bad:${sur}:sequenceToken`] = await step({ surrogate: sur, importanceSamplingLevel: 2 });
+      out[`bad:${sur}:delta`] = await step({ surrogate: sur, delta: 3 });
+      out[`badFused:${sur}:sequence`] = await fused({ surrogate: sur, importanceSamplingLevel: 1 });
+    }
+    out['bad:surrogate9'] = await step({ surrogate: 9 });
+    out['bad:surrogate-1'] = await step({ surrogate: -1 });
+    out['bad:vespo:rcSequence'] = await step({ surrogate: 5, rolloutLevel: 2 }, q);
+    out['bad:vespo:rcSequenceMean'] = await step({ surrogate: 5, rolloutLevel: 3 }, q);
+    out['ok:vespo:rcToken'] = await step({ surrogate: 5, rolloutLevel: 1 }, q);
+    out['ok:geoMean:rcSequence'] = await step({ surrogate: 6, rolloutLevel: 2 }, q);
+    out['bad:geoMean:topEntropy'] = await step({ surrogate: 6, topEntropyQuantile: 0.5 });
+    out['bad:geoMean:offPolicy'] = await step({ surrogate: 6, offPolicyMaskThreshold: 0.05 });
+    out['badFused:geoMean:topEntropy'] = await fused({ surrogate: 6, topEntropyQuantile: 0.5 });
+    for (const [k, v] of [['vespoKPos', NaN], ['vespoKNeg', Infinity], ['vespoLambdaPos', 0], ['vespoLambdaNeg', -1], ['vespoLambdaPos', NaN]] as const)
+      out[`bad:vespo:${k}=${v}`] = await step({ surrogate: 5, [k]: v });
+    for (const sur of [7, 8]) for (const v of [0, -0.5, 1.5, NaN]) out[`bad:${sur}:covRatio=${v}`] = await step({ surrogate: sur, covRatio: v });
+    out['bad:clipCov:lb=ub'] = await step({ surrogate: 7, clipCovLb: 2, clipCovUb: 2 });
+    out['bad:clipCov:lb>ub'] = await step({ surrogate: 7, clipCovLb: 3, clipCovUb: 2 });
+    out['bad:clipCov:ubInf'] = await step({ surrogate: 7, clipCovUb: Infinity });
+    out['bad:klCov:ppoKlCoef=-1'] = await step({ surrogate: 8, ppoKlCoef: -1 });
+    out['bad:klCov:ppoKlCoef=NaN'] = await step({ surrogate: 8, ppoKlCoef: NaN });
+    out['ok:klCov:ppoKlCoef=0'] = await step({ surrogate: 8, ppoKlCoef: 0 });
+    out['bad:clipCov:covSeed=-1'] = await step({ surrogate: 7, covSeed: -1 });
+    out['bad:clipCov:covSeed=1.5'] = await step({ surrogate: 7, covSeed: 1.5 });
+    out['ok:clipCov:covSeed=2^60'] = await step({ surrogate: 7, covSeed: 2 ** 60 });
+    return out;
+  },
 };
 
 async function main(): Promise<void> {
