@@ -68,6 +68,18 @@ function draw(rng: Rng, c: DrawSpec, o: RefLossOptions): Drawn {
   };
 }
 
+/** Sequence s's valid-token count and exp(mean over them of logp − oldLogp), independently of the reference. */
+function seqMeanRatio(d: Drawn, s: number): { rho: number; cnt: number } {
+  let sx = 0;
+  let cnt = 0;
+  for (let k = d.inp.seqOffsets[s]!; k < d.inp.seqOffsets[s + 1]!; k++)
+    if (d.mask[k]) {
+      sx += d.inp.logp[k]! - d.inp.oldLogp[k]!;
+      cnt++;
+    }
+  return { rho: Math.exp(sx / cnt), cnt };
+}
+
 const relErr = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   let num = 0;
   let den = 0;
@@ -229,13 +241,7 @@ t.test('reference: geoMean with every x inside the bounds is exp(mean x)', async
   let want = 0;
   const wantGrad = new Float64Array(d.n);
   for (let s = 0; s < d.s; s++) {
-    let sx = 0;
-    let cnt = 0;
-    for (let k = d.inp.seqOffsets[s]!; k < d.inp.seqOffsets[s + 1]!; k++) if (d.mask[k]) {
-      sx += d.inp.logp[k]! - d.inp.oldLogp[k]!;
-      cnt++;
-    }
-    const rho = Math.exp(sx / cnt);
+    const { rho, cnt } = seqMeanRatio(d, s);
     const A = d.inp.advantages[s]!;
     want += (-A * rho) / d.s;
     for (let k = d.inp.seqOffsets[s]!; k < d.inp.seqOffsets[s + 1]!; k++) if (d.mask[k]) wantGrad[k] = (-A * rho) / cnt / d.s;
@@ -396,13 +402,7 @@ t.test('reference: luspo = clip + sequence ratio + seqMeanTokenSum is (1/S) Σ_s
   const r = refGrpoLoss(d.inp, o);
   let want = 0;
   for (let s = 0; s < d.s; s++) {
-    let sx = 0;
-    let cnt = 0;
-    for (let k = d.inp.seqOffsets[s]!; k < d.inp.seqOffsets[s + 1]!; k++) if (d.mask[k]) {
-      sx += d.inp.logp[k]! - d.inp.oldLogp[k]!;
-      cnt++;
-    }
-    const rho = Math.exp(sx / cnt);
+    const { rho, cnt } = seqMeanRatio(d, s);
     const A = d.inp.advantages[s]!;
     const J = Math.min(rho * A, Math.min(Math.max(rho, 0.8), 1.2) * A);
     want += (cnt * -J) / d.s;

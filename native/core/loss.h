@@ -354,21 +354,17 @@ struct LossSums {
   double phi = 0;  // §9.4 vespo: Σ φ over the tokens in the loss
 };
 
+// Every field of LossSums is a sum: merged element by element, with no field list to keep in
+// step with the struct.
 GK_HD LossSums loss_merge(const LossSums& a, const LossSums& b) {
+  static_assert(sizeof(LossSums) % sizeof(double) == 0, "LossSums holds doubles only");
+  constexpr int kCount = (int)(sizeof(LossSums) / sizeof(double));
+  double x[kCount], y[kCount];
+  memcpy(x, &a, sizeof(LossSums));
+  memcpy(y, &b, sizeof(LossSums));
+  for (int i = 0; i < kCount; ++i) x[i] += y[i];
   LossSums r;
-  r.loss = a.loss + b.loss;
-  r.tokens = a.tokens + b.tokens;
-  r.kl = a.kl + b.kl;
-  r.ratio = a.ratio + b.ratio;
-  r.clip_low = a.clip_low + b.clip_low;
-  r.clip_high = a.clip_high + b.clip_high;
-  r.clip_any = a.clip_any + b.clip_any;
-  r.entropy = a.entropy + b.entropy;
-  r.non_finite = a.non_finite + b.non_finite;
-  r.op_tok = a.op_tok + b.op_tok;
-  r.op_seq = a.op_seq + b.op_seq;
-  r.seqs = a.seqs + b.seqs;
-  r.phi = a.phi + b.phi;
+  memcpy(&r, x, sizeof(LossSums));
   return r;
 }
 

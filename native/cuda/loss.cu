@@ -152,33 +152,34 @@ __device__ __forceinline__ float key_float(uint32_t k) {
   return __uint_as_float((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k);
 }
 
-struct SelectSmem {
+template <class K>
+struct RadixSmem {
   unsigned int hist[256];
-  uint32_t prefix;
+  K prefix;
   long long k;
 };
 
-// The k-th smallest (0-based) entropy among the valid tokens: four 8-bit radix passes, each a
-// shared-memory histogram (integer atomics: exact, order-independent counts) of the keys that
-// match the digits chosen so far. All threads of the block call it; all get the result.
-// Entropies share their top byte (and often the next), so the keys of a warp land on one or a
-// few digits: the lanes with the same digit are counted by one of them (__match_any_sync), one
-// shared atomic per distinct digit per warp instead of 32 on the same address.
-__device__ float select_kth(const LossParams& p, long long k, SelectSmem& sm) {
+// The k-th smallest (0-based) key among the rows t < n for which key_of(t, &key) is true: one
+// 8-bit radix pass per key byte, each a shared-memory histogram (integer atomics: exact,
+// order-independent counts) of the keys that match the digits chosen so far. All threads of the
+// one-block kernel call it; all get the key, and in *rank the k-th key's rank among its equals.
+// Keys of a warp often share a digit (entropies their top byte, covariances near 0 theirs): the
+// lanes with the same digit are counted by one of them (__match_any_sync), one shared atomic
+// per distinct digit per warp instead of up to 32 on one address.
+template <class K, class KeyOf>
+__device__ K radix_select(int64_t n, long long k, KeyOf key_of, RadixSmem<K>& sm, long long* rank) {
   static_assert(kOneBlockThreads % 32 == 0, "whole warps");
-  uint32_t prefix = 0, mask = 0;
+  K prefix = 0, mask = 0;
   const int lane = (int)(threadIdx.x & 31u);
-  for (int shift = 24; shift >= 0; shift -= 8) {
+  for (int shift = (int)sizeof(K) * 8 - 8; shift >= 0; shift -= 8) {
     for (int i = threadIdx.x; i < 256; i += kOneBlockThreads) sm.hist[i] = 0;
     __syncthreads();
     // Block-uniform trip count: every lane of a warp reaches the match together.
-    for (int64_t base = 0; base < p.n; base += kOneBlockThreads) {
+    for (int64_t base = 0; base < n; base += kOneBlockThreads) {
       const int64_t t = base + (int64_t)threadIdx.x;
       int digit = -1;
-      if (t < p.n && p.valid[t]) {
-        const uint32_t key = float_key(p.entropy[t]);
-        if ((key & mask) == prefix) digit = (int)((key >> shift) & 255u);
-      }
+      K key;
+      if (t < n && key_of(t, &key) && (key & mask) == prefix) digit = (int)((key >> shift) & 255u);
       const unsigned same = __match_any_sync(0xffffffffu, digit);
       if (digit >= 0 && lane == __ffs((int)same) - 1) atomicAdd(&sm.hist[digit], (unsigned)__popc(same));
     }
@@ -191,21 +192,33 @@ __device__ float select_kth(const LossParams& p, long long k, SelectSmem& sm) {
         cum += sm.hist[d];
       }
       sm.k = k - cum;
-      sm.prefix = prefix | ((uint32_t)d << shift);
+      sm.prefix = prefix | ((K)d << shift);
     }
     __syncthreads();
     k = sm.k;
     prefix = sm.prefix;
-    mask |= 0xFFu << shift;
+    mask |= (K)0xFF << shift;
   }
-  return key_float(prefix);
+  *rank = k;
+  return prefix;
+}
+
+// The k-th smallest entropy among the valid tokens.
+__device__ float select_kth(const LossParams& p, long long k, RadixSmem<uint32_t>& sm) {
+  long long rank;
+  const auto key_of = [&p](int64_t t, uint32_t* key) {
+    if (!p.valid[t]) return false;
+    *key = float_key(p.entropy[t]);
+    return true;
+  };
+  return key_float(radix_select<uint32_t>(p.n, k, key_of, sm, &rank));
 }
 
 // 2. Global counts and the entropy threshold.
 __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const LossParams p) {
   GK_SHARED(sm, ReduceSmem<double>);
   GK_SHARED(sml, ReduceSmem<long long>);
-  GK_SHARED(sel, SelectSmem);
+  GK_SHARED(sel, RadixSmem<uint32_t>);
   GK_SHARED_ALIGNED(16, rawc, unsigned char[sizeof(ReduceSmem<CorrSums>)]);
   ReduceSmem<CorrSums>& smc = smem_as<CorrSums>(rawc);
   double tokens = 0.0, longest = 0.0;
@@ -262,9 +275,7 @@ __global__ void __launch_bounds__(kOneBlockThreads) global_kernel(const LossPara
 
 // 2b. Spec §9.4: the covariance selection of clipCov / klCov, in one block.
 struct CovSmem {
-  unsigned int hist[256];
-  uint64_t prefix;
-  long long k;
+  RadixSmem<uint64_t> r;
   unsigned int warp_count[kOneBlockThreads / 32];
 };
 __global__ void __launch_bounds__(kOneBlockThreads) cov_kernel(const LossParams p) {
@@ -298,31 +309,14 @@ __global__ void __launch_bounds__(kOneBlockThreads) cov_kernel(const LossParams 
   eligible = detail::block_sum<kOneBlockThreads>(eligible, sml);
   const long long k = (long long)cov_select_count(p.o, tokens, (int64_t)eligible);
   if (k == 0) return;  // block-uniform
-  // The (k-1)-th smallest key: eight 8-bit radix passes over the eligible keys (integer
-  // histograms: exact and order-independent).
-  uint64_t prefix = 0, mask = 0;
-  long long rank = k - 1;
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += kOneBlockThreads) cs.hist[i] = 0;
-    __syncthreads();
-    for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads)
-      if ((p.sel[t] & kSelEligible) && (p.keys[t] & mask) == prefix) atomicAdd(&cs.hist[(p.keys[t] >> shift) & 255u], 1u);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      long long cum = 0;
-      int d = 0;
-      for (; d < 255; ++d) {
-        if (cum + (long long)cs.hist[d] > rank) break;
-        cum += cs.hist[d];
-      }
-      cs.k = rank - cum;
-      cs.prefix = prefix | ((uint64_t)d << shift);
-    }
-    __syncthreads();
-    rank = cs.k;
-    prefix = cs.prefix;
-    mask |= (uint64_t)0xFF << shift;
-  }
+  // The (k-1)-th smallest eligible key, and how many of its equals precede the k-th.
+  long long rank;
+  const auto key_of = [&p](int64_t t, uint64_t* key) {
+    if (!(p.sel[t] & kSelEligible)) return false;
+    *key = p.keys[t];
+    return true;
+  };
+  const uint64_t prefix = radix_select<uint64_t>(p.n, k - 1, key_of, cs.r, &rank);
   // Every eligible key below it is chosen, and the first rank + 1 equal to it in row order: a
   // block-uniform walk over the rows in chunks, each counted by ballots (warp order) and warp
   // totals (block order).

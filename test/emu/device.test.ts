@@ -132,3 +132,48 @@ t.test('device: batch invariance and the sampler log-prob', async (t) => {
     t.ok(Array.from(p2).every((x) => x > 0 && x <= 1), `${dtype}: Σp² in (0, 1]`);
   }
 });
+
+// Spec §9.4: the covariance selection runs in one block on the device (radix select over 64-bit
+// keys, ties by an ordered ballot scan over 1024-row chunks); here N spans several chunks.
+t.test('clipCov / klCov choose the same tokens on the device as on the CPU; ties go to the lowest rows', async (t) => {
+  const dev = gk.Device.open('cuda');
+  const S = 40, L = 90, N = S * L;
+  let state = 12345;
+  const rnd = () => ((state = (state * 16807) % 2147483647) / 2147483647);
+  const grads = async (logp: Float32Array, old: Float32Array, adv: Float32Array, o: gk.GrpoLossOptions) => {
+    const d = await dev.upload(logp);
+    const a = await gk.grpoLoss({ logp, oldLogp: old, advantages: adv }, o);
+    const b = await gk.grpoLoss({ logp: d, oldLogp: old, advantages: adv }, o);
+    d.dispose();
+    return { cpu: (await a.gradLogp.toArray()) as Float32Array, dev: (await b.gradLogp.toArray()) as Float32Array, lossCpu: a.loss, lossDev: b.loss };
+  };
+  const adv = Float32Array.from({ length: S }, () => rnd() - 0.5);
+  const logp = Float32Array.from({ length: N }, () => -0.2 - 2 * rnd());
+  const old = Float32Array.from(logp, (x) => x + 0.3 * (rnd() - 0.5));
+  for (const o of [
+    { lossType: 'clipCov', clipCovRatio: 0.05, clipCovLb: -0.5, clipCovUb: 0.5, covSeed: 9 },
+    { lossType: 'klCov', klCovRatio: 0.3, ppoKlCoef: 2 },
+  ] as gk.GrpoLossOptions[]) {
+    const r = await grads(logp, old, adv, o);
+    const off = await grads(logp, old, adv, { ...o, ...(o.lossType === 'clipCov' ? { clipCovRatio: 1e-9, clipCovLb: 1e9, clipCovUb: 2e9 } : { ppoKlCoef: 0 }) });
+    let chosen = 0, differ = 0;
+    for (let i = 0; i < N; i++) {
+      if (r.cpu[i] !== off.cpu[i]) chosen++;
+      if (r.cpu[i] !== r.dev[i]) differ++;
+    }
+    t.equal(differ, 0, `${o.lossType}: every gradient element equal on the two backends`);
+    const k = Math.floor((o.lossType === 'clipCov' ? 0.05 : 0.3) * N);
+    t.ok(o.lossType === 'clipCov' ? chosen > 0 && chosen <= k : chosen === k, `${o.lossType}: ${chosen} tokens chosen (k = ${k})`);
+    t.ok(Math.abs(r.lossCpu - r.lossDev) <= 1e-12 * Math.abs(r.lossCpu), `${o.lossType}: loss ${r.lossCpu} vs ${r.lossDev}`);
+  }
+  // Equal logp everywhere: every covariance is ±0, one value; klCov takes the lowest k rows.
+  const flat = new Float32Array(N).fill(-1.25);
+  const oldFlat = Float32Array.from(flat, (x, i) => x + 0.1 * Math.cos(i * 3));
+  const r = await grads(flat, oldFlat, adv, { lossType: 'klCov', klCovRatio: 0.5, ppoKlCoef: 3 });
+  const off = await grads(flat, oldFlat, adv, { lossType: 'klCov', klCovRatio: 0.5, ppoKlCoef: 0 });
+  const chosenRows: number[] = [];
+  for (let i = 0; i < N; i++) if (r.dev[i] !== off.dev[i]) chosenRows.push(i);
+  t.equal(chosenRows.length, N / 2, 'k = N/2 tokens chosen on the device');
+  t.equal(chosenRows[chosenRows.length - 1], N / 2 - 1, 'the lowest rows, across chunk boundaries');
+  t.same(Array.from(r.dev), Array.from(r.cpu), 'and the same on the CPU');
+});
