@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 out=build-asan
-tests=${GK_ASAN_TESTS:-"test/invariance.test.ts test/logprobs.test.ts test/fused.test.ts test/loss.test.ts test/distill.test.ts test/sampling.test.ts test/advantages.test.ts test/preference.test.ts test/native.test.ts test/errors.test.ts test/tensor.test.ts test/device.test.ts test/robustness.test.ts test/fuzz.test.ts"}
+tests=${GK_ASAN_TESTS:-"test/invariance.test.ts test/logprobs.test.ts test/fused.test.ts test/loss.test.ts test/loss-types.test.ts test/distill.test.ts test/sampling.test.ts test/advantages.test.ts test/preference.test.ts test/native.test.ts test/errors.test.ts test/tensor.test.ts test/device.test.ts test/robustness.test.ts test/fuzz.test.ts"}
 
 finish() {  # passed failed
   echo

@@ -101,6 +101,16 @@ plant missing-syncwarp tsan $D \
   $'    const T r = detail::warp_reduce(v, op);' \
   'distillation, one warp per row: no __syncwarp between reading the target logit and overwriting it in place'
 
+S=native/cuda/loss.cu
+plant cov-rank-off-by-one plain $S \
+  'radix_select<uint64_t>(p.n, k - 1, key_of, cs.r, &rank);' \
+  'radix_select<uint64_t>(p.n, k, key_of, cs.r, &rank);' \
+  'clipCov/klCov selection: the k-th smallest key taken as the bound, one token too many chosen'
+plant cov-scan-barrier tsan $S \
+  $'    if (lane == 0) cs.warp_count[warp] = (unsigned)__popc(ballot);\n    __syncthreads();' \
+  $'    if (lane == 0) cs.warp_count[warp] = (unsigned)__popc(ballot);' \
+  'clipCov/klCov tie scan: no barrier between the warp totals written and read'
+
 # Put every flavour back to the real sources (incremental: only what the bugs touched).
 # (not in CI, whose clone is thrown away)
 [ -z "${CI:-}" ] && for fl in plain asan tsan; do [ -d "$(emu_dir $fl)" ] && emu_build $fl "$logs/rebuild-$fl.log"; done
