@@ -11,7 +11,7 @@ export {
   type TokenLogProbsOptions, type TokenLogProbsResult, type TokenLogProbsGrads, type TokenLogProbsBackwardOptions,
 } from './ops/logprobs';
 export {
-  groupAdvantages, combineBatchStats, type BatchStats,
+  groupAdvantages, combineBatchStats, type BatchStats, type GpgCounts,
   type GroupAdvantagesOptions, type GroupAdvantagesResult, type AdvantageScale, type AdvantageEstimator, type MultiObjectiveAggregation, type RewardValues,
 } from './ops/advantages';
 export {

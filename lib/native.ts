@@ -172,7 +172,7 @@ export interface NativeAddon {
   tokenLogProbsBackward(a: NativeLogitsArgs & { gradLogp?: F32; gradEntropy?: F32; lse?: F32; entropy?: F32; grad?: Logits }): Promise<void>;
   groupAdvantages(a: NativePlacement & {
     rewards: F64; k: number; n: number; groupSize: number; weights?: F64; lengths?: F64; scale: number; estimator: number; aggregation?: number; eps: number;
-    advantages: F32; combined: F64; groupMean: F64; groupStd: F64; batchStats?: F64; partials?: F64;
+    advantages: F32; combined: F64; groupMean: F64; groupStd: F64; batchStats?: F64; partials?: F64; gpgCounts?: F64; gpgCountsOut?: F64;
   }): Promise<number>;
   grpoLossStep(a: NativePlacement & NativeLossInputs & { n: number; logp: F32; entropy?: F32; dlogp: F32; dentropy?: F32 }): Promise<NativeLossMetrics>;
   distillLoss(a: NativePlacement & {

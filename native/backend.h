@@ -61,6 +61,10 @@ struct AdvantageArgs {
   // given from outside (null: computed), and this batch's own, returned (null: not wanted).
   const double* batch_stats = nullptr;  // 3
   double* partials = nullptr;           // 3, out
+  // gpg's batch counts (valid, non-zero rewards): given from outside (null: counted), and this
+  // batch's own, returned (null: not wanted).
+  const double* gpg_counts = nullptr;   // 2
+  double* gpg_counts_out = nullptr;     // 2, out
   int64_t zero_variance_groups = 0; // out
 };
 

@@ -156,3 +156,34 @@ t.test('§9.7: data-parallel workers with all-reduced batch statistics reproduce
   await rejectsCode(t, () => gk.groupAdvantages(r1, { groupSize: G, scale: 'batch', batchStats: { count: 2, mean: NaN, m2: 1 } }), 'GK_INVALID_ARG', /mean/);
   await rejectsCode(t, () => gk.groupAdvantages(r1, { groupSize: G, scale: 'batch', batchStats: { count: 2, mean: 0, m2: 1, n: 3 } as never }), 'GK_INVALID_ARG', /unknown/);
 });
+
+t.test("§9.7: gpg's batch counts from outside: workers that sum their gpgCounts reproduce the one-worker advantages bit for bit", async (t) => {
+  const rng = new Rng(seed + 98);
+  const G = 8;
+  const n = 10 * G;
+  // Binary rewards with some NaN: the two halves have different shares of non-zero rewards.
+  const r = Float64Array.from({ length: n }, (_, i) => (rng.next() < 0.1 ? NaN : rng.next() < (i < n / 2 ? 0.2 : 0.7) ? 1 : 0));
+  const one = await gk.groupAdvantages(r, { groupSize: G, estimator: 'gpg' });
+  let valid = 0;
+  let nonzero = 0;
+  for (const x of r) if (!Number.isNaN(x)) { valid++; if (x !== 0) nonzero++; }
+  t.same(one.gpgCounts, { valid, nonzero }, `the batch's counts (${valid} valid, ${nonzero} non-zero)`);
+  const half = n / 2;
+  const parts = await Promise.all([0, 1].map((k) => gk.groupAdvantages(r.subarray(k * half, (k + 1) * half), { groupSize: G, estimator: 'gpg' })));
+  const sum = { valid: parts[0]!.gpgCounts!.valid + parts[1]!.gpgCounts!.valid, nonzero: parts[0]!.gpgCounts!.nonzero + parts[1]!.gpgCounts!.nonzero };
+  t.same(sum, one.gpgCounts, 'the workers\' counts sum to the batch\'s');
+  const workers = await Promise.all([0, 1].map((k) => gk.groupAdvantages(r.subarray(k * half, (k + 1) * half), { groupSize: G, estimator: 'gpg', gpgCounts: sum })));
+  t.same([...(workers[0]!.advantages.data as Float32Array), ...(workers[1]!.advantages.data as Float32Array)], Array.from(one.advantages.data as Float32Array), 'every advantage equal to the one-worker one');
+  t.notSame(Array.from(parts[0]!.advantages.data as Float32Array), Array.from(one.advantages.data as Float32Array).slice(0, half), 'with its local counts a worker\'s advantages differ');
+  // α = valid / max(1, nonzero): given counts scale every advantage of a batch by the ratio of the α's.
+  const scaled = await gk.groupAdvantages(r, { groupSize: G, estimator: 'gpg', gpgCounts: { valid: 2 * valid, nonzero } });
+  const a = one.advantages.data as Float32Array, b = scaled.advantages.data as Float32Array;
+  t.ok(a.every((x, i) => Math.abs(b[i]! - 2 * x) <= 1e-6 * Math.abs(x) + 1e-30), 'doubling the valid count doubles every advantage');
+  t.equal((await gk.groupAdvantages(r, { groupSize: G })).gpgCounts, undefined, 'other estimators return no gpgCounts');
+  await rejectsCode(t, () => gk.groupAdvantages(r, { groupSize: G, gpgCounts: { valid: 3, nonzero: 1 } }), 'GK_INVALID_ARG', /estimator 'gpg'/);
+  await rejectsCode(t, () => gk.groupAdvantages(r, { groupSize: G, estimator: 'gpg', gpgCounts: { valid: 3, nonzero: 4 } }), 'GK_INVALID_ARG', /cannot exceed/);
+  await rejectsCode(t, () => gk.groupAdvantages(r, { groupSize: G, estimator: 'gpg', gpgCounts: { valid: -1, nonzero: 0 } }), 'GK_INVALID_ARG', /valid must be >= 0/);
+  await rejectsCode(t, () => gk.groupAdvantages(r, { groupSize: G, estimator: 'gpg', gpgCounts: { valid: 3, nonzero: NaN } }), 'GK_INVALID_ARG', /nonzero/);
+  await rejectsCode(t, () => gk.groupAdvantages(r, { groupSize: G, estimator: 'gpg', gpgCounts: { valid: 3, nonzero: 1, all: 2 } as never }), 'GK_INVALID_ARG', /unknown/);
+  await rejectsCode(t, () => gk.groupAdvantages(r, { groupSize: G, estimator: 'gpg', gpgCounts: [3, 1] as never }), 'GK_INVALID_ARG', /valid, nonzero/);
+});

@@ -206,9 +206,9 @@ t.test('§9.1-9.3, §9.7, §9.8: the raw loss entry points check samplerLogp, pe
   t.equal(r?.goodFused, 'ok', 'a well-formed fused sequence-level correction with a seqMax rejection resolves');
   t.equal(r?.perTokenAdvOk, 'ok', 'per-token advantages of length N resolve');
   t.equal(r?.keptMaskOk, 'ok', 'a kept-token mask of length N resolves');
-  for (const k of ['shortSampler', 'shortSamplerFused', 'shortPerTokenAdv', 'shortPerTokenAdvFused', 'shortKeptMask', 'shortBatchStats', 'shortPartials'])
+  for (const k of ['shortSampler', 'shortSamplerFused', 'shortPerTokenAdv', 'shortPerTokenAdvFused', 'shortKeptMask', 'shortBatchStats', 'shortPartials', 'shortGpgCounts', 'shortGpgCountsOut'])
     t.equal(r?.[k], 'GK_SHAPE', `${k}: GK_SHAPE`);
   for (const k of ['missingSampler', 'missingSamplerRejection', 'levelRange', 'modeRange', 'clipOrder', 'clipNaN', 'rejectionNotArray', 'rejectionTooMany',
-    'rejectionJunk', 'rejectionAggRange', 'rejectionKRange', 'rejectionLoHi', 'rejectionNaN', 'rejectionSeqMaxK1', 'offPolicyNaN', 'entropyFormRange', 'entropyThresholdNaN'])
+    'rejectionJunk', 'rejectionAggRange', 'rejectionKRange', 'rejectionLoHi', 'rejectionNaN', 'rejectionSeqMaxK1', 'offPolicyNaN', 'entropyFormRange', 'entropyThresholdNaN', 'gpgCountsNotGpg'])
     t.equal(r?.[k], 'GK_INVALID_ARG', `${k}: GK_INVALID_ARG`);
 });

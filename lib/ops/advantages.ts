@@ -48,6 +48,17 @@ export interface GroupAdvantagesOptions {
   batchStats?: BatchStats;
   /** Spec §9.7: also return this batch's `partials` (the statistics batchStats takes). Default false. */
   returnPartials?: boolean;
+  /**
+   * Spec §9.7, estimator 'gpg': the counts α = valid / max(1, nonzero) is formed from, given
+   * instead of counted: data-parallel workers sum every worker's result `gpgCounts`.
+   */
+  gpgCounts?: GpgCounts;
+}
+
+/** gpg's batch counts: valid combined rewards, and the non-zero ones among them. */
+export interface GpgCounts {
+  valid: number;
+  nonzero: number;
 }
 
 /** Spec §9.7: a batch's (weighted) count, mean and sum of squared deviations from the mean. */
@@ -84,9 +95,11 @@ export interface GroupAdvantagesResult {
   zeroVarianceGroups: number;
   /** With returnPartials (spec §9.7): this batch's statistics, for combineBatchStats. */
   partials?: BatchStats;
+  /** Estimator 'gpg' (spec §9.7): this batch's counts, to be summed over workers into `gpgCounts`. */
+  gpgCounts?: GpgCounts;
 }
 
-const KEYS = ['groupSize', 'scale', 'estimator', 'multiObjectiveAggregation', 'lengths', 'eps', 'weights', 'batchStats', 'returnPartials'] as const;
+const KEYS = ['groupSize', 'scale', 'estimator', 'multiObjectiveAggregation', 'lengths', 'eps', 'weights', 'batchStats', 'returnPartials', 'gpgCounts'] as const;
 
 function isRewardList(r: unknown): r is RewardValues[] {
   return Array.isArray(r) && r.length > 0 && r.every((x) => x instanceof Tensor || ArrayBuffer.isView(x) || Array.isArray(x));
@@ -186,6 +199,18 @@ export async function groupAdvantages(rewards: RewardValues | RewardValues[], op
   const wantPartials = options.returnPartials === undefined ? false : checkBoolean(op, 'options.returnPartials', options.returnPartials);
   if (wantPartials && !batchWide) fail('GK_INVALID_ARG', `${op}: options.returnPartials returns a batch statistic: it needs scale 'batch', a REINFORCE++ estimator or normalizeThenSum`);
   const partials = wantPartials ? new Float64Array(3) : undefined;
+  let gpgCounts: Float64Array | undefined;
+  if (options.gpgCounts !== undefined) {
+    if (estimator !== 'gpg') fail('GK_INVALID_ARG', `${op}: options.gpgCounts are the counts of estimator 'gpg' (got estimator '${estimator}')`);
+    const c = options.gpgCounts;
+    if (c === null || typeof c !== 'object' || Array.isArray(c)) fail('GK_INVALID_ARG', `${op}: options.gpgCounts must be { valid, nonzero }, got ${describe(c)}`);
+    checkKnownKeys(op, 'options.gpgCounts key', c, ['valid', 'nonzero']);
+    const valid = checkNumber(op, 'options.gpgCounts.valid', c.valid, { min: 0 });
+    const nonzero = checkNumber(op, 'options.gpgCounts.nonzero', c.nonzero, { min: 0 });
+    if (nonzero > valid) fail('GK_INVALID_ARG', `${op}: options.gpgCounts.nonzero (${nonzero}) cannot exceed valid (${valid})`);
+    gpgCounts = Float64Array.of(valid, nonzero);
+  }
+  const gpgCountsOut = estimator === 'gpg' ? new Float64Array(2) : undefined;
   const advantages = new Float32Array(n);
   const combined = new Float64Array(n);
   const groupMean = new Float64Array(n / g);
@@ -198,9 +223,11 @@ export async function groupAdvantages(rewards: RewardValues | RewardValues[], op
       device: at.device, rewards: packed, k, n, groupSize: g, ...(weights ? { weights } : {}), ...(lengths ? { lengths } : {}),
       scale: ScaleCode[scale], estimator: EstimatorCode[estimator], aggregation: MultiObjectiveCode[aggregation], eps,
       advantages, combined, groupMean, groupStd, ...(batchStats ? { batchStats } : {}), ...(partials ? { partials } : {}),
+      ...(gpgCounts ? { gpgCounts } : {}), ...(gpgCountsOut ? { gpgCountsOut } : {}),
     }),
   );
   const res: GroupAdvantagesResult = { advantages: Tensor.from(advantages), rewards: combined, groupMean, groupStd, zeroVarianceGroups };
   if (partials) res.partials = { count: partials[0]!, mean: partials[1]!, m2: partials[2]! };
+  if (gpgCountsOut) res.gpgCounts = { valid: gpgCountsOut[0]!, nonzero: gpgCountsOut[1]! };
   return res;
 }

@@ -650,6 +650,10 @@ Napi::Value GroupAdvantages(const Napi::CallbackInfo& info) {
     BindOpt(*c, o, "groupStd", kF64, groups, &a->group_std, kOut);
     BindOpt(*c, o, "batchStats", kF64, 3, &a->batch_stats);
     BindOpt(*c, o, "partials", kF64, 3, &a->partials, kOut);
+    const BindInfo gpg_in = BindOpt(*c, o, "gpgCounts", kF64, 2, &a->gpg_counts);
+    const BindInfo gpg_out = BindOpt(*c, o, "gpgCountsOut", kF64, 2, &a->gpg_counts_out, kOut);
+    if ((gpg_in.given || gpg_out.given) && a->opt.estimator != gk::kEstGpg)
+      throw ArgError{gk::kInvalid, "'gpgCounts' belong to estimator 'gpg'"};
     return Run(env, o, c, [a] { return gk::cpu::group_advantages(*a); },
                [a](gk::cuda::Stream s) { return gk::cuda::group_advantages(*a, s); },
                [a](Napi::Env env) { return Napi::Number::New(env, (double)a->zero_variance_groups); });

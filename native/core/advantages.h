@@ -23,6 +23,9 @@ struct AdvOptions {
   int32_t aggregation;  // AdvAggregation
 };
 
+// gpg's batch factor α from the batch's counts of valid and of non-zero rewards (§9.5).
+GK_HD double gpg_alpha(double valid, double nonzero) { return valid / (nonzero > 1.0 ? nonzero : 1.0); }
+
 // Estimators whose advantages are whitened over the whole batch after a per-group step (§9.5):
 // the group step writes a value x per sample, a batch reduction gives (mean, div), and then
 // A = (x - mean) / div.

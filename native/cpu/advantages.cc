@@ -45,7 +45,12 @@ Status group_advantages(AdvantageArgs& a) {
     }
   }
   if (a.batch_stats) batch_std = batch_std_from(a.batch_stats[0], a.batch_stats[2]);  // §9.7: given
-  const double alpha = (double)valid / (double)(nonzero > 1 ? nonzero : 1);
+  if (a.gpg_counts_out) {
+    a.gpg_counts_out[0] = (double)valid;
+    a.gpg_counts_out[1] = (double)nonzero;
+  }
+  // §9.7: the counts of the whole data-parallel batch, given.
+  const double alpha = a.gpg_counts ? gpg_alpha(a.gpg_counts[0], a.gpg_counts[1]) : gpg_alpha((double)valid, (double)nonzero);
 
   const bool whitened = adv_whitened(a.opt);
   const bool gdpo = a.opt.aggregation == kAggNormalizeThenSum;

@@ -54,6 +54,8 @@ struct Params {
   double* batch;                 // 4: whitened mean, divisor, weight sum; gpg α
   const double* batch_stats;     // 3 or null: §9.7 given (count, mean, m2)
   double* partials;              // 3 or null: §9.7 this batch's (count, mean, m2)
+  const double* gpg_counts;      // 2 or null: §9.7 gpg's (valid, non-zero) given
+  double* gpg_counts_out;        // 2 or null: this batch's
 };
 
 __device__ __forceinline__ void block_range(const Params& p, int64_t b, int64_t* lo, int64_t* hi) {
@@ -150,7 +152,13 @@ __global__ void __launch_bounds__(kFinalThreads) gpg_alpha_kernel(const Params p
   }
   valid = detail::block_sum<kFinalThreads>(valid, sml);
   nonzero = detail::block_sum<kFinalThreads>(nonzero, sml);
-  if (threadIdx.x == 0) p.batch[3] = (double)valid / (double)(nonzero > 1 ? nonzero : 1);
+  if (threadIdx.x == 0) {
+    if (p.gpg_counts_out) {
+      p.gpg_counts_out[0] = (double)valid;
+      p.gpg_counts_out[1] = (double)nonzero;
+    }
+    p.batch[3] = p.gpg_counts ? gpg_alpha(p.gpg_counts[0], p.gpg_counts[1]) : gpg_alpha((double)valid, (double)nonzero);
+  }
 }
 
 // 4. One thread per group: native/cpu/advantages.cc's group loop.
@@ -250,6 +258,8 @@ Status group_advantages(AdvantageArgs& a, cudaStream_t stream) {
   Params p;
   p.batch_stats = a.batch_stats;
   p.partials = a.partials;
+  p.gpg_counts = a.gpg_counts;
+  p.gpg_counts_out = a.gpg_counts_out;
   p.rewards = a.rewards;
   p.weights = a.weights;
   p.lengths = a.lengths;

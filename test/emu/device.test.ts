@@ -177,3 +177,22 @@ t.test('clipCov / klCov choose the same tokens on the device as on the CPU; ties
   t.equal(chosenRows[chosenRows.length - 1], N / 2 - 1, 'the lowest rows, across chunk boundaries');
   t.same(Array.from(r.dev), Array.from(r.cpu), 'and the same on the CPU');
 });
+
+t.test("spec §9.7 gpg counts on the device: returned, and given ones replace them (the CPU's advantages, bit for bit)", async (t) => {
+  const n = 96;
+  const r = Float64Array.from({ length: n }, (_, i) => (i % 7 === 3 ? NaN : Math.sin(i * 1.7) > 0.3 ? 1 : 0));
+  const cpu = await gk.groupAdvantages(r, { groupSize: 8, estimator: 'gpg' });
+  const cpuGiven = await gk.groupAdvantages(r, { groupSize: 8, estimator: 'gpg', gpgCounts: { valid: 500, nonzero: 120 } });
+  const prev = gk.defaultDevice();
+  gk.setDefaultDevice(gk.Device.open('cuda'));
+  try {
+    const dev = await gk.groupAdvantages(r, { groupSize: 8, estimator: 'gpg' });
+    const devGiven = await gk.groupAdvantages(r, { groupSize: 8, estimator: 'gpg', gpgCounts: { valid: 500, nonzero: 120 } });
+    t.same(dev.gpgCounts, cpu.gpgCounts, `the same counts (${JSON.stringify(cpu.gpgCounts)})`);
+    t.same(Array.from(dev.advantages.data as Float32Array), Array.from(cpu.advantages.data as Float32Array), 'the same advantages');
+    t.same(Array.from(devGiven.advantages.data as Float32Array), Array.from(cpuGiven.advantages.data as Float32Array), 'with given counts too');
+    t.notSame(Array.from(devGiven.advantages.data as Float32Array), Array.from(dev.advantages.data as Float32Array), 'which change them');
+  } finally {
+    gk.setDefaultDevice(prev);
+  }
+});

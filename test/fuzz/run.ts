@@ -230,6 +230,7 @@ function publicCall(): Call {
           lengths: () => floatsFor(chance(0.9) ? n : n + 1),
           eps: () => num(1e-4), weights: () => [num(1), num(2)],
           batchStats: () => (chance(0.2) ? junk() : { count: num(5), mean: num(0), m2: num(3) }), returnPartials: () => chance(0.5),
+          gpgCounts: () => (chance(0.2) ? junk() : { valid: num(20), nonzero: num(5) }),
         }) as object),
         groupSize: num(g),
       };
@@ -577,6 +578,8 @@ function rawCall(): Call {
   if (entry === 'groupAdvantages' && chance(0.3)) {
     o.batchStats = pick<unknown>([Float64Array.of(4, 0, 2), new Float64Array(2), Float64Array.of(NaN, 0, 1), [1, 2, 3]]);
     o.partials = pick<unknown>([new Float64Array(3), new Float64Array(1)]);
+    o.gpgCounts = pick<unknown>([undefined, Float64Array.of(8, 3), new Float64Array(1), Float64Array.of(NaN, 1), Float64Array.of(-1, 1e300), [1, 2]]);
+    o.gpgCountsOut = pick<unknown>([undefined, new Float64Array(2), new Float64Array(1), new Float32Array(2)]);
     changes.push('batch statistics');
   }
   const getters = new Set<string>();

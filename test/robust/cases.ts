@@ -223,6 +223,18 @@ const cases: Record<string, () => Promise<Record<string, Outcome | number>>> = {
         rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 1, estimator: 0, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
         groupMean: new Float64Array(2), groupStd: new Float64Array(2), partials: new Float64Array(1),
       } as never)),
+      shortGpgCounts: await outcome(() => a.groupAdvantages({
+        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 2, estimator: 5, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
+        groupMean: new Float64Array(2), groupStd: new Float64Array(2), gpgCounts: new Float64Array(1),
+      } as never)),
+      shortGpgCountsOut: await outcome(() => a.groupAdvantages({
+        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 2, estimator: 5, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
+        groupMean: new Float64Array(2), groupStd: new Float64Array(2), gpgCountsOut: new Float64Array(1),
+      } as never)),
+      gpgCountsNotGpg: await outcome(() => a.groupAdvantages({
+        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 2, estimator: 0, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
+        groupMean: new Float64Array(2), groupStd: new Float64Array(2), gpgCounts: new Float64Array(2),
+      } as never)),
     };
   },
 
