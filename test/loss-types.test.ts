@@ -440,7 +440,7 @@ t.test('refused combinations and parameters (GK_INVALID_ARG)', async (t) => {
   await bad('geoMean with topEntropyQuantile 0.5', base, { lossType: 'geoMean', topEntropyQuantile: 0.5 });
   await bad('geoMean with offPolicyMaskThreshold', base, { lossType: 'geoMean', offPolicyMaskThreshold: 0.1 });
   for (const key of ['vespoKPos', 'vespoKNeg'] as const) for (const v of [NaN, Infinity, -Infinity]) await bad(`vespo ${key} ${v}`, base, { lossType: 'vespo', [key]: v });
-  for (const key of ['vespoLambdaPos', 'vespoLambdaNeg'] as const) for (const v of [NaN, Infinity, -1, 0]) await bad(`vespo ${key} ${v}`, base, { lossType: 'vespo', [key]: v });
+  for (const key of ['vespoLambdaPos', 'vespoLambdaNeg'] as const) for (const v of [NaN, Infinity]) await bad(`vespo ${key} ${v}`, base, { lossType: 'vespo', [key]: v });
   for (const key of ['clipCovRatio', 'klCovRatio'] as const) for (const v of [NaN, -0.1, 0, 1.5, Infinity]) await bad(`${key} ${v}`, base, { lossType: key === 'clipCovRatio' ? 'clipCov' : 'klCov', [key]: v });
   await bad('clipCovLb = clipCovUb', base, { lossType: 'clipCov', clipCovLb: 2, clipCovUb: 2 });
   await bad('clipCovLb > clipCovUb', base, { lossType: 'clipCov', clipCovLb: 3, clipCovUb: 2 });
@@ -450,7 +450,7 @@ t.test('refused combinations and parameters (GK_INVALID_ARG)', async (t) => {
   for (const v of [-1, 1.5, NaN, 2 ** 53, Infinity]) await bad(`covSeed ${v}`, base, { lossType: 'clipCov', covSeed: v });
   // Valid edges resolve.
   for (const options of [
-    { lossType: 'klCov', ppoKlCoef: 0 }, { lossType: 'clipCov', clipCovRatio: 1, covSeed: 2 ** 53 - 1 }, { lossType: 'vespo', vespoKPos: 0, vespoKNeg: 0 },
+    { lossType: 'klCov', ppoKlCoef: 0 }, { lossType: 'clipCov', clipCovRatio: 1, covSeed: 2 ** 53 - 1 }, { lossType: 'vespo', vespoKPos: 0, vespoKNeg: 0 }, { lossType: 'vespo', vespoLambdaPos: 0, vespoLambdaNeg: -2 },
     { lossType: 'geoMean', rolloutCorrection: { level: 'sequence' } }, { lossType: 'geoMean', rolloutCorrection: { level: 'sequenceMean' } },
     { lossType: 'vespo', rolloutCorrection: { level: 'token' } }, { lossType: 'vespo', rolloutCorrection: false }, { surrogate: 'cispoTwoSided', importanceSamplingLevel: 'sequence' },
     { lossType: 'gpg', rolloutCorrection: { level: 'token', mode: 'mask', clipMin: 0.5, clipMax: 2 } },

@@ -242,6 +242,16 @@ t.test('every loss type of spec §9.4 trains in the trainer: the mean reward ris
   }
 });
 
+t.test('spec §9.4 combinations the trainer refuses up front', async (t) => {
+  const p = new Bandit(0.5);
+  const sampler = () => [];
+  t.throws(() => make(p, { lossType: 'geoMean', aggregation: 'tokenMean' }), { code: 'GK_INVALID_ARG', message: /geoMean/ }, 'geoMean with tokenMean');
+  t.throws(() => make(p, { lossType: 'vespo', sampler, rolloutRejection: [{ statistic: 'token_k3', threshold: 1 }] }), { code: 'GK_INVALID_ARG', message: /vespo refuses/ },
+    'vespo with rejection and the default (sequence-level) correction');
+  t.ok(make(p, { lossType: 'vespo', sampler, rolloutRejection: [{ statistic: 'token_k3', threshold: 1 }], rolloutCorrection: false }), 'with rolloutCorrection false it is accepted');
+  t.ok(make(p, { lossType: 'geoMean', aggregation: 'constant' }), 'geoMean with constant is accepted');
+});
+
 t.test('spec §9.3 in the trainer: tokenAdvantages gives the loss one advantage per token', async (t) => {
   const run = async (f?: (r: gk.Rollout) => ArrayLike<number>) => {
     const p = new Bandit(0.5);

@@ -320,9 +320,9 @@ export function resolveLossOptions(o: GrpoLossOptions = {}, op = 'grpoLoss', ext
     entropyThreshold: o.entropyThreshold === undefined ? null : checkNumber(op, 'options.entropyThreshold', o.entropyThreshold, {}),
     returnValidEntropies: o.returnValidEntropies === undefined ? false : checkBoolean(op, 'options.returnValidEntropies', o.returnValidEntropies),
     vespoKPos: num('vespoKPos', 2, {}),
-    vespoLambdaPos: num('vespoLambdaPos', 3, { gt: 0 }),
+    vespoLambdaPos: num('vespoLambdaPos', 3, {}),
     vespoKNeg: num('vespoKNeg', 3, {}),
-    vespoLambdaNeg: num('vespoLambdaNeg', 2, { gt: 0 }),
+    vespoLambdaNeg: num('vespoLambdaNeg', 2, {}),
     clipCovRatio: num('clipCovRatio', 2e-4, { gt: 0, max: 1 }),
     clipCovLb: num('clipCovLb', 1, {}),
     clipCovUb: num('clipCovUb', 5, {}),
@@ -344,8 +344,8 @@ export function resolveLossOptions(o: GrpoLossOptions = {}, op = 'grpoLoss', ext
 
 /** Spec §9.4: the combinations the new surrogates refuse. */
 function checkLossType(op: string, r: ResolvedLossOptions): void {
-  if (r.clipCovLb >= r.clipCovUb) fail('GK_INVALID_ARG', `${op}: options.clipCovLb (${r.clipCovLb}) must be < clipCovUb (${r.clipCovUb})`);
   const s = r.surrogate;
+  if (s === 'clipCov' && r.clipCovLb >= r.clipCovUb) fail('GK_INVALID_ARG', `${op}: options.clipCovLb (${r.clipCovLb}) must be < clipCovUb (${r.clipCovUb})`);
   if (!TOKEN_ONLY.includes(s)) return;
   if (r.importanceSamplingLevel !== 'token')
     fail('GK_INVALID_ARG', `${op}: surrogate '${s}' has its own ratio and needs importanceSamplingLevel 'token', got '${r.importanceSamplingLevel}'`);

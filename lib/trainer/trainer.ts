@@ -216,6 +216,13 @@ export class GRPOTrainer<S = unknown> {
     this.correctsSampler = !!this.loss.rolloutCorrection || (this.loss.rolloutRejection ?? []).length > 0;
     if (this.correctsSampler && !options.sampler)
       fail('GK_INVALID_ARG', `${op}: rolloutCorrection / rolloutRejection correct a user sampler's log-probs (options.sampler); the built-in sampler's equal the policy's bit for bit (spec §9.9)`);
+    // vespo refuses the default (sequence-level) correction that samplerLogp brings (spec §9.4).
+    if (this.correctsSampler && this.loss.surrogate === 'vespo' && this.loss.rolloutCorrection === null)
+      fail('GK_INVALID_ARG', `${op}: with rolloutRejection the default rolloutCorrection is sequence-level, which vespo refuses: pass rolloutCorrection { level: 'token', ... } or false`);
+    // geoMean's policy part is a mean over the call's sequences whatever the aggregation; with a
+    // global token normalizer the trainer does not rescale minibatches, so it would be summed.
+    if (this.loss.surrogate === 'geoMean' && this.loss.aggregation === 'tokenMean')
+      fail('GK_INVALID_ARG', `${op}: geoMean's policy term is a mean over sequences; with gradient accumulation it needs a per-sequence aggregation ('seqMeanTokenMean', its default), not 'tokenMean'`);
     // The resolved options as grpoLoss options (unset ones left out), with the padded length.
     this.lossOptions = { ...lossOptions };
     for (const [k, v] of Object.entries(this.loss)) if (v !== null) (this.lossOptions as Record<string, unknown>)[k] = v;

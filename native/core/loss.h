@@ -312,7 +312,6 @@ inline const char* loss_type_error(const LossOptions& o) {
     const double v[] = {o.vespo_k_pos, o.vespo_lambda_pos, o.vespo_k_neg, o.vespo_lambda_neg};
     for (double x : v)
       if (!isfinite(x)) return "vespo's k and lambda must be finite";
-    if (!(o.vespo_lambda_pos > 0.0 && o.vespo_lambda_neg > 0.0)) return "vespo's lambdas must be > 0";
     if (o.rc_level == kRcSequence || o.rc_level == kRcSequenceMean) return "vespo takes token-level rollout correction only";
   }
   if (s == kGeoMean && o.top_entropy_quantile < 1.0) return "geoMean does not take topEntropyQuantile < 1";

@@ -154,7 +154,7 @@ __device__ __forceinline__ float key_float(uint32_t k) {
 
 template <class K>
 struct RadixSmem {
-  unsigned int hist[256];
+  unsigned long long hist[256];  // 64-bit: a digit may hold 2^32 or more keys
   K prefix;
   long long k;
 };
@@ -181,7 +181,7 @@ __device__ K radix_select(int64_t n, long long k, KeyOf key_of, RadixSmem<K>& sm
       K key;
       if (t < n && key_of(t, &key) && (key & mask) == prefix) digit = (int)((key >> shift) & 255u);
       const unsigned same = __match_any_sync(0xffffffffu, digit);
-      if (digit >= 0 && lane == __ffs((int)same) - 1) atomicAdd(&sm.hist[digit], (unsigned)__popc(same));
+      if (digit >= 0 && lane == __ffs((int)same) - 1) atomicAdd(&sm.hist[digit], (unsigned long long)__popc(same));
     }
     __syncthreads();
     if (threadIdx.x == 0) {

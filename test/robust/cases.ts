@@ -278,8 +278,11 @@ const cases: Record<string, () => Promise<Record<string, Outcome | number>>> = {
     out['bad:geoMean:topEntropy'] = await step({ surrogate: 6, topEntropyQuantile: 0.5 });
     out['bad:geoMean:offPolicy'] = await step({ surrogate: 6, offPolicyMaskThreshold: 0.05 });
     out['badFused:geoMean:topEntropy'] = await fused({ surrogate: 6, topEntropyQuantile: 0.5 });
-    for (const [k, v] of [['vespoKPos', NaN], ['vespoKNeg', Infinity], ['vespoLambdaPos', 0], ['vespoLambdaNeg', -1], ['vespoLambdaPos', NaN]] as const)
+    for (const [k, v] of [['vespoKPos', NaN], ['vespoKNeg', Infinity], ['vespoLambdaNeg', -Infinity], ['vespoLambdaPos', NaN]] as const)
       out[`bad:vespo:${k}=${v}`] = await step({ surrogate: 5, [k]: v });
+    // λ <= 0 is used as 1e-4 (spec §9.4, TRL's clamp), not refused.
+    out['ok:vespo:lambdaPos=0'] = await step({ surrogate: 5, vespoLambdaPos: 0 });
+    out['ok:vespo:lambdaNeg=-1'] = await step({ surrogate: 5, vespoLambdaNeg: -1 });
     for (const sur of [7, 8]) for (const v of [0, -0.5, 1.5, NaN]) out[`bad:${sur}:covRatio=${v}`] = await step({ surrogate: sur, covRatio: v });
     out['bad:clipCov:lb=ub'] = await step({ surrogate: 7, clipCovLb: 2, clipCovUb: 2 });
     out['bad:clipCov:lb>ub'] = await step({ surrogate: 7, clipCovLb: 3, clipCovUb: 2 });
