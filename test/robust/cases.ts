@@ -188,6 +188,11 @@ const cases: Record<string, () => Promise<Record<string, Outcome | number>>> = {
     } as never));
     const crit = (c: unknown) => step({}, { rejection: c });
     const huge = Array.from({ length: 9 }, () => ({ agg: 0, k: 2, lo: -Infinity, hi: 1 }));
+    // groupAdvantages on 4 rewards in groups of 2, with the given estimator / §9.7 arguments.
+    const adv = (extra: Record<string, unknown>) => outcome(() => a.groupAdvantages({
+      rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
+      groupMean: new Float64Array(2), groupStd: new Float64Array(2), ...extra,
+    } as never));
     return {
       good: await step({}),
       goodFused: await fused({}),
@@ -215,26 +220,11 @@ const cases: Record<string, () => Promise<Record<string, Outcome | number>>> = {
       entropyThresholdNaN: await step({}, { entropyThreshold: NaN }),
       shortKeptMask: await step({ keptMask: new Uint8Array(2) }),
       keptMaskOk: await step({ keptMask: new Uint8Array(n) }),
-      shortBatchStats: await outcome(() => a.groupAdvantages({
-        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 1, estimator: 0, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
-        groupMean: new Float64Array(2), groupStd: new Float64Array(2), batchStats: new Float64Array(2),
-      } as never)),
-      shortPartials: await outcome(() => a.groupAdvantages({
-        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 1, estimator: 0, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
-        groupMean: new Float64Array(2), groupStd: new Float64Array(2), partials: new Float64Array(1),
-      } as never)),
-      shortGpgCounts: await outcome(() => a.groupAdvantages({
-        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 2, estimator: 5, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
-        groupMean: new Float64Array(2), groupStd: new Float64Array(2), gpgCounts: new Float64Array(1),
-      } as never)),
-      shortGpgCountsOut: await outcome(() => a.groupAdvantages({
-        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 2, estimator: 5, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
-        groupMean: new Float64Array(2), groupStd: new Float64Array(2), gpgCountsOut: new Float64Array(1),
-      } as never)),
-      gpgCountsNotGpg: await outcome(() => a.groupAdvantages({
-        rewards: new Float64Array(4), k: 1, n: 4, groupSize: 2, scale: 2, estimator: 0, eps: 1e-4, advantages: new Float32Array(4), combined: new Float64Array(4),
-        groupMean: new Float64Array(2), groupStd: new Float64Array(2), gpgCounts: new Float64Array(2),
-      } as never)),
+      shortBatchStats: await adv({ scale: 1, estimator: 0, batchStats: new Float64Array(2) }),
+      shortPartials: await adv({ scale: 1, estimator: 0, partials: new Float64Array(1) }),
+      shortGpgCounts: await adv({ scale: 2, estimator: 5, gpgCounts: new Float64Array(1) }),
+      shortGpgCountsOut: await adv({ scale: 2, estimator: 5, gpgCountsOut: new Float64Array(1) }),
+      gpgCountsNotGpg: await adv({ scale: 2, estimator: 0, gpgCounts: new Float64Array(2) }),
     };
   },
 
