@@ -65,9 +65,12 @@ export const DEFAULT_ROLLOUT_CORRECTION: Readonly<ResolvedRolloutCorrection> = {
 
 /** Options of the GRPO loss (spec §3-5). Names follow TRL's GRPOConfig in camelCase. */
 export interface GrpoLossOptions {
-  /** A TRL loss_type preset; explicit options below override it. Default 'grpo'. */
+  /**
+   * A loss preset (TRL's loss_type names; spec §9.4 adds sapo, luspo, vespo and verl's geoMean,
+   * clipCov, klCov, gpg); explicit options below override it. Default 'grpo'.
+   */
   lossType?: LossType;
-  /** Policy surrogate. Default 'clip' ('cispo' for lossType 'cispo'). */
+  /** Policy surrogate (spec §3, §9.4). Default 'clip', or the lossType preset's. */
   surrogate?: Surrogate;
   /** Sets epsilonLow and, unless given, epsilonHigh. TRL's `epsilon`. Default 0.2. */
   epsilon?: number;
