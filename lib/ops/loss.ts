@@ -361,6 +361,15 @@ function checkLossType(op: string, r: ResolvedLossOptions): void {
     fail('GK_INVALID_ARG', `${op}: geoMean does not take offPolicyMaskThreshold`);
 }
 
+/**
+ * vespo refuses sequence-level weights, so also the default correction that samplerLogp brings
+ * (spec §9.4): `why` names what brought samplerLogp in (the input, or the trainer's rejection).
+ */
+export function checkVespoCorrection(op: string, r: ResolvedLossOptions, hasSampler: boolean, why: string): void {
+  if (hasSampler && r.surrogate === 'vespo' && r.rolloutCorrection === null)
+    fail('GK_INVALID_ARG', `${op}: with ${why} the default rolloutCorrection is sequence-level, which vespo refuses (TRL does too): pass rolloutCorrection { level: 'token', ... } or false`);
+}
+
 const RC_LEVEL = { token: 1, sequence: 2, sequenceMean: 3 } as const;
 
 /** The rollout correction in effect: the option, or TRL's default when samplerLogp is given. */
@@ -547,8 +556,7 @@ function readSequenceInputs(
   if (opts.beta > 0 && !out.refLogp) fail('GK_INVALID_ARG', `${op}: inputs.refLogp is required when beta > 0 (beta = ${opts.beta})`);
   if (opts.maskTruncatedCompletions && !out.truncated)
     fail('GK_INVALID_ARG', `${op}: inputs.truncated (one flag per sequence) is required with maskTruncatedCompletions`);
-  if (out.samplerLogp && opts.surrogate === 'vespo' && opts.rolloutCorrection === null)
-    fail('GK_INVALID_ARG', `${op}: with samplerLogp the default rolloutCorrection is sequence-level, which vespo refuses (TRL does too): pass rolloutCorrection { level: 'token', ... } or false`);
+  checkVespoCorrection(op, opts, !!out.samplerLogp, 'samplerLogp');
   if (!out.samplerLogp && (raw.rolloutCorrection !== undefined && raw.rolloutCorrection !== false))
     fail('GK_INVALID_ARG', `${op}: inputs.samplerLogp (the sampling engine's log-probs) is required with rolloutCorrection`);
   if (!out.samplerLogp && opts.rolloutRejection !== null && opts.rolloutRejection.length > 0)

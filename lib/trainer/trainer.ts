@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { describe, fail, type AbortSignalLike } from '../errors';
 import { groupAdvantages, type AdvantageEstimator, type AdvantageScale } from '../ops/advantages';
 import { tokenLogProbs } from '../ops/logprobs';
-import { grpoLoss, resolveLossOptions, type GrpoLossFromLogitsOptions, type GrpoLossOptions, type ResolvedLossOptions } from '../ops/loss';
+import { checkVespoCorrection, grpoLoss, resolveLossOptions, type GrpoLossFromLogitsOptions, type GrpoLossOptions, type ResolvedLossOptions } from '../ops/loss';
 import { evaluateRewards, type NamedReward, type RewardContext } from '../rewards';
 import { checkBoolean, checkNumber, checkObject } from '../validate';
 import type { Policy, ReferencePolicy, RolloutBatch } from './policy';
@@ -216,9 +216,7 @@ export class GRPOTrainer<S = unknown> {
     this.correctsSampler = !!this.loss.rolloutCorrection || (this.loss.rolloutRejection ?? []).length > 0;
     if (this.correctsSampler && !options.sampler)
       fail('GK_INVALID_ARG', `${op}: rolloutCorrection / rolloutRejection correct a user sampler's log-probs (options.sampler); the built-in sampler's equal the policy's bit for bit (spec §9.9)`);
-    // vespo refuses the default (sequence-level) correction that samplerLogp brings (spec §9.4).
-    if (this.correctsSampler && this.loss.surrogate === 'vespo' && this.loss.rolloutCorrection === null)
-      fail('GK_INVALID_ARG', `${op}: with rolloutRejection the default rolloutCorrection is sequence-level, which vespo refuses: pass rolloutCorrection { level: 'token', ... } or false`);
+    checkVespoCorrection(op, this.loss, this.correctsSampler, 'rolloutRejection');
     // geoMean's policy part is a mean over the call's sequences whatever the aggregation; with a
     // global token normalizer the trainer does not rescale minibatches, so it would be summed.
     if (this.loss.surrogate === 'geoMean' && this.loss.aggregation === 'tokenMean')

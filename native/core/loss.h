@@ -118,12 +118,17 @@ struct PolicyTerm {
   bool clipped_low, clipped_high;
   double phi;  // vespo's φ (0 otherwise)
 };
+// ρ clamped to the clip range [1 - epsilon_low, 1 + epsilon_high].
+GK_HD double clip_ratio(const LossOptions& o, double rho) {
+  const double lo = 1.0 - o.epsilon_low, hi = 1.0 + o.epsilon_high;
+  return rho < lo ? lo : (rho > hi ? hi : rho);
+}
 // The clip surrogate min(ρA, clip(ρ)A), with the dual clip when delta > 0.
 GK_HD void clip_surrogate(const LossOptions& o, double rho, double a, PolicyTerm& t) {
   const bool dual = o.delta > 0.0;
   const double r1 = dual && rho > o.delta ? o.delta : rho;
   const double lo = 1.0 - o.epsilon_low, hi = 1.0 + o.epsilon_high;
-  const double r2 = rho < lo ? lo : (rho > hi ? hi : rho);
+  const double r2 = clip_ratio(o, rho);
   const double first = a * r1, second = a * r2;
   if (first <= second) {
     t.j = first;
@@ -145,7 +150,7 @@ GK_HD PolicyTerm policy_term(const LossOptions& o, double rho, double a, double 
       return t;
     }
     case kCispoTwoSided: {
-      const double c = rho < lo ? lo : (rho > hi ? hi : rho);
+      const double c = clip_ratio(o, rho);
       t.j = c * a * lp;
       t.dj_dlogp = c * a;
       t.clipped_low = rho < lo;
@@ -189,15 +194,6 @@ GK_HD PolicyTerm policy_term(const LossOptions& o, double rho, double a, double 
 
 // ---- Spec §9.4 covariance selection (clipCov, klCov) ---------------------------------------
 
-// A token's covariance term from the batch means of A and logp over the tokens in the loss.
-GK_HD double cov_term(double a, double lp, double mean_a, double mean_lp) { return (a - mean_a) * (lp - mean_lp); }
-
-// Whether clipCov may choose a token: not clipped by the PPO clip, lb < cov < ub.
-GK_HD bool clip_cov_candidate(const LossOptions& o, double rho, double a, double cov) {
-  const double lo = 1.0 - o.epsilon_low, hi = 1.0 + o.epsilon_high;
-  const double c = rho < lo ? lo : (rho > hi ? hi : rho);
-  return !(-a * c > -a * rho) && cov > o.clip_cov_lb && cov < o.clip_cov_ub;
-}
 
 // Order-preserving map of a double to an unsigned key (-0 and +0 share one: they are equal).
 GK_HD uint64_t double_key(double d) {
@@ -217,12 +213,32 @@ GK_HD uint64_t cov_key(const LossOptions& o, int64_t t, double cov) {
   return ((uint64_t)r.v[0] << 32) | (uint64_t)r.v[1];
 }
 
+// Whether token t of the loss (advantage a, log-probs lp and old) may be chosen, and then its key:
+// cov = (a - mean_a)·(lp - mean_lp) with the batch means over the tokens in the loss, not NaN;
+// for clipCov also not clipped by the PPO clip and lb < cov < ub.
+GK_HD bool cov_candidate(const LossOptions& o, int64_t t, double a, double lp, double old, double mean_a, double mean_lp,
+                         uint64_t* key) {
+  const double cov = (a - mean_a) * (lp - mean_lp);
+  if (isnan(cov)) return false;
+  if (o.surrogate == kClipCov) {
+    const double rho = ratio_from_log(lp - old).value;
+    if (-a * clip_ratio(o, rho) > -a * rho || !(cov > o.clip_cov_lb && cov < o.clip_cov_ub)) return false;
+  }
+  *key = cov_key(o, t, cov);
+  return true;
+}
+
 // How many tokens the selection takes, from N_valid and the number of eligible tokens.
 GK_HD int64_t cov_select_count(const LossOptions& o, double n_valid, int64_t eligible) {
   if (!(n_valid > 0.0)) return 0;
   double k = floor(o.cov_ratio * n_valid);
   k = k < 1.0 ? 1.0 : k;
   return (double)eligible < k ? eligible : (int64_t)k;
+}
+
+// Token t's advantage (sequence s's, or its own with per-token advantages, §9.3).
+GK_HD double token_adv(const LossOptions& o, const float* adv, int64_t s, int64_t t) {
+  return o.adv_per_token ? (double)adv[t] : (double)adv[s];
 }
 
 GK_HD bool uses_cov_selection(const LossOptions& o) { return o.surrogate == kClipCov || o.surrogate == kKlCov; }
@@ -562,8 +578,8 @@ GK_HD void seq_type_token(const LossOptions& o, double lp, double old, double ad
 struct SeqPolicy {
   double vespo_lw = 0, geo_seq_loss = 0, geo_loss = 0, geo_grad = 0;
 };
-// w_seq_norm: the §9.1 sequence weight after batchNormalize ('sequence'/'sequenceMean'), else 1.
-GK_HD SeqPolicy seq_policy(const LossOptions& o, const SeqTypeSums& s, double cnt, double seqs, bool has_q, double w_seq_norm) {
+// w_seq, norm: the §9.1 sequence weight (its level 'sequence'/'sequenceMean') and batch divisor.
+GK_HD SeqPolicy seq_policy(const LossOptions& o, const SeqTypeSums& s, double cnt, double seqs, bool has_q, double w_seq, double norm) {
   SeqPolicy p;
   if (o.surrogate == kVespo) {
     p.vespo_lw = vespo_log_weight(s.a);
@@ -571,7 +587,7 @@ GK_HD SeqPolicy seq_policy(const LossOptions& o, const SeqTypeSums& s, double cn
     const double ns = cnt + 1e-8;
     double w = 1.0;
     if (has_q && o.rc_level == kRcToken) w = exp(s.c / ns);
-    else if (has_q && o.rc_level != kRcOff) w = w_seq_norm;
+    else if (has_q && o.rc_level != kRcOff) w = rc_token_weight(o, 0.0, 0.0, w_seq, norm);  // (the token args unused here)
     p.geo_seq_loss = -(s.b / ns) * exp(s.a / ns) * w;
     p.geo_loss = p.geo_seq_loss / seqs;
     p.geo_grad = p.geo_loss / ns;
@@ -589,8 +605,8 @@ struct TokenInputs {
   double policy_weight;  // §9.1 IS weight times §9.2's keep (1: neither)
   const float* q;        // this token's samplerLogp, or null (counted in non_finite when not finite)
   double entropy_weight; // §9.8 'tokenMean' form: entropy_token_weight (unused otherwise)
-  PolicyExtra extra;     // §9.4: old log-prob, vespo's sequence log-weight, covariance choice
-  const SeqPolicy* seq;  // §9.4 geoMean: its sequence's terms (else unused)
+  bool chosen;           // §9.4: chosen by the covariance selection (clipCov, klCov)
+  const SeqPolicy* seq;  // §9.4: its sequence's vespo / geoMean terms
 };
 GK_HD void token_step(const LossOptions& o, const TokenInputs& x, double w, Ratio seq_ratio, bool use_q, double threshold,
                       LossSums& acc, double& g_seq, float* dlogp, float* dentropy, float* token_loss) {
@@ -606,7 +622,7 @@ GK_HD void token_step(const LossOptions& o, const TokenInputs& x, double w, Rati
     clipped_low = g.differs && x.adv < 0.0;
     clipped_high = g.differs && x.adv > 0.0;
   } else {
-    const PolicyTerm p = policy_term(o, r.value, x.adv, x.lp, x.extra);
+    const PolicyTerm p = policy_term(o, r.value, x.adv, x.lp, PolicyExtra{x.old, x.seq->vespo_lw, x.chosen});
     const double pm = (use_q ? ((double)*x.entropy >= threshold ? 1.0 : 0.0) : 1.0) * x.policy_weight;
     l = -pm * p.j;
     d = -pm * p.dj_dlogp;

@@ -94,13 +94,12 @@ Status grpo_loss_step(LossStepArgs& a) {
   // eligible ones of the loss.
   std::vector<uint8_t> chosen(uses_cov_selection(o) ? (size_t)a.n : 0, 0);
   if (uses_cov_selection(o) && tokens > 0.0) {
-    auto adv_of = [&](int64_t s, int64_t t) { return o.adv_per_token ? (double)a.advantages[t] : (double)a.advantages[s]; };
     double sum_a = 0.0, sum_lp = 0.0;
     for (int64_t s = 0; s < S; ++s) {
       if (seq_dropped(s)) continue;
       for (int64_t t = off[s]; t < off[s + 1]; ++t)
         if (kept(s, t)) {
-          sum_a += adv_of(s, t);
+          sum_a += token_adv(o, a.advantages, s, t);
           sum_lp += logp_at(t);
         }
     }
@@ -109,12 +108,9 @@ Status grpo_loss_step(LossStepArgs& a) {
     for (int64_t s = 0; s < S; ++s) {
       if (seq_dropped(s)) continue;
       for (int64_t t = off[s]; t < off[s + 1]; ++t) {
-        if (!kept(s, t)) continue;
-        const double adv = adv_of(s, t), lp = logp_at(t);
-        const double cov = cov_term(adv, lp, mean_a, mean_lp);
-        if (std::isnan(cov)) continue;
-        if (o.surrogate == kClipCov && !clip_cov_candidate(o, ratio_from_log(lp - old_at(t)).value, adv, cov)) continue;
-        cand.emplace_back(cov_key(o, t, cov), t);
+        uint64_t key;
+        if (kept(s, t) && cov_candidate(o, t, token_adv(o, a.advantages, s, t), logp_at(t), old_at(t), mean_a, mean_lp, &key))
+          cand.emplace_back(key, t);
       }
     }
     const int64_t k = cov_select_count(o, tokens, (int64_t)cand.size());
@@ -166,7 +162,6 @@ Status grpo_loss_step(LossStepArgs& a) {
       const bool dropped = seq_dropped(s);
       const double cnt = count[(size_t)s];
       const double w = aggregation_weight(o, cnt, (double)S, tokens, longest);
-      const double seq_adv = o.adv_per_token ? 0.0 : (double)a.advantages[s];
       Ratio seq_ratio{1.0, 1.0};
       if (o.is_level != kIsToken) {
         double lr = 0.0;
@@ -187,9 +182,8 @@ Status grpo_loss_step(LossStepArgs& a) {
         SeqTypeSums ss;
         for (int64_t t = off[s]; t < off[s + 1]; ++t)
           if (kept(s, t))
-            seq_type_token(o, logp_at(t), old_at(t), o.adv_per_token ? (double)a.advantages[t] : seq_adv, q ? q + t : nullptr, norm, ss);
-        const double wsn = q ? rc_token_weight(o, 0.0, 0.0, w_seq, norm) : 1.0;
-        sp = seq_policy(o, ss, cnt, (double)S, q != nullptr, wsn);
+            seq_type_token(o, logp_at(t), old_at(t), token_adv(o, a.advantages, s, t), q ? q + t : nullptr, norm, ss);
+        sp = seq_policy(o, ss, cnt, (double)S, q != nullptr, w_seq, norm);
         acc.loss += sp.geo_loss;
       }
       double g_seq = 0.0;  // Σ_t w·(-pm·dJ/dρ) of the sequence, for 'sequence'
@@ -203,10 +197,10 @@ Status grpo_loss_step(LossStepArgs& a) {
         }
         const double lp = logp_at(t);
         const double old = old_at(t);
-        const double adv = o.adv_per_token ? (double)a.advantages[t] : seq_adv;
+        const double adv = token_adv(o, a.advantages, s, t);
         const double pw = token_policy_weight(o, old, q ? q + t : nullptr, adv, w_seq, norm, kappa, acc);
         const TokenInputs x{lp, old, adv, a.ref_logp ? a.ref_logp + t : nullptr, a.entropy ? a.entropy + t : nullptr, pw,
-                            q ? q + t : nullptr, ent_w, PolicyExtra{old, sp.vespo_lw, !chosen.empty() && chosen[(size_t)t] != 0}, &sp};
+                            q ? q + t : nullptr, ent_w, !chosen.empty() && chosen[(size_t)t] != 0, &sp};
         token_step(o, x, w, seq_ratio, use_q, threshold, acc, g_seq, a.dlogp + t, a.dentropy ? a.dentropy + t : nullptr,
                    a.token_loss ? a.token_loss + t : nullptr);
       }

@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kSeqThreads) count_kernel(const LossParams p) 
         if (p.valid) p.valid[t] = (v && !isnan(p.entropy[t])) ? 1 : 0;  // NaN has no rank
         if (p.sel) {
           p.sel[t] = v ? kSelIn : 0;
-          p.tok_adv[t] = p.o.adv_per_token ? p.advantages[t] : p.advantages[s];
+          p.tok_adv[t] = (float)token_adv(p.o, p.advantages, s, t);
         }
       }
     }
@@ -295,13 +295,9 @@ __global__ void __launch_bounds__(kOneBlockThreads) cov_kernel(const LossParams 
   const double mean_a = sa / tokens, mean_lp = slp / tokens;
   long long eligible = 0;
   for (int64_t t = threadIdx.x; t < p.n; t += kOneBlockThreads) {
-    if (!(p.sel[t] & kSelIn)) continue;
-    const double adv = (double)p.tok_adv[t], lp = logp_at(p, t);
-    const double cov = cov_term(adv, lp, mean_a, mean_lp);
-    bool ok = !isnan(cov);
-    if (ok && p.o.surrogate == kClipCov) ok = clip_cov_candidate(p.o, ratio_from_log(lp - old_at(p, t)).value, adv, cov);
-    if (ok) {
-      p.keys[t] = cov_key(p.o, t, cov);
+    uint64_t key;
+    if ((p.sel[t] & kSelIn) && cov_candidate(p.o, t, (double)p.tok_adv[t], logp_at(p, t), old_at(p, t), mean_a, mean_lp, &key)) {
+      p.keys[t] = key;
       p.sel[t] = kSelIn | kSelEligible;
       ++eligible;
     }
@@ -356,7 +352,6 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
     const bool dropped = seq_dropped(p, s);
     const double cnt = p.count[s];
     const double w = aggregation_weight(o, cnt, (double)p.S, tokens, longest);
-    const double seq_adv = o.adv_per_token ? 0.0 : (double)p.advantages[s];
     const double keep = p.sampler && !dropped ? p.corr[s].keep : 1.0;
     const double w_seq = p.sampler && !dropped ? p.corr[s].w_seq : 1.0;
     Ratio seq_ratio{1.0, 1.0};
@@ -380,13 +375,11 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
       SeqTypeSums ss;
       for (int64_t t = b + threadIdx.x; t < e; t += kSeqThreads)
         if (tok_kept(p, t, keep))
-          seq_type_token(o, logp_at(p, t), old_at(p, t), o.adv_per_token ? (double)p.advantages[t] : seq_adv,
-                         p.sampler ? p.sampler + t : nullptr, norm, ss);
+          seq_type_token(o, logp_at(p, t), old_at(p, t), token_adv(o, p.advantages, s, t), p.sampler ? p.sampler + t : nullptr, norm, ss);
       ss.a = detail::block_sum<kSeqThreads>(ss.a, smd);
       ss.b = detail::block_sum<kSeqThreads>(ss.b, smd);
       ss.c = detail::block_sum<kSeqThreads>(ss.c, smd);
-      const double wsn = p.sampler ? rc_token_weight(o, 0.0, 0.0, w_seq, norm) : 1.0;
-      sp = seq_policy(o, ss, cnt, (double)p.S, p.sampler != nullptr, wsn);
+      sp = seq_policy(o, ss, cnt, (double)p.S, p.sampler != nullptr, w_seq, norm);
     }
     LossSums acc;
     double g_seq = 0.0;
@@ -400,12 +393,11 @@ __global__ void __launch_bounds__(kSeqThreads) seq_kernel(const LossParams p) {
       }
       const double lp = logp_at(p, t);
       const double old = old_at(p, t);
-      const double adv = o.adv_per_token ? (double)p.advantages[t] : seq_adv;
+      const double adv = token_adv(o, p.advantages, s, t);
       const float* q = p.sampler ? p.sampler + t : nullptr;
       const double pw = token_policy_weight(o, old, q, adv, w_seq, norm, kappa, acc);
       const bool chosen = p.sel && (p.sel[t] & kSelChosen);
-      const TokenInputs x{lp, old, adv, p.ref_logp ? p.ref_logp + t : nullptr, p.entropy ? p.entropy + t : nullptr, pw, q, ent_w,
-                          PolicyExtra{old, sp.vespo_lw, chosen}, &sp};
+      const TokenInputs x{lp, old, adv, p.ref_logp ? p.ref_logp + t : nullptr, p.entropy ? p.entropy + t : nullptr, pw, q, ent_w, chosen, &sp};
       token_step(o, x, w, seq_ratio, p.use_q, threshold, acc, g_seq, p.dlogp + t, p.dentropy ? p.dentropy + t : nullptr,
                  p.token_loss ? p.token_loss + t : nullptr);
     }
