@@ -155,16 +155,24 @@ t.test('§9.1-9.3: gradient agrees with central finite differences of the refere
     { options: { rolloutRejection: [{ statistic: 'seqMean_k3', threshold: 0.05 }, { statistic: 'token_k1', threshold: [0.7, 1.6] }], entropyCoef: 0.01, topEntropyQuantile: 0.7 }, sampler: true, perToken: true },
     { options: { entropyForm: 'tokenMean', entropyCoef: 0.05, topEntropyQuantile: 0.5, beta: 0.1 } },
   ];
+  const mask = Uint8Array.from({ length: n }, (_, k) => (k % l < l - (k % 3) ? 1 : 0));
+  // Fresh inputs. With rejection, a draw can reject every one of the 4 sequences (no token left:
+  // nothing to differentiate); such a draw is replaced by the next one.
+  const draw = async (options: gk.GrpoLossOptions, perToken?: boolean, sampler?: boolean) => {
+    for (;;) {
+      const logp = Float32Array.from({ length: n }, () => -Math.abs(rng.normal()) - 0.05);
+      const oldLogp = Float32Array.from(logp, (x) => x + rng.normal() * 0.25);
+      const refLogp = Float32Array.from(logp, (x) => x + rng.normal() * 0.4);
+      const samplerLogp = sampler ? Float32Array.from(oldLogp, (x) => x + rng.normal() * 0.3) : undefined;
+      const entropy = Float32Array.from(logp, () => rng.next() * 2);
+      const advantages = Float32Array.from({ length: perToken ? n : s }, (_, k) => (perToken && !mask[k] ? NaN : rng.normal()));
+      const out = await gk.grpoLoss(
+        { logp, oldLogp, refLogp, entropy, advantages, completionMask: mask, seqOffsets: offsets, ...(samplerLogp ? { samplerLogp } : {}) }, options);
+      if (out.metrics.tokens > 0) return { logp, oldLogp, refLogp, samplerLogp, entropy, advantages, out };
+    }
+  };
   for (const { options, perToken, sampler } of combos) {
-    const logp = Float32Array.from({ length: n }, () => -Math.abs(rng.normal()) - 0.05);
-    const oldLogp = Float32Array.from(logp, (x) => x + rng.normal() * 0.25);
-    const refLogp = Float32Array.from(logp, (x) => x + rng.normal() * 0.4);
-    const samplerLogp = sampler ? Float32Array.from(oldLogp, (x) => x + rng.normal() * 0.3) : undefined;
-    const entropy = Float32Array.from(logp, () => rng.next() * 2);
-    const mask = Uint8Array.from({ length: n }, (_, k) => (k % l < l - (k % 3) ? 1 : 0));
-    const advantages = Float32Array.from({ length: perToken ? n : s }, (_, k) => (perToken && !mask[k] ? NaN : rng.normal()));
-    const out = await gk.grpoLoss(
-      { logp, oldLogp, refLogp, entropy, advantages, completionMask: mask, seqOffsets: offsets, ...(samplerLogp ? { samplerLogp } : {}) }, options);
+    const { logp, oldLogp, refLogp, samplerLogp, entropy, advantages, out } = await draw(options, perToken, sampler);
     const f = (x: Float64Array) =>
       refGrpoLoss({ logp: x, oldLogp, refLogp, entropy, advantages, samplerLogp, seqOffsets: offsets, mask }, { ...out.options, maxCompletionLength: l }).loss;
     const fd = centralDiff(f, Float64Array.from(logp), 1e-6);
